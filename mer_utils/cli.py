@@ -1,0 +1,204 @@
+"""The ``mer`` command: data tools, training, evaluation, fusion and prediction.
+
+Heavy libraries are imported inside each subcommand so ``mer --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from mer_utils.config import DEFAULT_SEED
+
+
+def _branch_module(branch: str):
+    from mer_utils.pipelines import BRANCHES
+
+    if branch not in BRANCHES:
+        raise ValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")
+    return importlib.import_module(f"mer_utils.pipelines.{branch}")
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from mer_utils.demo import make_demo_dataset
+
+    summary = make_demo_dataset(args.out_dir, actors=args.actors, seed=args.seed, progress=True)
+    print(
+        f"wrote {summary['clips']} clips of {summary['actors']} actors "
+        f"({summary['megabytes']:.1f} MB) and {summary['text_rows']} text rows to {args.out_dir}"
+    )
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from mer_utils.ravdess import download_ravdess
+
+    actors = _parse_actors(args.actors) if args.actors else None
+    index = download_ravdess(args.dest, actors=actors, kind=args.kind)
+    print(f"{len(index)} RAVDESS files indexed in {args.dest}")
+    return 0
+
+
+def _parse_actors(text: str) -> list[int]:
+    """'1-4,7' -> [1, 2, 3, 4, 7]."""
+    actors: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            low, high = part.split("-", 1)
+            actors.extend(range(int(low), int(high) + 1))
+        elif part:
+            actors.append(int(part))
+    return actors
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from mer_utils.ravdess import actor_disjoint_split, index_dataset, split_table
+
+    index = index_dataset(args.data_dir, manifest=args.manifest)
+    if args.out:
+        index.to_csv(args.out, index=False)
+        print(f"wrote {len(index)} rows to {args.out}")
+    skipped = index.attrs.get("skipped", [])
+    print(f"{len(index)} clips, {index['actor'].nunique()} actors, {index['take'].nunique()} takes")
+    if len(index):
+        print(index.groupby(["modality", "emotion"]).size().unstack(fill_value=0).to_string())
+        if index["actor"].nunique() >= 3:
+            print(split_table(actor_disjoint_split(index, seed=args.seed)).to_string())
+    for path, reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    module = _branch_module(args.branch)
+    metrics = module.train(args.data, args.out, seed=args.seed, smoke=args.smoke, model=args.model)
+    print(f"run written to {args.out}")
+    _print_json({k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics})
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mer_utils.evaluation import format_metrics
+    from mer_utils.runs import read_run_info
+
+    info = read_run_info(args.run_dir)
+    module = _branch_module(info["branch"])
+    metrics = module.evaluate(args.run_dir, args.data)
+    if args.json:
+        _print_json(metrics)
+    else:
+        print(format_metrics(metrics, ("accuracy", "macro_precision", "macro_recall", "macro_f1")))
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from mer_utils.fusion import fuse_runs
+
+    table = fuse_runs(args.run_dirs, args.out, seed=args.seed, trust=args.trust)
+    print(table.to_string())
+    print(f"fusion results written to {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mer_utils.predict import format_prediction, predict_clip
+
+    result = predict_clip(args.clip, args.models, verbose=args.verbose)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_prediction(result, verbose=args.verbose))
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from mer_utils.notebooks import run_notebooks
+
+    results = run_notebooks(smoke=args.smoke, only=args.only, timeout=args.timeout)
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mer", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--log-level", default="WARNING", help="logging level (default WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo-data", help="write the synthetic RAVDESS-format demo data set")
+    demo.add_argument("out_dir", type=Path)
+    demo.add_argument("--actors", type=int, default=8, help="number of actors (default 8)")
+    demo.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    demo.set_defaults(func=cmd_demo_data)
+
+    download = commands.add_parser("download", help="download RAVDESS from Zenodo (record 1188976)")
+    download.add_argument("dest", type=Path)
+    download.add_argument("--actors", help="e.g. '1-24' or '1,2,5' (default: all)")
+    download.add_argument("--kind", choices=("video-speech", "audio-speech"), default="video-speech")
+    download.set_defaults(func=cmd_download)
+
+    index = commands.add_parser("index", help="index a RAVDESS folder and show counts and the split")
+    index.add_argument("data_dir", type=Path)
+    index.add_argument("--out", type=Path, help="write the index as CSV")
+    index.add_argument("--manifest", type=Path, help="write skipped files and reasons as CSV")
+    index.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    index.set_defaults(func=cmd_index)
+
+    train = commands.add_parser("train", help="train one branch and write a run folder")
+    train.add_argument("branch", choices=("video", "audio", "spectrogram", "text"))
+    train.add_argument("--data", type=Path, required=True, help="RAVDESS folder, or text CSV for 'text'")
+    train.add_argument("--out", type=Path, required=True, help="run folder to write")
+    train.add_argument("--model", default=None, help="model variant of the branch (see its docs)")
+    train.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    train.add_argument("--smoke", action="store_true", help="tiny, fast run (CI and checks)")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a saved run on every sample of another data set")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    fuse = commands.add_parser("fuse", help="late fusion of run folders' predictions")
+    fuse.add_argument("run_dirs", type=Path, nargs="+")
+    fuse.add_argument("--out", type=Path, required=True)
+    fuse.add_argument("--trust", choices=("accuracy", "macro_f1"), default="macro_f1")
+    fuse.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    fuse.set_defaults(func=cmd_fuse)
+
+    predict = commands.add_parser("predict", help="predict the emotion of one new clip")
+    predict.add_argument("clip", type=Path)
+    predict.add_argument("--models", type=Path, nargs="+", required=True, help="run folders")
+    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--verbose", action="store_true", help="print the timing breakdown")
+    predict.set_defaults(func=cmd_predict)
+
+    notebooks = commands.add_parser("notebooks", help="execute all notebooks in order, headless")
+    notebooks.add_argument("--smoke", action="store_true", help="MER_SMOKE_TEST=1: small and fast")
+    notebooks.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 05")
+    notebooks.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    notebooks.set_defaults(func=cmd_notebooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mer`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"mer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The one figure helper and the plots every notebook shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mer_utils.config import figures_dir
+
+
+def _pyplot():
+    import matplotlib
+
+    # A headless backend unless a notebook already chose an inline one.
+    if matplotlib.get_backend().lower() not in {"inline", "module://matplotlib_inline.backend_inline"}:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, name: str, folder: str | Path | None = None, dpi: int = 120) -> Path:
+    """Save ``fig`` as ``<folder>/<name>.png`` (default folder: figures/) and return the path."""
+    folder = Path(folder) if folder is not None else figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_confusion_matrices(
+    true_labels: Sequence[str],
+    predicted_labels: Sequence[str],
+    labels: Sequence[str],
+    title: str = "",
+):
+    """Confusion matrix as counts and row-normalised, side by side. Returns the figure."""
+    from sklearn.metrics import confusion_matrix
+
+    plt = _pyplot()
+    counts = confusion_matrix(
+        [str(x) for x in true_labels], [str(x) for x in predicted_labels], labels=list(labels)
+    )
+    row_sums = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, row_sums, out=np.zeros_like(counts, dtype=float), where=row_sums > 0)
+    size = 4 + 0.45 * len(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for ax, matrix, fmt, subtitle in (
+        (axes[0], counts, "d", "counts"),
+        (axes[1], normalised, ".2f", "row-normalised (recall)"),
+    ):
+        image = ax.imshow(matrix, cmap="Blues", vmin=0)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{title} {subtitle}".strip())
+        threshold = matrix.max() / 2 if matrix.max() > 0 else 0.5
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                ax.text(
+                    j,
+                    i,
+                    format(matrix[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if matrix[i, j] > threshold else "black",
+                )
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc_curves(
+    true_labels: Sequence[str],
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    title: str = "",
+):
+    """One-vs-rest ROC curve per class plus the macro-average AUC in the legend."""
+    from sklearn.metrics import auc, roc_curve
+
+    plt = _pyplot()
+    y = np.asarray([str(x) for x in true_labels])
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    aucs = []
+    for k, label in enumerate(labels):
+        positives = y == label
+        if positives.all() or not positives.any():
+            continue
+        fpr, tpr, _ = roc_curve(positives, probabilities[:, k])
+        value = auc(fpr, tpr)
+        aucs.append(value)
+        ax.plot(fpr, tpr, lw=1.3, label=f"{label} (AUC {value:.2f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    macro = float(np.mean(aucs)) if aucs else float("nan")
+    ax.set_title(f"{title} ROC one-vs-rest, macro AUC {macro:.3f}".strip())
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(history: dict, title: str = ""):
+    """Loss and accuracy per epoch (train and validation) from a Keras ``history.history``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + key)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, label=(prefix or "train_") + key)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title} {key}".strip())
+        ax.legend()
+    fig.tight_layout()
+    return fig
