@@ -888,15 +888,46 @@ def degraded_modality_curve(
     if not degraded_tables:
         raise ValueError(f"no degraded tables for '{modality}'")
     methods = list(methods) if methods is not None else method_names(fitted.modalities)
+    test_clips = set().union(*(set(table["clip_id"].astype(str)) for table in test_tables.values()))
     rows = []
     for level, table in degraded_tables.items():
-        aligned = align_modalities({**test_tables, modality: table})
+        # Only the test clips count; a degraded table may hold more (e.g. every clip of the data).
+        in_test = table["clip_id"].astype(str).isin(test_clips)
+        if not in_test.any():
+            raise ValueError(
+                f"the degraded '{modality}' table at level {level} shares no clip_id with the test tables"
+            )
+        aligned = align_modalities({**test_tables, modality: table[in_test]})
         targets = label_indices(aligned.true_labels, aligned.labels)
         probabilities = {name: aligned.probabilities[name] for name in fitted.modalities}
-        rows.extend(
-            _curve_rows(fitted, probabilities, targets, methods, {"modality": modality, "level": level})
-        )
+        extra = {
+            "modality": modality,
+            "level": level,
+            "unavailable": int(np.isnan(probabilities[modality]).any(axis=1).sum()),
+        }
+        rows.extend(_curve_rows(fitted, probabilities, targets, methods, extra))
     return pd.DataFrame(rows)
+
+
+def calibration_table(comparison: FusionComparison) -> pd.DataFrame:
+    """Per modality: fitted temperature, trust and ECE before/after calibration on validation and test."""
+    fitted = comparison.fitted
+    rows = {}
+    for name in fitted.modalities:
+        p = comparison.test.probabilities[name]
+        present = _present(p)
+        targets = comparison.targets[present]
+        rows[name] = {
+            "temperature": fitted.temperatures[name],
+            "trust": fitted.trust[name],
+            "val_ece_before": fitted.validation[name]["ece_before"],
+            "val_ece_after": fitted.validation[name]["ece_after"],
+            "test_ece_before": expected_calibration_error(p[present], targets),
+            "test_ece_after": expected_calibration_error(
+                apply_temperature(p[present], fitted.temperatures[name]), targets
+            ),
+        }
+    return pd.DataFrame(rows).T.rename_axis("modality")
 
 
 # ----------------------------------------------------------------------------- per-clip weights
@@ -1183,6 +1214,9 @@ def write_fusion_outputs(
     parameters = fusion_parameters(comparison.fitted, run_dirs)
     parameters["seed"] = seed
     written["fusion"] = write_json(out / FUSION_FILE, parameters)
+    written["calibration"] = atomic_write_bytes(
+        out / "calibration.csv", calibration_table(comparison).to_csv().encode()
+    )
     examples = weight_examples(comparison)
     written["examples"] = atomic_write_bytes(
         out / "weight_examples.csv", examples.to_csv(index=False).encode()

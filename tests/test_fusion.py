@@ -262,6 +262,12 @@ def test_bootstrap_ci_contains_estimate_and_is_reproducible_by_seed():
 # ----------------------------------------------------------------------------- comparison and robustness
 
 
+def audio_accuracy(table: pd.DataFrame) -> float:
+    """Accuracy of a prediction table's argmax."""
+    predicted = table[[f"prob_{label}" for label in LABELS]].to_numpy().argmax(axis=1)
+    return float(np.mean(np.array(LABELS)[predicted] == table["true_label"].to_numpy()))
+
+
 @pytest.fixture(scope="module")
 def val_and_test_tables():
     """A good but over-confident video modality and a weak, very over-confident audio modality."""
@@ -281,6 +287,17 @@ def test_compare_fusion_methods_table(val_and_test_tables):
     # Both models are informative, so calibrated entropy x trust beats the better one alone.
     assert table.loc["entropy_trust", "accuracy"] > table.loc["single_video", "accuracy"]
     assert table.loc["entropy_trust", "accuracy"] > table.loc["single_audio", "accuracy"] + 0.2
+
+
+def test_weights_by_emotion_average_the_per_clip_weights(val_and_test_tables):
+    val_tables, test_tables = val_and_test_tables
+    comparison = fusion.run_comparison(val_tables, test_tables, n_boot=10)
+    by_emotion = fusion.weights_by_emotion(comparison)
+    assert list(by_emotion.columns) == ["video", "audio"]
+    assert set(by_emotion.index) <= set(LABELS) and len(by_emotion) == NUM_CLASSES
+    assert np.allclose(by_emotion.sum(axis=1), 1.0)
+    happy = np.array([LABELS[t] == "happy" for t in comparison.targets])
+    assert by_emotion.loc["happy", "video"] == pytest.approx(comparison.weights["video"][happy].mean())
 
 
 def test_fit_fusion_calibrates_each_modality(val_and_test_tables):
@@ -330,7 +347,16 @@ def test_missing_and_degraded_curves(val_and_test_tables):
         noisy = synthetic_tables(400, {"video": 2.5, "audio": signal}, {"video": 2.0, "audio": 4.0}, seed=12)
         degraded[level] = noisy["audio"]
     curve = fusion.degraded_modality_curve(fitted, test_tables, "audio", degraded)
-    assert set(curve["level"]) == {20, 0}
+    assert set(curve["level"]) == {20, 0} and (curve["unavailable"] == 0).all()
+    # Extra clips in a degraded table are ignored; clips it lacks make that modality unavailable there.
+    extra = synthetic_tables(3, {"audio": 1.0}, {"audio": 1.0}, seed=4, prefix="val")["audio"]
+    partial = pd.concat([degraded[0].iloc[100:], extra])
+    curve_partial = fusion.degraded_modality_curve(fitted, test_tables, "audio", {0: partial})
+    assert (curve_partial["unavailable"] == 100).all()
+    audio_partial = curve_partial.set_index("method").loc["single_audio", "accuracy"]
+    assert audio_partial == pytest.approx(audio_accuracy(degraded[0].iloc[100:]) * 300 / 400)
+    with pytest.raises(ValueError, match="shares no clip_id"):
+        fusion.degraded_modality_curve(fitted, test_tables, "audio", {0: extra})
     audio = curve[curve["method"] == "single_audio"].set_index("level")["accuracy"]
     ours = curve[curve["method"] == "entropy_trust"].set_index("level")["accuracy"]
     video = curve[curve["method"] == "single_video"].set_index("level")["accuracy"]
@@ -401,6 +427,7 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
         "mcnemar.json",
         "fusion.json",
         "weight_examples.csv",
+        "calibration.csv",
         "missing_modality_curve.csv",
         "reliability_diagrams.png",
         "weights_by_emotion.png",
@@ -421,6 +448,12 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
     assert parameters["modalities"]["video"]["run_dir"] == str(runs[0].resolve())
     markdown = (out / "fusion_table.md").read_text()
     assert markdown.count("\n") == len(table) + 2 and "| entropy_trust |" in markdown
+    examples = pd.read_csv(out / "weight_examples.csv")
+    assert set(examples["outcome"]) <= {"rescued", "hurt"} and len(examples) > 0
+    rescued = examples[examples["outcome"] == "rescued"]
+    assert (rescued["entropy_trust"] == rescued["true_label"]).all()
+    assert (rescued["mean"] != rescued["true_label"]).all()
+    assert np.allclose(examples["video_weight"] + examples["audio_weight"], 1.0)
     # Same inputs and seed -> the same table.
     again = fusion.fuse_runs(runs, tmp_path / "again", seed=3, trust="accuracy", n_boot=50)
     pd.testing.assert_frame_equal(table, again)
