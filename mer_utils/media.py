@@ -159,13 +159,16 @@ def write_mp4(
     with av.open(str(tmp), mode="w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"crf": str(crf), "preset": "veryfast"}
+        # One encoder thread: multi-threaded x264 output differs from run to run.
+        video.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
         audio_stream = None
         if audio is not None:
             audio_stream = container.add_stream("aac", rate=sr)
             audio_stream.layout = "mono"
-        for image in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i  # explicit timestamps keep the encoding identical from run to run
+            for packet in video.encode(frame):
                 container.mux(packet)
         for packet in video.encode():
             container.mux(packet)

@@ -119,3 +119,48 @@ def plot_training_curves(history: dict, title: str = ""):
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns: int = 4, size: float = 2.2):
+    """A grid of RGB images with a title each (sample frames, face crops, spectrogram images)."""
+    plt = _pyplot()
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, title in zip(axes.ravel(), images, titles, strict=False):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_waveform_and_mel(audio: np.ndarray, sr: int, log_mel: np.ndarray, title: str = ""):
+    """Waveform above its log-mel spectrogram (dB), sharing the time axis."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    times = np.arange(len(audio)) / sr
+    axes[0].plot(times, audio, lw=0.5)
+    axes[0].set_ylabel("amplitude")
+    axes[0].set_title(f"{title} waveform".strip())
+    duration = len(audio) / sr
+    image = axes[1].imshow(
+        log_mel, origin="lower", aspect="auto", extent=(0, duration, 0, log_mel.shape[0]), cmap="magma"
+    )
+    axes[1].set_xlabel("time (s)")
+    axes[1].set_ylabel("mel band")
+    axes[1].set_title("log-mel spectrogram (dB)")
+    fig.colorbar(image, ax=axes, fraction=0.03, pad=0.02)
+    return fig
+
+
+def plot_counts(table, title: str = "", ylabel: str = "clips"):
+    """A grouped bar chart of a DataFrame (index on the x axis, one bar per column)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(table) + 3), 3.8))
+    table.plot.bar(ax=ax, width=0.8)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig

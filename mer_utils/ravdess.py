@@ -219,8 +219,9 @@ def actor_disjoint_split(
 ) -> pd.DataFrame:
     """Assign every row a ``split`` (train / val / test) by actor, gender-balanced.
 
-    ``sizes`` are actor counts (train, val, test); by default 16/4/4 for 24 actors,
-    scaled (at least two actors, one of each gender where possible, in val and test) for fewer.
+    ``sizes`` are actor counts (train, val, test); by default 16/4/4 for 24 actors, a sixth each
+    for val and test otherwise (12/3/3 for 18, 4/2/2 for 8, 2/1/1 for 4), at least two actors,
+    one of each gender, in val and test from 8 actors on.
     Fixed ``test_actors`` / ``val_actors`` override the draw for those parts.
     The same seed always gives the same split. Returns a copy with a ``split`` column.
     """
@@ -236,7 +237,8 @@ def actor_disjoint_split(
         raise ValueError("the same actor cannot be in validation and test")
     n = len(actors)
     if sizes is None:
-        n_eval = max(2, round(n * DEFAULT_SPLIT[2] / sum(DEFAULT_SPLIT)))
+        # A sixth of the actors each for validation and test (4 of 24); at least two from 8 actors on.
+        n_eval = max(2, round(n * DEFAULT_SPLIT[2] / sum(DEFAULT_SPLIT))) if n >= 8 else max(1, n // 4)
         sizes = (n - 2 * n_eval, n_eval, n_eval)
     n_train, n_val, n_test = (int(s) for s in sizes)
     if n_train + n_val + n_test != n or min(n_train, n_val, n_test) < 1:

@@ -1,0 +1,42 @@
+# mer: two commands set everything up and run it on a fresh machine with Python 3.11:
+#   make demo   venv + install + demo data + execute every notebook headless (writes figures/)
+#   make test   venv + install + tests, including every notebook in smoke mode
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo demo-data test test-fast lint clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if that is 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo-data: $(STAMP)
+	$(BIN)/mer demo-data data/demo
+
+# The main job: every notebook on the demo data (full mode), figures into figures/.
+demo: demo-data
+	$(BIN)/mer notebooks
+
+# The test command CI runs: unit tests, then every notebook headless in smoke mode.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python scripts/check_notebooks_clean.py
+	MER_SMOKE_TEST=1 $(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not notebooks"
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check mer_utils tests scripts
+
+clean:
+	rm -rf runs .cache figures/*.png

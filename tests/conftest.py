@@ -1,0 +1,41 @@
+"""Shared fixtures: a small demo data set built once per session, and the real-data locations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mer_utils.config import PROJECT_ROOT
+
+# Real data for development lives beside the project (never inside it); MER_REAL_DATA overrides.
+REAL_DATA = Path(os.environ.get("MER_REAL_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """A 4-actor demo data set (120 clips), generated once for the whole test session."""
+    from mer_utils.demo import make_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(out, actors=4, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_audio_dir() -> Path:
+    """The real RAVDESS audio-only folder; tests using it skip when it is absent."""
+    path = REAL_DATA / "ravdess_speech_16k"
+    if not path.is_dir():
+        pytest.skip(f"real RAVDESS audio not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_text_csv() -> Path:
+    """The real text emotion CSV; tests using it skip when it is absent."""
+    path = REAL_DATA / "text" / "emotion_dataset_raw.csv"
+    if not path.is_file():
+        pytest.skip(f"real text CSV not found at {path}")
+    return path

@@ -1,0 +1,68 @@
+"""Metrics, prediction tables and run folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mer_utils import evaluation, runs
+
+LABELS = ["a", "b", "c"]
+
+
+def test_classification_metrics_match_a_hand_count():
+    metrics = evaluation.classification_metrics(["a", "a", "b", "c"], ["a", "b", "b", "c"], LABELS)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert metrics["per_class"]["b"]["precision"] == 0.5
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    assert metrics["n"] == 4
+    json.dumps(metrics)  # JSON-ready
+
+
+def test_metrics_reject_unknown_labels_and_empty_input():
+    with pytest.raises(ValueError, match="'z'"):
+        evaluation.classification_metrics(["z"], ["a"], LABELS)
+    with pytest.raises(ValueError, match="zero"):
+        evaluation.classification_metrics([], [], LABELS)
+
+
+def test_prediction_table_round_trip_and_metrics(tmp_path):
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]])
+    table = evaluation.prediction_table(probabilities, LABELS, ["t1", "t2", "t3", "t4"], ["a", "b", "c", "b"])
+    assert table["pred_label"].tolist() == ["a", "b", "c", "a"]
+    runs.write_predictions(tmp_path, "test", table)
+    back = runs.read_predictions(tmp_path, "test")
+    assert evaluation.labels_from_columns(back) == LABELS
+    assert np.allclose(evaluation.probabilities_of(back), probabilities)
+    metrics = evaluation.table_metrics(back)
+    assert metrics["accuracy"] == 0.75
+    assert 0.5 < metrics["macro_auc"] <= 1.0
+    with pytest.raises(ValueError, match="shape"):
+        evaluation.prediction_table(probabilities[:, :2], LABELS, ["t1", "t2", "t3", "t4"])
+
+
+def test_roc_auc_is_one_for_perfect_scores():
+    y = ["a", "b", "c", "a"]
+    p = np.eye(3)[[0, 1, 2, 0]]
+    result = evaluation.roc_auc(y, p, LABELS)
+    assert result["macro_auc"] == 1.0 and set(result["per_class_auc"]) == set(LABELS)
+
+
+def test_run_folder_io(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="run"):
+        runs.check_run_dir(run)
+    run.mkdir()
+    with pytest.raises(ValueError, match="not a run folder"):
+        runs.read_run_info(run)
+    runs.write_run_info(run, "audio", LABELS, sample_rate=16000, mean=np.float32(0.5))
+    info = runs.read_run_info(run)
+    assert info == {"branch": "audio", "labels": LABELS, "sample_rate": 16000, "mean": 0.5}
+    (run / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken.json"):
+        runs.read_json(run / "broken.json")
+    assert not list(run.glob("*.tmp"))
