@@ -495,9 +495,7 @@ def mfcc_batch(
     ``augmentation`` with ``copy`` k gives the k-th augmented copy of each clip (its random
     draw is seeded by the seed, the copy and the clip, so copies differ and repeat exactly).
     """
-    key = {"kind": "mfcc", **params.to_dict(), "noise_snr_db": noise_snr_db, "seed": seed}
-    if augmentation is not None:
-        key.update({"augmentation": asdict(augmentation), "copy": copy})
+    key = mfcc_cache_params(params, noise_snr_db, augmentation, copy, seed)
 
     def featurize(path: str) -> np.ndarray:
         clip_seed = _clip_seed(path, seed, copy)
@@ -505,6 +503,22 @@ def mfcc_batch(
 
     desc = "MFCC" + (f" (augmented copy {copy})" if augmentation is not None else "")
     return extract_features(index, featurize, key, cache_dir, progress, desc, manifest)
+
+
+def mfcc_cache_params(
+    params: MfccParams,
+    noise_snr_db: float | None = None,
+    augmentation: AudioAugmentation | None = None,
+    copy: int = 0,
+    seed: int = DEFAULT_SEED,
+) -> dict:
+    """The cache key parameters of :func:`mfcc_batch` (the seed only matters with noise or augmentation)."""
+    key: dict = {"kind": "mfcc", **params.to_dict(), "noise_snr_db": noise_snr_db}
+    if noise_snr_db is not None or augmentation is not None:
+        key["seed"] = seed
+    if augmentation is not None:
+        key.update({"augmentation": asdict(augmentation), "copy": copy})
+    return key
 
 
 def _clip_seed(path: str | Path, seed: int, copy: int = 0) -> int:
@@ -534,19 +548,32 @@ def apply_standardiser(features: np.ndarray, mean: np.ndarray, std: np.ndarray) 
     return ((np.asarray(features, dtype=np.float32) - mean) / std).astype(np.float32)
 
 
-def normalise_per_speaker(features: np.ndarray, speakers: Sequence) -> np.ndarray:
+def speaker_statistics(features: np.ndarray, speakers: Sequence) -> dict:
+    """Per-speaker (mean, std) over each speaker's clips and frames, keyed by speaker id."""
+    features = np.asarray(features, dtype=np.float32)
+    speakers = np.asarray(list(speakers))
+    if len(speakers) != len(features):
+        raise ValueError(f"{len(speakers)} speaker ids for {len(features)} clips")
+    return {speaker: fit_standardiser(features[speakers == speaker]) for speaker in np.unique(speakers).tolist()}
+
+
+def normalise_per_speaker(features: np.ndarray, speakers: Sequence, statistics: dict | None = None) -> np.ndarray:
     """Standardise each speaker's clips with that speaker's own mean and std (no labels used).
 
     Removes much of the voice (pitch, timbre, microphone) that separates speakers more than
     emotions do; at test time it needs only unlabelled clips of the same speaker.
+    ``statistics`` (from :func:`speaker_statistics`) lets augmented copies reuse the
+    statistics of the original clips; by default they come from ``features`` itself.
     """
     features = np.asarray(features, dtype=np.float32)
     speakers = np.asarray(list(speakers))
     if len(speakers) != len(features):
         raise ValueError(f"{len(speakers)} speaker ids for {len(features)} clips")
+    statistics = statistics if statistics is not None else speaker_statistics(features, speakers)
     out = np.empty_like(features)
-    for speaker in np.unique(speakers):
+    for speaker in np.unique(speakers).tolist():
+        if speaker not in statistics:
+            raise ValueError(f"no normalisation statistics for speaker {speaker!r}")
         rows = speakers == speaker
-        mean, std = fit_standardiser(features[rows])
-        out[rows] = apply_standardiser(features[rows], mean, std)
+        out[rows] = apply_standardiser(features[rows], *statistics[speaker])
     return out
