@@ -968,13 +968,16 @@ def weight_examples(comparison: FusionComparison, limit: int = 5) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def weights_by_emotion(comparison: FusionComparison) -> pd.DataFrame:
-    """Mean entropy x trust weight of each modality per true emotion (rows emotions, columns modalities)."""
+def weights_by_emotion(comparison: FusionComparison, statistic: str = "mean") -> pd.DataFrame:
+    """Entropy x trust weight of each modality per true emotion (rows emotions, columns modalities).
+
+    ``statistic`` is a pandas groupby reduction: "mean" (the default) or "std" for the spread over clips.
+    """
     labels = comparison.fitted.labels
     frame = pd.DataFrame(comparison.weights)
     frame["true_label"] = [labels[t] for t in comparison.targets]
-    means = frame.groupby("true_label").mean()
-    return means.reindex([label for label in labels if label in means.index])
+    summary = frame.groupby("true_label").agg(statistic)
+    return summary.reindex([label for label in labels if label in summary.index])
 
 
 # ----------------------------------------------------------------------------- single clip (mer predict)
@@ -1086,8 +1089,10 @@ def plot_reliability_diagrams(
     return fig
 
 
-def plot_weights_by_emotion(weights: pd.DataFrame, title: str = "entropy x trust weights"):
-    """Grouped bars: mean fusion weight of each modality per true emotion."""
+def plot_weights_by_emotion(
+    weights: pd.DataFrame, spread: pd.DataFrame | None = None, title: str = "entropy x trust weights"
+):
+    """Grouped bars: mean fusion weight of each modality per true emotion (error bars: ``spread``)."""
     from mer_utils.plotting import _pyplot
 
     plt = _pyplot()
@@ -1095,9 +1100,11 @@ def plot_weights_by_emotion(weights: pd.DataFrame, title: str = "entropy x trust
     width = 0.8 / max(1, weights.shape[1])
     positions = np.arange(len(weights))
     for m, name in enumerate(weights.columns):
-        ax.bar(positions + (m - (weights.shape[1] - 1) / 2) * width, weights[name], width, label=name)
+        errors = spread[name].reindex(weights.index) if spread is not None else None
+        offset = (m - (weights.shape[1] - 1) / 2) * width
+        ax.bar(positions + offset, weights[name], width, yerr=errors, capsize=2, label=name)
     ax.set_xticks(positions, weights.index, rotation=45, ha="right")
-    ax.set_ylabel("mean weight")
+    ax.set_ylabel("mean weight" + (" (bars: std over clips)" if spread is not None else ""))
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -1106,23 +1113,43 @@ def plot_weights_by_emotion(weights: pd.DataFrame, title: str = "entropy x trust
 
 
 def plot_robustness_curves(
-    curve: pd.DataFrame, x: str, panel: str, title: str = "", metric: str = "accuracy"
+    curve: pd.DataFrame,
+    x: str,
+    panel: str,
+    title: str = "{}",
+    metric: str = "accuracy",
+    xlabel: str | None = None,
 ):
-    """One panel per value of ``panel`` (e.g. missing_modality), one line per method over ``x``."""
+    """One panel per value of ``panel`` (e.g. missing_modality), one line per method over ``x``.
+
+    ``title`` is formatted with the panel value. Single modalities are dashed, the main method bold.
+    """
     from mer_utils.plotting import _pyplot
 
     plt = _pyplot()
     panels = list(dict.fromkeys(curve[panel]))
+    methods = list(dict.fromkeys(curve["method"]))
+    colours = plt.get_cmap("tab20")
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, value in zip(axes[0], panels, strict=True):
         subset = curve[curve[panel] == value]
-        for method in dict.fromkeys(subset["method"]):
-            line = subset[subset["method"] == method]
-            bold = method == MAIN_METHOD
-            ax.plot(line[x], line[metric], marker="o", lw=2.5 if bold else 1.0, ms=3, label=method)
-        ax.set_title(f"{title} {panel} = {value}".strip())
-        ax.set_xlabel(x)
+        for number, method in enumerate(methods):
+            line = subset[subset["method"] == method].sort_values(x)
+            main = method == MAIN_METHOD
+            ax.plot(
+                line[x],
+                line[metric],
+                marker="o",
+                ms=3,
+                lw=2.8 if main else 1.2,
+                color="black" if main else colours(number % 20),
+                linestyle="--" if method.startswith(SINGLE_PREFIX) else "-",
+                label=method,
+            )
+        ax.set_title(title.format(value))
+        ax.set_xlabel(xlabel or x)
         ax.set_ylabel(metric)
+        ax.set_ylim(0, 1)
     axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
@@ -1227,14 +1254,16 @@ def write_fusion_outputs(
     after = _calibrate(before, comparison.fitted.temperatures)
     figures = {
         "reliability_diagrams": plot_reliability_diagrams(before, after, comparison.targets),
-        "weights_by_emotion": plot_weights_by_emotion(weights_by_emotion(comparison)),
+        "weights_by_emotion": plot_weights_by_emotion(
+            weights_by_emotion(comparison), weights_by_emotion(comparison, "std")
+        ),
     }
     if missing_curve is not None and not missing_curve.empty:
         written["missing_curve"] = atomic_write_bytes(
             out / "missing_modality_curve.csv", missing_curve.to_csv(index=False).encode()
         )
         figures["missing_modality_curve"] = plot_robustness_curves(
-            missing_curve, "share", "missing_modality", "missing"
+            missing_curve, "share", "missing_modality", "{} missing", xlabel="share of test clips without it"
         )
     for name, figure in figures.items():
         written[name] = save_figure(figure, name, folder=out)
