@@ -101,3 +101,125 @@ def test_tiny_resnet18_learns_separable_images():
     accuracy = float((predict_probabilities(model, x_test).argmax(axis=1) == y_test).mean())
     # Chance is 0.25; a ResNet that learns finds the band easily.
     assert accuracy > 0.6, accuracy
+
+
+# --- spectrogram images ---------------------------------------------------------------------
+
+
+def test_spectrogram_image_shape_dtype_range_and_orientation():
+    from mer_utils.pipelines.spectrogram import spectrogram_image
+
+    log_mel = np.full((128, 188), -80.0, dtype=np.float32)
+    log_mel[:10] = 0.0  # energy in the lowest mel bands only
+    image = spectrogram_image(log_mel, 64)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert image.min() == 0 and image.max() == 255
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all()
+    # Low frequencies are drawn at the bottom, as in every spectrogram plot.
+    assert image[-2:, :, 0].mean() == 255 and image[:10, :, 0].mean() == 0
+    assert spectrogram_image(log_mel, (32, 48)).shape == (32, 48, 3)
+
+
+def test_spectrogram_image_normalises_each_image_and_handles_silence():
+    from mer_utils.pipelines.spectrogram import spectrogram_image
+
+    rng = np.random.default_rng(0)
+    log_mel = rng.uniform(-60, -20, size=(64, 100)).astype(np.float32)
+    quiet = spectrogram_image(log_mel - 15, 32)
+    loud = spectrogram_image(log_mel, 32)
+    # A level change in dB is removed by the per-image normalisation.
+    assert np.abs(quiet.astype(int) - loud.astype(int)).max() <= 1
+    silent = spectrogram_image(np.full((64, 100), -80.0), 32)
+    assert silent.max() == 0
+
+
+@pytest.mark.parametrize("bad", [np.zeros(10), np.zeros((1, 50)), np.array([[0.0, np.nan], [1.0, 2.0]])])
+def test_spectrogram_image_rejects_bad_input(bad):
+    from mer_utils.pipelines.spectrogram import spectrogram_image
+
+    with pytest.raises(ValueError):
+        spectrogram_image(bad, 32)
+
+
+def test_save_spectrogram_pngs_round_trip(tmp_path):
+    import cv2
+
+    from mer_utils.pipelines.spectrogram import save_spectrogram_pngs, spectrogram_images
+
+    rng = np.random.default_rng(1)
+    images = spectrogram_images(rng.uniform(-80, 0, size=(2, 32, 40)), 32)
+    paths = save_spectrogram_pngs(images, ["angry", "sad"], tmp_path / "pngs")
+    assert [p.name for p in paths] == ["angry.png", "sad.png"]
+    read_back = cv2.imread(str(paths[0]))[:, :, ::-1]
+    assert np.array_equal(read_back, images[0])
+    with pytest.raises(ValueError, match="names"):
+        save_spectrogram_pngs(images, ["one"], tmp_path)
+
+
+# --- pipeline end to end --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_folder(request, tmp_path_factory):
+    """The session's 4-actor demo set from conftest when there is one, else our own."""
+    try:
+        return request.getfixturevalue("demo_dir")
+    except pytest.FixtureLookupError:
+        from mer_utils.demo import make_demo_dataset
+
+        folder = tmp_path_factory.mktemp("spectrogram_demo")
+        make_demo_dataset(folder, actors=4)
+        return folder
+
+
+@pytest.mark.slow
+def test_train_evaluate_predict_on_demo(demo_folder, tmp_path, monkeypatch):
+    import json
+
+    from mer_utils.config import RAVDESS_EMOTIONS
+    from mer_utils.media import write_mp4
+    from mer_utils.pipelines import spectrogram
+    from mer_utils.runs import read_predictions, read_run_info
+
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("mer_utils.audio.CACHE_DIR", tmp_path / "cache")
+    run = tmp_path / "run"
+    metrics = spectrogram.train(
+        demo_folder, run, seed=3, smoke=True, test_actors=[1], val_actors=[2], epochs=6, progress=False
+    )
+    for name in ("model.keras", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"):
+        assert (run / name).is_file(), name
+    info = read_run_info(run)
+    assert info["branch"] == "spectrogram" and info["labels"] == list(RAVDESS_EMOTIONS)
+    assert info["split"] == {"train": [3, 4], "val": [2], "test": [1]}
+    assert info["image_size"] == 64 and info["n_mels"] == 128
+    stored = json.loads((run / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "per_class", "n"):
+        assert key in stored
+    assert stored["n"] == 30 and stored["val"]["n"] == 30
+    test_table = read_predictions(run, "test")
+    # clip_id is the take id (file name without the modality field) so fusion can align branches.
+    assert test_table["clip_id"].str.fullmatch(r"01-\d\d-\d\d-\d\d-\d\d-01").all()
+    probabilities = test_table.filter(like="prob_").to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    assert metrics["accuracy"] == pytest.approx(stored["accuracy"])
+
+    evaluated = spectrogram.evaluate(run, demo_folder)
+    assert evaluated["n"] == 120 and evaluated["actors"] == [1, 2, 3, 4]
+    # The model saw actors 3 and 4: it must be right on clearly more than chance of all clips.
+    assert evaluated["accuracy"] > 1.5 / 8
+
+    noisy = spectrogram.predict_table(run, demo_folder / "Actor_01", noise_snr_db=0.0)
+    assert len(noisy) == 30 and not np.allclose(noisy.filter(like="prob_").to_numpy(), probabilities)
+
+    model = spectrogram.load_model(run)
+    clip = sorted((demo_folder / "Actor_01").glob("*.mp4"))[0]
+    result = spectrogram.predict_file(run, clip, model=model)
+    assert result["available"] and len(result["probabilities"]) == 8
+    row = test_table.set_index("path").loc[str(clip)]
+    assert np.allclose(result["probabilities"], row.filter(like="prob_").to_numpy(dtype=float), atol=1e-4)
+
+    silent_video = tmp_path / "01-01-01-01-01-01-01.mp4"
+    write_mp4(silent_video, np.zeros((6, 32, 32, 3), dtype=np.uint8), fps=6)
+    missing = spectrogram.predict_file(run, silent_video, model=model)
+    assert not missing["available"] and "audio" in missing["reason"].lower()

@@ -25,6 +25,10 @@ IMAGENET_PRESET = "resnet_18_imagenet"
 # ImageNet channel means and standard deviations (RGB, 0-1 scale) the preset was trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Batch-norm momentum: 0.9 (PyTorch's 0.1) instead of Keras' 0.99, so the running statistics
+# settle within the few hundred steps a small spectrogram set gives; with 0.99 validation
+# predictions stay at chance for many epochs.
+BN_MOMENTUM = 0.9
 # Accepted values of ``weights``.
 WEIGHT_CHOICES = (None, "imagenet")
 
@@ -39,13 +43,13 @@ def _basic_block(x, filters: int, stride: int, name: str):
 
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
     if stride != 1 or int(x.shape[-1]) != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -55,7 +59,7 @@ def resnet18_backbone(inputs, width: int = RESNET18_WIDTH, blocks: Sequence[int]
     from keras import layers
 
     x = layers.Conv2D(width, 7, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage, count in enumerate(blocks):
