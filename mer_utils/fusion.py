@@ -504,9 +504,9 @@ class FittedFusion:
 
 
 def fit_fusion(
-    val_tables: Mapping[str, pd.DataFrame], trust: str = "macro_f1", seed: int = 42
+    val_tables: Mapping[str, pd.DataFrame], trust: str = "macro_f1", seed: int = 42, stacking: bool = True
 ) -> FittedFusion:
-    """Fit temperatures, trust and the stacking model on the validation tables of each modality."""
+    """Fit temperatures, trust and (unless ``stacking`` is False) the stacking model on validation tables."""
     aligned = align_modalities(val_tables)
     targets = label_indices(aligned.true_labels, aligned.labels)
     temperatures, validation = {}, {}
@@ -524,14 +524,41 @@ def fit_fusion(
         }
     trust_values = trust_from_validation(aligned.probabilities, targets, trust)
     calibrated = _calibrate(aligned.probabilities, temperatures)
-    stacking = fit_stacking(calibrated, targets, seed=seed)
-    return FittedFusion(aligned.labels, trust_values, temperatures, trust, stacking, validation)
+    stacker = fit_stacking(calibrated, targets, seed=seed) if stacking else None
+    return FittedFusion(aligned.labels, trust_values, temperatures, trust, stacker, validation)
 
 
 def fit_fusion_parameters(val_tables: Mapping[str, pd.DataFrame], trust: str = "macro_f1") -> dict:
     """What `mer predict` needs, fitted on validation: labels, trust metric, per-modality trust and T."""
-    fitted = fit_fusion(val_tables, trust=trust)
+    fitted = fit_fusion(val_tables, trust=trust, stacking=False)
     return fusion_parameters(fitted)
+
+
+def fusion_parameters_for_runs(
+    run_dirs: Sequence[str | Path], fusion_path: str | Path | None = None, trust: str = "macro_f1"
+) -> dict:
+    """Fusion parameters for `mer predict`, keyed by the modality names of ``run_dirs``.
+
+    With ``fusion_path`` (fusion.json or its folder, written by `mer fuse`) the stored trust and
+    temperatures are used and must cover every run; without it they are fitted now on the runs'
+    predictions_val.csv. Each modality entry gets its ``run_dir``. Same layout as fusion.json.
+    """
+    names = modality_names(run_dirs)
+    if fusion_path is not None:
+        parameters = load_fusion_parameters(fusion_path)
+        missing = [name for name in names if name not in parameters["modalities"]]
+        if missing:
+            raise ValueError(
+                f"{fusion_path}: no trust/temperature for modalities {missing} "
+                f"(it has {list(parameters['modalities'])}); run `mer fuse` on these run folders"
+            )
+        parameters["modalities"] = {name: dict(parameters["modalities"][name]) for name in names}
+    else:
+        val_tables = read_run_tables(list(names.values()), splits=("val",))[0]
+        parameters = fit_fusion_parameters(val_tables, trust=trust)
+    for name, run_dir in names.items():
+        parameters["modalities"][name]["run_dir"] = str(Path(run_dir).resolve())
+    return parameters
 
 
 def fusion_parameters(fitted: FittedFusion, run_dirs: Mapping[str, str | Path] | None = None) -> dict:
@@ -1185,9 +1212,12 @@ def modality_names(run_dirs: Sequence[str | Path]) -> dict[str, Path]:
 
 
 def read_run_tables(
-    run_dirs: Sequence[str | Path],
+    run_dirs: Sequence[str | Path], splits: Sequence[str] = ("val", "test")
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, Path]]:
-    """(val tables, test tables, run folders), each keyed by modality name, checking labels vs run.json."""
+    """(val tables, test tables, run folders), each keyed by modality name, checking labels vs run.json.
+
+    Only the ``splits`` asked for are read (the other dict stays empty).
+    """
     from mer_utils.evaluation import labels_from_columns as columns_labels
     from mer_utils.runs import read_predictions, read_run_info
 
@@ -1196,6 +1226,8 @@ def read_run_tables(
     for name, run_dir in names.items():
         labels = read_run_info(run_dir).get("labels")
         for split, store in (("val", val_tables), ("test", test_tables)):
+            if split not in splits:
+                continue
             table = read_predictions(run_dir, split)
             if labels is not None and columns_labels(table) != list(labels):
                 raise ValueError(

@@ -454,6 +454,18 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
     assert (rescued["entropy_trust"] == rescued["true_label"]).all()
     assert (rescued["mean"] != rescued["true_label"]).all()
     assert np.allclose(examples["video_weight"] + examples["audio_weight"], 1.0)
+    # What `mer predict` loads: stored parameters, or fitted now from predictions_val.csv.
+    stored = fusion.fusion_parameters_for_runs(runs, out / "fusion.json")
+    fitted_now = fusion.fusion_parameters_for_runs(runs, trust="accuracy")
+    for name in ("video", "audio"):
+        for key in ("trust", "temperature"):
+            assert stored["modalities"][name][key] == pytest.approx(
+                fitted_now["modalities"][name][key], rel=1e-6
+            )
+    assert fitted_now["modalities"]["audio"]["run_dir"] == str(runs[1].resolve())
+    write_fake_run(tmp_path / "run_spectrogram", "spectrogram", val_tables["audio"], test_tables["audio"])
+    with pytest.raises(ValueError, match=r"no trust/temperature for modalities \['spectrogram'\]"):
+        fusion.fusion_parameters_for_runs([*runs, tmp_path / "run_spectrogram"], out)
     # Same inputs and seed -> the same table.
     again = fusion.fuse_runs(runs, tmp_path / "again", seed=3, trust="accuracy", n_boot=50)
     pd.testing.assert_frame_equal(table, again)
