@@ -152,6 +152,11 @@ def label_indices(true_labels: Sequence[str], labels: Sequence[str]) -> np.ndarr
     """Integer class indices of label strings, with an error naming unknown labels."""
     position = {label: i for i, label in enumerate(labels)}
     unknown = sorted({str(y) for y in true_labels} - set(position))
+    if "" in unknown:
+        count = sum(str(y) == "" for y in true_labels)
+        raise ValueError(
+            f"{count} clips have no true label; fusion is fitted and scored on labelled clips only"
+        )
     if unknown:
         raise ValueError(f"true labels {unknown} are not in the label order {list(labels)}")
     return np.asarray([position[str(y)] for y in true_labels], dtype=int)
@@ -594,6 +599,14 @@ def load_fusion_parameters(path: str | Path) -> dict:
             if key not in entry:
                 raise ValueError(f"{path}: modality '{name}' has no '{key}'")
     return parameters
+
+
+def trust_and_temperatures(parameters: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """(trust, temperatures) per modality from fusion parameters (fusion.json layout), for fuse_single."""
+    modalities = parameters["modalities"]
+    trust = {name: float(entry["trust"]) for name, entry in modalities.items()}
+    temperatures = {name: float(entry["temperature"]) for name, entry in modalities.items()}
+    return trust, temperatures
 
 
 def fuse_with_method(

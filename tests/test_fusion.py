@@ -463,6 +463,13 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
                 fitted_now["modalities"][name][key], rel=1e-6
             )
     assert fitted_now["modalities"]["audio"]["run_dir"] == str(runs[1].resolve())
+    trust, temperatures = fusion.trust_and_temperatures(stored)
+    clip = test_tables["video"].iloc[0]
+    probabilities = {"video": clip[[f"prob_{label}" for label in LABELS]].to_numpy(float), "audio": None}
+    single = fusion.fuse_single(probabilities, trust, temperatures, labels=stored["labels"])
+    assert single["unavailable"] == ["audio"] and single["modalities"]["video"]["weight"] == 1.0
+    calibrated_video = fusion.apply_temperature(probabilities["video"][None], temperatures["video"])[0]
+    assert np.allclose(single["fused_probabilities"], calibrated_video)
     write_fake_run(tmp_path / "run_spectrogram", "spectrogram", val_tables["audio"], test_tables["audio"])
     with pytest.raises(ValueError, match=r"no trust/temperature for modalities \['spectrogram'\]"):
         fusion.fusion_parameters_for_runs([*runs, tmp_path / "run_spectrogram"], out)
