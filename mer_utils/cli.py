@@ -6,21 +6,13 @@ Heavy libraries are imported inside each subcommand so ``mer --help`` starts fas
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from pathlib import Path
 
 from mer_utils.config import DEFAULT_SEED
-
-
-def _branch_module(branch: str):
-    from mer_utils.pipelines import BRANCHES
-
-    if branch not in BRANCHES:
-        raise ValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")
-    return importlib.import_module(f"mer_utils.pipelines.{branch}")
+from mer_utils.pipelines import branch_module
 
 
 def _print_json(data) -> None:
@@ -73,13 +65,13 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(index.groupby(["modality", "emotion"]).size().unstack(fill_value=0).to_string())
         if index["actor"].nunique() >= 3:
             print(split_table(actor_disjoint_split(index, seed=args.seed)).to_string())
-    for path, reason in skipped:
+    for _path, reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    module = _branch_module(args.branch)
+    module = branch_module(args.branch)
     metrics = module.train(args.data, args.out, seed=args.seed, smoke=args.smoke, model=args.model)
     print(f"run written to {args.out}")
     _print_json({k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics})
@@ -91,7 +83,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mer_utils.runs import read_run_info
 
     info = read_run_info(args.run_dir)
-    module = _branch_module(info["branch"])
+    module = branch_module(info["branch"])
     metrics = module.evaluate(args.run_dir, args.data)
     if args.json:
         _print_json(metrics)
@@ -112,7 +104,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from mer_utils.predict import format_prediction, predict_clip
 
-    result = predict_clip(args.clip, args.models, verbose=args.verbose)
+    result = predict_clip(args.clip, args.models, verbose=args.verbose, fusion=args.fusion)
     if args.json:
         _print_json(result)
     else:
@@ -176,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict the emotion of one new clip")
     predict.add_argument("clip", type=Path)
     predict.add_argument("--models", type=Path, nargs="+", required=True, help="run folders")
+    predict.add_argument(
+        "--fusion", type=Path, help="a `mer fuse` folder (fusion.json); default: fit on the runs' validation"
+    )
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--verbose", action="store_true", help="print the timing breakdown")
     predict.set_defaults(func=cmd_predict)

@@ -148,7 +148,14 @@ def _draw_expression(face: np.ndarray, expression: _Expression, strength: float)
         ex, ey = eye[0] - x0, eye[1] - y0
         outer = (ex - inner_sign * 24, ey - 26 - raise_px)
         inner = (ex + inner_sign * 18, ey - 26 - raise_px - tilt_px)
-        cv2.line(out, (int(outer[0]), int(outer[1])), (int(inner[0]), int(inner[1])), (0.12, 0.1, 0.1), 7, cv2.LINE_AA)
+        cv2.line(
+            out,
+            (int(outer[0]), int(outer[1])),
+            (int(inner[0]), int(inner[1])),
+            (0.12, 0.1, 0.1),
+            7,
+            cv2.LINE_AA,
+        )
     return out
 
 
@@ -170,8 +177,10 @@ def _render_frames(
         ramp = np.clip(min(t - NEUTRAL_EDGE, 1 - NEUTRAL_EDGE - t) / 0.1, 0, 1)
         level = round(float(ramp) * 4) / 4  # four drawing levels keep rendering cheap
         if level not in cache:
-            drawn = _draw_expression(face, expression, strength * level) if level > 0 else _draw_expression(
-                face, neutral, 1.0
+            drawn = (
+                _draw_expression(face, expression, strength * level)
+                if level > 0
+                else _draw_expression(face, neutral, 1.0)
             )
             tint = 1 + np.asarray(expression.tint, dtype=np.float32) * strength * level
             cache[level] = np.clip(drawn * tint, 0, 1)
@@ -181,12 +190,19 @@ def _render_frames(
         dy = actor.offset[1] + motion * 2 * np.cos(2 * np.pi * 0.9 * t * DURATION + phase)
         scale = actor.scale * width / image.shape[1]
         matrix = np.array(
-            [[scale, 0, dx + width / 2 - scale * image.shape[1] / 2], [0, scale, dy + height / 2 - scale * image.shape[0] / 2]],
+            [
+                [scale, 0, dx + width / 2 - scale * image.shape[1] / 2],
+                [0, scale, dy + height / 2 - scale * image.shape[0] / 2],
+            ],
             dtype=np.float32,
         )
         background = np.asarray(actor.background, dtype=np.float32) / 255.0
         frame = cv2.warpAffine(
-            image, matrix, (width, height), borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in background)
+            image,
+            matrix,
+            (width, height),
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=tuple(float(v) for v in background),
         )
         frame = np.clip(actor.brightness * frame, 0, 1) ** actor.gamma
         frame = frame + rng.normal(0, 0.025, size=frame.shape)
@@ -195,7 +211,12 @@ def _render_frames(
 
 
 def _synthesise_voice(
-    expression: _Expression, actor: _Actor, emotion_index: int, strength: float, statement: int, rng: np.random.Generator
+    expression: _Expression,
+    actor: _Actor,
+    emotion_index: int,
+    strength: float,
+    statement: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """A speech-like signal: syllables of a harmonic voice shaped by the emotion and the actor."""
     from scipy.signal import lfilter
@@ -219,7 +240,9 @@ def _synthesise_voice(
     start, stop = NEUTRAL_EDGE * DURATION, (1 - NEUTRAL_EDGE) * DURATION
     speaking = (t >= start) & (t < stop)
     # Syllable envelope: raised-cosine bursts at the tempo, with small timing jitter.
-    syllable_phase = np.cumsum(np.where(speaking, tempo * (1 + 0.05 * rng.standard_normal()), 0)) / SAMPLE_RATE
+    syllable_phase = (
+        np.cumsum(np.where(speaking, tempo * (1 + 0.05 * rng.standard_normal()), 0)) / SAMPLE_RATE
+    )
     envelope = np.where(speaking, 0.5 - 0.5 * np.cos(2 * np.pi * syllable_phase), 0.0) ** 1.5
     # Pitch contour: a phrase-level shape (statement-dependent) plus syllable-rate movement.
     progress = np.clip((t - start) / (stop - start), 0, 1)
@@ -293,7 +316,9 @@ def make_demo_clip(
         raise ValueError(f"unknown emotion {emotion!r}; expected one of {RAVDESS_EMOTIONS}")
     actor_rng = np.random.default_rng([seed, actor])
     actor_profile = _make_actor(actor, actor_rng)
-    rng = np.random.default_rng([seed, actor, RAVDESS_EMOTIONS.index(emotion), statement, repetition, intensity == "strong"])
+    rng = np.random.default_rng(
+        [seed, actor, RAVDESS_EMOTIONS.index(emotion), statement, repetition, intensity == "strong"]
+    )
     strength = (1.0 if intensity == "normal" else 1.5) * actor_profile.expressiveness * rng.uniform(0.6, 1.15)
     expression = _EXPRESSIONS[emotion]
     frames = _render_frames(_base_face(), expression, actor_profile, strength, rng)
@@ -307,19 +332,81 @@ def make_demo_clip(
 
 # Sentences for the demo text CSV: templates filled with emotion words (written for this project).
 _TEXT_TEMPLATES = {
-    "neutral": ["The meeting is at {t} tomorrow.", "I bought {o} at the shop.", "The train leaves at {t}.", "We moved {o} to the other room."],
-    "joy": ["I am so happy about {o}!", "What a wonderful day, {o} made me smile.", "I love {o}, this is great!", "So glad we finally got {o}."],
-    "sadness": ["I feel so lonely since {o} is gone.", "I miss {o} so much, it hurts.", "Crying again about {o}.", "Everything feels empty without {o}."],
-    "fear": ["I am scared of {o}.", "What if {o} happens again, I am terrified.", "My hands shake when I think of {o}.", "I am afraid {o} will find me."],
-    "surprise": ["Wow, I did not expect {o}!", "No way, {o} is here already?", "I can't believe {o} just happened!", "Suddenly {o} appeared out of nowhere!"],
-    "anger": ["I am furious about {o}!", "Stop it, {o} makes me so angry.", "I hate how {o} treats everyone.", "This {o} is outrageous, I am livid."],
-    "shame": ["I am so ashamed of {o}.", "I feel embarrassed about {o}, I should not have.", "It was humiliating to admit {o}.", "I blush every time I remember {o}."],
-    "disgust": ["Ugh, {o} is disgusting.", "That {o} smells revolting.", "Gross, {o} made me feel sick.", "I find {o} repulsive."],
+    "neutral": [
+        "The meeting is at {t} tomorrow.",
+        "I bought {o} at the shop.",
+        "The train leaves at {t}.",
+        "We moved {o} to the other room.",
+    ],
+    "joy": [
+        "I am so happy about {o}!",
+        "What a wonderful day, {o} made me smile.",
+        "I love {o}, this is great!",
+        "So glad we finally got {o}.",
+    ],
+    "sadness": [
+        "I feel so lonely since {o} is gone.",
+        "I miss {o} so much, it hurts.",
+        "Crying again about {o}.",
+        "Everything feels empty without {o}.",
+    ],
+    "fear": [
+        "I am scared of {o}.",
+        "What if {o} happens again, I am terrified.",
+        "My hands shake when I think of {o}.",
+        "I am afraid {o} will find me.",
+    ],
+    "surprise": [
+        "Wow, I did not expect {o}!",
+        "No way, {o} is here already?",
+        "I can't believe {o} just happened!",
+        "Suddenly {o} appeared out of nowhere!",
+    ],
+    "anger": [
+        "I am furious about {o}!",
+        "Stop it, {o} makes me so angry.",
+        "I hate how {o} treats everyone.",
+        "This {o} is outrageous, I am livid.",
+    ],
+    "shame": [
+        "I am so ashamed of {o}.",
+        "I feel embarrassed about {o}, I should not have.",
+        "It was humiliating to admit {o}.",
+        "I blush every time I remember {o}.",
+    ],
+    "disgust": [
+        "Ugh, {o} is disgusting.",
+        "That {o} smells revolting.",
+        "Gross, {o} made me feel sick.",
+        "I find {o} repulsive.",
+    ],
 }
-_TEXT_OBJECTS = ["the new job", "my old friend", "the exam", "the dog", "the party", "the letter", "the storm", "the neighbour", "the trip", "the results", "the phone call", "dinner"]
+_TEXT_OBJECTS = [
+    "the new job",
+    "my old friend",
+    "the exam",
+    "the dog",
+    "the party",
+    "the letter",
+    "the storm",
+    "the neighbour",
+    "the trip",
+    "the results",
+    "the phone call",
+    "dinner",
+]
 _TEXT_TIMES = ["nine", "noon", "five", "seven thirty"]
 # Rows per text label in the demo CSV (shame and disgust are rare in the real data too).
-_TEXT_ROWS = {"neutral": 50, "joy": 90, "sadness": 70, "fear": 60, "surprise": 55, "anger": 60, "shame": 30, "disgust": 35}
+_TEXT_ROWS = {
+    "neutral": 50,
+    "joy": 90,
+    "sadness": 70,
+    "fear": 60,
+    "surprise": 55,
+    "anger": 60,
+    "shame": 30,
+    "disgust": 35,
+}
 
 
 def make_demo_text_csv(path: str | Path, seed: int = DEFAULT_SEED) -> Path:
@@ -330,11 +417,16 @@ def make_demo_text_csv(path: str | Path, seed: int = DEFAULT_SEED) -> Path:
         templates = _TEXT_TEMPLATES[label]
         for _ in range(_TEXT_ROWS[label]):
             template = templates[rng.integers(len(templates))]
-            text = template.format(o=_TEXT_OBJECTS[rng.integers(len(_TEXT_OBJECTS))], t=_TEXT_TIMES[rng.integers(len(_TEXT_TIMES))])
+            text = template.format(
+                o=_TEXT_OBJECTS[rng.integers(len(_TEXT_OBJECTS))],
+                t=_TEXT_TIMES[rng.integers(len(_TEXT_TIMES))],
+            )
             # Some noise so that the task is not a lookup: a share of rows borrow another label's words.
             if rng.random() < 0.15:
                 other = TEXT_LABELS[rng.integers(len(TEXT_LABELS))]
-                text = _TEXT_TEMPLATES[other][rng.integers(4)].format(o=_TEXT_OBJECTS[rng.integers(len(_TEXT_OBJECTS))], t="noon")
+                text = _TEXT_TEMPLATES[other][rng.integers(4)].format(
+                    o=_TEXT_OBJECTS[rng.integers(len(_TEXT_OBJECTS))], t="noon"
+                )
             if rng.random() < 0.2:
                 text = "@friend " + text
             rows.append((label, text))
@@ -374,7 +466,9 @@ def make_demo_dataset(
     for actor in range(1, actors + 1):
         for emotion, intensity, statement, repetition in demo_takes(repetitions):
             name = demo_clip_name(emotion, intensity, statement, repetition, actor)
-            jobs.append((out_dir / f"Actor_{actor:02d}" / name, emotion, intensity, statement, actor, repetition))
+            jobs.append(
+                (out_dir / f"Actor_{actor:02d}" / name, emotion, intensity, statement, actor, repetition)
+            )
     todo = [(*job, seed) for job in jobs if not job[0].exists()]
     if todo:
         from concurrent.futures import ProcessPoolExecutor

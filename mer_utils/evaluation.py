@@ -41,9 +41,7 @@ def prediction_table(
     """
     probabilities = np.asarray(probabilities, dtype=float)
     if probabilities.ndim != 2 or probabilities.shape[1] != len(labels):
-        raise ValueError(
-            f"probabilities must have shape (n, {len(labels)}), got {probabilities.shape}"
-        )
+        raise ValueError(f"probabilities must have shape (n, {len(labels)}), got {probabilities.shape}")
     n = probabilities.shape[0]
     if len(clip_ids) != n:
         raise ValueError(f"{len(clip_ids)} clip ids for {n} rows of probabilities")
@@ -89,9 +87,7 @@ def classification_metrics(
     true_labels = [str(x) for x in true_labels]
     predicted_labels = [str(x) for x in predicted_labels]
     if len(true_labels) != len(predicted_labels):
-        raise ValueError(
-            f"{len(true_labels)} true labels but {len(predicted_labels)} predictions"
-        )
+        raise ValueError(f"{len(true_labels)} true labels but {len(predicted_labels)} predictions")
     if not true_labels:
         raise ValueError("cannot compute metrics on zero samples")
     unknown = sorted(set(true_labels) - set(labels))
@@ -122,9 +118,7 @@ def classification_metrics(
         }
         for i, label in enumerate(labels)
     }
-    result["confusion_matrix"] = confusion_matrix(
-        true_labels, predicted_labels, labels=labels
-    ).tolist()
+    result["confusion_matrix"] = confusion_matrix(true_labels, predicted_labels, labels=labels).tolist()
     return result
 
 
@@ -138,9 +132,7 @@ def table_metrics(table: pd.DataFrame, labels: Sequence[str] | None = None) -> d
     return metrics
 
 
-def roc_auc(
-    true_labels: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]
-) -> dict:
+def roc_auc(true_labels: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]) -> dict:
     """One-vs-rest ROC AUC per class and their macro mean (classes absent from y are skipped)."""
     from sklearn.metrics import roc_auc_score
 

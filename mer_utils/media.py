@@ -40,7 +40,9 @@ def _open(path: Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
-        raise MediaError(f"{path}: cannot be opened as audio/video, the file is corrupt or not media ({error})") from error
+        raise MediaError(
+            f"{path}: cannot be opened as audio/video, the file is corrupt or not media ({error})"
+        ) from error
 
 
 def probe(path: str | Path) -> dict:

@@ -62,9 +62,14 @@ def run_notebooks(smoke: bool = False, only: Sequence[str] | None = None, timeou
         try:
             execute_notebook(path, smoke=smoke, timeout=timeout)
         except Exception as exc:  # report every failure, then go on with the next notebook
-            status, error = "failed", str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else repr(exc)
+            status, error = (
+                "failed",
+                str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else repr(exc),
+            )
         seconds = time.perf_counter() - start
-        results.append({"notebook": path.name, "status": status, "seconds": round(seconds, 1), "error": error})
+        results.append(
+            {"notebook": path.name, "status": status, "seconds": round(seconds, 1), "error": error}
+        )
         print(f"{path.name:45s} {status:7s} {seconds:7.1f} s {error}", flush=True)
     failed = sum(r["status"] != "ok" for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")

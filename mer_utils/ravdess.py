@@ -190,7 +190,9 @@ def index_dataset(
     return index
 
 
-def one_file_per_take(index: pd.DataFrame, prefer: Sequence[str] = ("audio-video", "audio-only", "video-only")) -> pd.DataFrame:
+def one_file_per_take(
+    index: pd.DataFrame, prefer: Sequence[str] = ("audio-video", "audio-only", "video-only")
+) -> pd.DataFrame:
     """Keep one file per take, choosing modalities in the order of ``prefer``.
 
     RAVDESS stores one recording up to three times; using the copies as separate samples

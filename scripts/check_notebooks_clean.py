@@ -15,7 +15,8 @@ def dirty_cells(path: Path) -> list[int]:
     return [
         i
         for i, cell in enumerate(notebook.get("cells", []))
-        if cell.get("cell_type") == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+        if cell.get("cell_type") == "code"
+        and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
 
 

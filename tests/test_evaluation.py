@@ -15,7 +15,12 @@ LABELS = ["a", "b", "c"]
 def test_classification_metrics_match_a_hand_count():
     metrics = evaluation.classification_metrics(["a", "a", "b", "c"], ["a", "b", "b", "c"], LABELS)
     assert metrics["accuracy"] == 0.75
-    assert metrics["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert metrics["per_class"]["a"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3),
+        "support": 2,
+    }
     assert metrics["per_class"]["b"]["precision"] == 0.5
     assert metrics["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]

@@ -56,7 +56,9 @@ def test_read_audio_mono_float_at_requested_rate(clip):
 
 
 def test_read_audio_from_wav_at_another_rate(tmp_path):
-    path = media.write_wav(tmp_path / "x.wav", 0.3 * np.sin(2 * np.pi * 200 * np.arange(48000) / 48000), 48000)
+    path = media.write_wav(
+        tmp_path / "x.wav", 0.3 * np.sin(2 * np.pi * 200 * np.arange(48000) / 48000), 48000
+    )
     audio = media.read_audio(path, SR)
     assert len(audio) == pytest.approx(SR, abs=50)
     assert np.abs(audio).max() == pytest.approx(0.3, abs=0.02)

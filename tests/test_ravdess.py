@@ -37,7 +37,10 @@ def test_parse_filename_accepts_wav_any_case_and_odd_actor_is_male():
 
 
 def test_take_is_shared_by_the_three_copies_of_a_recording():
-    takes = {ravdess.parse_filename(f"{m}-01-05-02-01-02-07.{ext}").take for m, ext in (("01", "mp4"), ("02", "mp4"), ("03", "wav"))}
+    takes = {
+        ravdess.parse_filename(f"{m}-01-05-02-01-02-07.{ext}").take
+        for m, ext in (("01", "mp4"), ("02", "mp4"), ("03", "wav"))
+    }
     assert len(takes) == 1
 
 
@@ -158,7 +161,9 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def test_safe_extract_refuses_traversal_and_writes_nothing(tmp_path):
-    archive = _zip(tmp_path / "evil.zip", {"Actor_01/01-01-01-01-01-01-01.mp4": b"ok", "../escape.txt": b"bad"})
+    archive = _zip(
+        tmp_path / "evil.zip", {"Actor_01/01-01-01-01-01-01-01.mp4": b"ok", "../escape.txt": b"bad"}
+    )
     dest = tmp_path / "dest"
     with pytest.raises(ValueError, match="outside"):
         ravdess.safe_extract(archive, dest)
@@ -204,7 +209,9 @@ def test_download_ravdess_from_loopback_checks_md5_and_indexes(loopback_server, 
     assert (dest / "_downloads" / archive.name).is_file()
     # A second call reuses the cached archive (the server could be gone).
     (served / archive.name).unlink()
-    assert len(ravdess.download_ravdess(dest, actors=[3], base_url=url, registry=registry, progress=False)) == 4
+    assert (
+        len(ravdess.download_ravdess(dest, actors=[3], base_url=url, registry=registry, progress=False)) == 4
+    )
 
 
 def test_download_ravdess_rejects_bad_checksum_and_malicious_archive(loopback_server, tmp_path):

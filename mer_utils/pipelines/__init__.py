@@ -7,3 +7,12 @@ sample of another data set). Branch modules are imported lazily by the CLI.
 """
 
 BRANCHES = ("video", "audio", "spectrogram", "text")
+
+
+def branch_module(branch: str):
+    """Import and return ``mer_utils.pipelines.<branch>``; unknown branches raise ``ValueError``."""
+    import importlib
+
+    if branch not in BRANCHES:
+        raise ValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")
+    return importlib.import_module(f"mer_utils.pipelines.{branch}")

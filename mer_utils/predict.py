@@ -1,0 +1,143 @@
+"""`mer predict`: the whole pipeline on one new clip, from file to fused emotion.
+
+Each run folder carries its model, label order and preprocessing parameters (run.json), so
+nothing else is needed: frames and faces for the video model, audio features for the audio
+models, then entropy x trust fusion with the trust and temperatures fitted on validation
+(from a `mer fuse` folder's fusion.json, or fitted on the runs' predictions_val.csv).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mer_utils.pipelines import branch_module
+from mer_utils.runs import read_run_info
+
+# Branches that can read a video clip (text models take sentences, not clips).
+CLIP_BRANCHES = ("video", "audio", "spectrogram")
+
+
+def load_models(run_dirs: Sequence[str | Path], fusion: str | Path | None = None) -> dict:
+    """Load every run's model once and the fusion parameters; returns what :func:`predict_clip` reuses."""
+    from mer_utils.fusion import fusion_parameters_for_runs
+
+    if not run_dirs:
+        raise ValueError("give at least one run folder with --models")
+    timings: dict[str, float] = {}
+    parameters = fusion_parameters_for_runs(run_dirs, fusion_path=fusion)
+    models = {}
+    labels = None
+    for name, entry in parameters["modalities"].items():
+        run_dir = Path(entry["run_dir"])
+        info = read_run_info(run_dir)
+        if info["branch"] not in CLIP_BRANCHES:
+            raise ValueError(
+                f"{run_dir}: a '{info['branch']}' run cannot read a video clip; use {CLIP_BRANCHES} runs"
+            )
+        if labels is None:
+            labels = info["labels"]
+        elif info["labels"] != labels:
+            raise ValueError(f"{run_dir}: label order {info['labels']} differs from the other runs' {labels}")
+        module = branch_module(info["branch"])
+        start = time.perf_counter()
+        models[name] = {
+            "module": module,
+            "model": module.load_model(run_dir),
+            "run_dir": run_dir,
+            "branch": info["branch"],
+        }
+        timings[f"load {name}"] = time.perf_counter() - start
+    return {"models": models, "parameters": parameters, "labels": labels, "timings": timings}
+
+
+def predict_clip(
+    clip: str | Path,
+    run_dirs: Sequence[str | Path] | None = None,
+    verbose: bool = False,
+    fusion: str | Path | None = None,
+    loaded: dict | None = None,
+) -> dict:
+    """Predict the emotion of one clip with every model and fuse them.
+
+    Pass ``loaded`` (from :func:`load_models`) to reuse loaded models across clips.
+    Returns a JSON-ready dict: clip, label, fused_probabilities, modalities (per modality:
+    available, reason, probabilities, confidence, trust, weight, details) and timings (s).
+    """
+    from mer_utils.fusion import fuse_single, trust_and_temperatures
+
+    clip = Path(clip)
+    if not clip.is_file():
+        raise FileNotFoundError(f"{clip}: no such file")
+    if loaded is None:
+        loaded = load_models(run_dirs or [], fusion=fusion)
+    timings = dict(loaded["timings"])
+    trust, temperatures = trust_and_temperatures(loaded["parameters"])
+    probabilities, outcomes = {}, {}
+    total = time.perf_counter()
+    for name, entry in loaded["models"].items():
+        start = time.perf_counter()
+        outcome = entry["module"].predict_file(entry["run_dir"], clip, model=entry["model"])
+        timings[f"predict {name}"] = time.perf_counter() - start
+        outcomes[name] = outcome
+        probabilities[name] = outcome["probabilities"] if outcome["available"] else None
+    if not any(p is not None for p in probabilities.values()):
+        reasons = "; ".join(f"{n}: {o.get('reason')}" for n, o in outcomes.items())
+        raise ValueError(f"{clip}: no modality could be used ({reasons})")
+    start = time.perf_counter()
+    fused = fuse_single(probabilities, trust, temperatures, labels=loaded["labels"])
+    timings["fusion"] = time.perf_counter() - start
+    timings["total after loading"] = time.perf_counter() - total
+    for name, outcome in outcomes.items():
+        fused["modalities"][name]["reason"] = outcome.get("reason")
+        fused["modalities"][name]["details"] = outcome.get("details", {})
+        fused["modalities"][name]["branch"] = loaded["models"][name]["branch"]
+    result = {
+        "clip": str(clip),
+        "label": loaded["labels"][fused["label_index"]],
+        "labels": loaded["labels"],
+        "fused_probabilities": fused["fused_probabilities"],
+        "modalities": fused["modalities"],
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    }
+    try:
+        from mer_utils.ravdess import parse_filename
+
+        result["true_label"] = parse_filename(clip).emotion
+    except ValueError:
+        pass  # not a RAVDESS-named file: no ground truth to show
+    return result
+
+
+def format_prediction(result: dict, verbose: bool = False) -> str:
+    """A human-readable report of :func:`predict_clip`'s result."""
+    labels = result["labels"]
+    lines = [f"{result['clip']}: {result['label']}"]
+    if "true_label" in result:
+        lines[0] += f"  (file name says: {result['true_label']})"
+    lines.append(
+        "fused:   "
+        + "  ".join(
+            f"{label} {p:.2f}" for label, p in zip(labels, result["fused_probabilities"], strict=True)
+        )
+    )
+    for name, entry in result["modalities"].items():
+        if not entry["available"]:
+            lines.append(f"{name:12s} unavailable: {entry.get('reason')}")
+            continue
+        best = max(range(len(labels)), key=lambda i: entry["probabilities"][i])
+        lines.append(
+            f"{name:12s} {labels[best]:9s} p={entry['probabilities'][best]:.2f}  confidence {entry['confidence']:.2f}"
+            f"  trust {entry['trust']:.2f}  weight {entry['weight']:.2f}"
+        )
+        if verbose:
+            lines.append(
+                "             "
+                + "  ".join(
+                    f"{label} {p:.2f}" for label, p in zip(labels, entry["probabilities"], strict=True)
+                )
+            )
+    if verbose:
+        lines.append("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result["timings"].items()))
+    return "\n".join(lines)
