@@ -297,7 +297,9 @@ def split_table(index: pd.DataFrame) -> pd.DataFrame:
 
 # Zenodo record 1188976 (RAVDESS, CC BY-NC-SA 4.0).
 ZENODO_URL = "https://zenodo.org/records/1188976/files/{name}?download=1"
-# MD5 checksums published by Zenodo for each archive (None: unknown, accepted unchecked).
+# The record's metadata (JSON), which lists every file's checksum as "md5:<hex>".
+ZENODO_API_URL = "https://zenodo.org/api/records/1188976"
+# MD5 checksums known in advance; None means "look it up in the record's metadata at download time".
 _VIDEO_SPEECH_MD5: dict[int, str | None] = {actor: None for actor in range(1, NUM_ACTORS + 1)}
 RAVDESS_ARCHIVES: dict[str, dict] = {
     "audio-speech": {
@@ -340,6 +342,19 @@ def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
     return extracted
 
 
+def record_checksums(api_url: str = ZENODO_API_URL, timeout: float = 30.0) -> dict[str, str]:
+    """File name -> ``md5:<hex>`` from a Zenodo record's metadata JSON."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(api_url, timeout=timeout) as response:
+        record = json.load(response)
+    files = record.get("files", [])
+    if isinstance(files, dict):  # some Zenodo API versions nest the list under "entries"
+        files = files.get("entries", [])
+    return {entry["key"]: entry["checksum"] for entry in files if "key" in entry and "checksum" in entry}
+
+
 def download_ravdess(
     dest: str | Path,
     actors: Iterable[int] | None = None,
@@ -347,14 +362,17 @@ def download_ravdess(
     base_url: str | None = None,
     registry: dict[str, dict] | None = None,
     progress: bool = True,
+    checksums_url: str | None = ZENODO_API_URL,
 ) -> pd.DataFrame:
     """Download and extract RAVDESS archives from Zenodo into ``dest``; return the index.
 
     ``kind`` is ``"video-speech"`` (one archive per actor, modality 01 and 02 mp4s) or
     ``"audio-speech"`` (one archive of all actors' wavs; ``actors`` then filters the index).
-    Archives are cached in ``dest/_downloads`` and checked against their MD5 where known;
-    extraction refuses members outside ``dest``. ``base_url`` (a format string with
-    ``{name}``) and ``registry`` let tests serve small archives from a loopback server.
+    Archives are cached in ``dest/_downloads`` and checked against their MD5: from the
+    registry, or else from the record's metadata at ``checksums_url`` (if that cannot be read,
+    a warning says the archive is used unverified). Extraction refuses members outside
+    ``dest``. ``base_url`` (a format string with ``{name}``), ``registry`` and
+    ``checksums_url`` let tests serve small archives from a loopback server.
     """
     import pooch
 
@@ -372,9 +390,22 @@ def download_ravdess(
     else:
         raise ValueError(f"kind must be 'video-speech' or 'audio-speech', got {kind!r}")
     cache = dest / "_downloads"
+    looked_up: dict[str, str] | None = None
     for key in keys:
         entry = registry[key]
         known_hash = f"md5:{entry['md5']}" if entry.get("md5") else None
+        if known_hash is None and checksums_url and not (cache / entry["name"]).exists():
+            if looked_up is None:
+                try:
+                    looked_up = record_checksums(checksums_url)
+                except (OSError, ValueError) as error:
+                    log.warning(
+                        "could not read checksums from %s (%s); archives are not verified",
+                        checksums_url,
+                        error,
+                    )
+                    looked_up = {}
+            known_hash = looked_up.get(entry["name"])
         archive = pooch.retrieve(
             url=base_url.format(name=entry["name"]),
             known_hash=known_hash,

@@ -203,7 +203,9 @@ def test_download_ravdess_from_loopback_checks_md5_and_indexes(loopback_server, 
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     registry = {"video-speech-03": {"name": archive.name, "md5": md5}}
     dest = tmp_path / "ravdess"
-    index = ravdess.download_ravdess(dest, actors=[3], base_url=url, registry=registry, progress=False)
+    index = ravdess.download_ravdess(
+        dest, actors=[3], base_url=url, registry=registry, progress=False, checksums_url=None
+    )
     assert len(index) == 4
     assert set(index["actor"]) == {3}
     assert (dest / "_downloads" / archive.name).is_file()
@@ -212,6 +214,32 @@ def test_download_ravdess_from_loopback_checks_md5_and_indexes(loopback_server, 
     assert (
         len(ravdess.download_ravdess(dest, actors=[3], base_url=url, registry=registry, progress=False)) == 4
     )
+
+
+def test_download_looks_up_checksums_in_the_record_metadata(loopback_server, tmp_path):
+    import hashlib
+    import json
+
+    served, url = loopback_server
+    archive = _zip(served / "Video_Speech_Actor_04.zip", {"Actor_04/01-01-02-01-01-01-04.mp4": b"v"})
+    registry = {"video-speech-04": {"name": archive.name, "md5": None}}
+    api = url.format(name="record.json")
+    good = {
+        "files": [{"key": archive.name, "checksum": "md5:" + hashlib.md5(archive.read_bytes()).hexdigest()}]
+    }
+    (served / "record.json").write_text(json.dumps(good))
+    assert ravdess.record_checksums(api) == {archive.name: good["files"][0]["checksum"]}
+    index = ravdess.download_ravdess(
+        tmp_path / "ok", actors=[4], base_url=url, registry=registry, checksums_url=api, progress=False
+    )
+    assert len(index) == 1
+    (served / "record.json").write_text(
+        json.dumps({"files": [{"key": archive.name, "checksum": "md5:" + "1" * 32}]})
+    )
+    with pytest.raises(ValueError, match="(?i)hash"):
+        ravdess.download_ravdess(
+            tmp_path / "bad", actors=[4], base_url=url, registry=registry, checksums_url=api, progress=False
+        )
 
 
 def test_download_ravdess_rejects_bad_checksum_and_malicious_archive(loopback_server, tmp_path):
@@ -223,7 +251,9 @@ def test_download_ravdess_rejects_bad_checksum_and_malicious_archive(loopback_se
     _zip(served / "Video_Speech_Actor_06.zip", {"../../evil.mp4": b"x"})
     registry = {"video-speech-06": {"name": "Video_Speech_Actor_06.zip", "md5": None}}
     with pytest.raises(ValueError, match="outside"):
-        ravdess.download_ravdess(tmp_path / "b", actors=[6], base_url=url, registry=registry, progress=False)
+        ravdess.download_ravdess(
+            tmp_path / "b", actors=[6], base_url=url, registry=registry, progress=False, checksums_url=None
+        )
     assert not (tmp_path / "evil.mp4").exists()
 
 
