@@ -1,0 +1,473 @@
+"""Video branch: face crops of RAVDESS clips -> ResNet50 -> clip probabilities (``mer train video``).
+
+``train`` indexes a RAVDESS folder (one file per take: audio-video mp4, else video-only mp4),
+splits it by actor, extracts cached face crops (:mod:`mer_utils.faces`), trains the ResNet50
+of :mod:`mer_utils.models.video` on frames and writes a run folder whose prediction tables hold
+one row per take: the clip probability is the mean of its frames' probabilities.
+
+Model variants (``--model``): ``resnet50`` (ImageNet weights, two-phase fine-tuning; the default
+for real users) and ``resnet50-scratch`` (``weights=None``, the whole network trains from the
+start). Smoke mode always uses ``resnet50-scratch`` at a small input size, so it runs offline.
+
+Missing faces and occlusion: a frame whose face is occluded (``predict_table(occlusion=...)``)
+or not found by any detector is dropped from its clip's mean; a clip left without any frame
+keeps its row with NaN probabilities and an empty ``pred_label`` and is listed in
+``table.attrs["skipped"]``. With the default detector chain (MTCNN, Haar, centre crop) every
+readable frame yields a crop; ``details.fallback_share`` tells how many were not MTCNN faces.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+
+log = logging.getLogger(__name__)
+
+# Branch name written into run.json (the CLI dispatches on it).
+BRANCH = "video"
+# Modalities that carry a face, in order of preference when a take has several copies.
+VIDEO_MODALITIES = ("audio-video", "video-only")
+# Model variants: name -> ResNet50 weights.
+MODEL_WEIGHTS = {"resnet50": "imagenet", "resnet50-scratch": None}
+# Default model variant for real users (needs the ImageNet weights once).
+DEFAULT_MODEL = "resnet50"
+# Settings of a full run: 8 frames per clip in the expressive window, 224-pixel crops, two phases.
+FULL_SETTINGS = {
+    "num_frames": 8,
+    "start": 0.2,
+    "stop": 0.8,
+    "input_size": 224,
+    "margin": 0.2,
+    "frozen_epochs": 5,
+    "fine_tune_epochs": 15,
+    "learning_rate": 1e-3,
+    "fine_tune_learning_rate": 1e-5,
+    "batch_size": 32,
+    "patience": 4,
+    "clips_per_actor": None,
+}
+# Smoke settings (CI, notebook smoke mode): a from-scratch ResNet50 on 4 small crops per clip,
+# sized so notebook 02 (face extraction included) runs in about 3 minutes on 2 cores.
+SMOKE_SETTINGS = {
+    **FULL_SETTINGS,
+    "num_frames": 4,
+    "input_size": 32,
+    "frozen_epochs": 8,
+    "fine_tune_epochs": 0,
+    "learning_rate": 1e-3,
+    "batch_size": 32,
+    "patience": 8,
+}
+# Detector chain of every run (recorded in run.json).
+DETECTOR_CHAIN = ("mtcnn", "haar", "center")
+# Default seed for splits, subsets, occlusion draws and the model.
+SEED = DEFAULT_SEED
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def video_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """One video file per take (audio-video mp4, else video-only mp4) from a folder or an index."""
+    from mer_utils.ravdess import index_dataset, one_file_per_take
+
+    if isinstance(data, pd.DataFrame):
+        index = data
+        if "take" not in index or "modality" not in index:
+            raise ValueError(
+                "index DataFrame lacks 'take'/'modality' columns; build it with ravdess.index_dataset"
+            )
+    else:
+        index = index_dataset(data)
+    # one_file_per_take keeps every column, so a 'split' column of an index passes through.
+    videos = one_file_per_take(index, prefer=VIDEO_MODALITIES)
+    if videos.empty:
+        where = "the given index" if isinstance(data, pd.DataFrame) else str(data)
+        raise ValueError(
+            f"{where}: no RAVDESS video clips (modality 01 audio-video or 02 video-only .mp4); "
+            "audio-only .wav files carry no face"
+        )
+    return videos
+
+
+def limit_clips_per_actor(index: pd.DataFrame, clips_per_actor: int | None, seed: int = SEED) -> pd.DataFrame:
+    """Keep at most ``clips_per_actor`` clips of each actor, spread over the emotions (for smoke runs)."""
+    if clips_per_actor is None:
+        return index
+    rng = np.random.default_rng(seed)
+    shuffled = index.iloc[rng.permutation(len(index))].copy()
+    # Rank inside each (actor, emotion) so taking the lowest ranks first covers every emotion.
+    shuffled["_rank"] = shuffled.groupby(["actor", "emotion"]).cumcount()
+    kept = shuffled.sort_values(["actor", "_rank"], kind="stable").groupby("actor").head(clips_per_actor)
+    return kept.drop(columns="_rank").sort_values(["actor", "clip_id"]).reset_index(drop=True)
+
+
+@dataclass
+class FrameSet:
+    """Frames of several clips ready for the model, with the clip each frame belongs to."""
+
+    x: np.ndarray  # preprocessed faces (n_frames, S, S, 3)
+    y: np.ndarray  # frame labels (n_frames,)
+    owner: np.ndarray  # clip row of each frame (n_frames,)
+    clips: pd.DataFrame  # one row per clip (index rows that have faces)
+
+
+def frame_set(
+    clips: pd.DataFrame,
+    faces: dict,
+    labels: list[str],
+    occlusion: float = 0.0,
+    seed: int = SEED,
+) -> FrameSet:
+    """Stack the face crops of ``clips`` (rows of an index) into model inputs.
+
+    Frames without a face (detector "none") and, with ``occlusion`` > 0, a random share of
+    each clip's frames (drawn per clip from ``seed`` and the take id) are left out.
+    """
+    from mer_utils.faces import preprocess_faces
+    from mer_utils.training import encode_labels
+
+    if not 0.0 <= occlusion <= 1.0:
+        raise ValueError(f"occlusion must be a share between 0 and 1, got {occlusion}")
+    clips = clips[clips["path"].astype(str).isin(faces)].reset_index(drop=True)
+    stacks, owners = [], []
+    for row, (path, take) in enumerate(
+        zip(clips["path"].astype(str), clips["take"].astype(str), strict=True)
+    ):
+        clip = faces[path]
+        keep = np.array([d != "none" for d in clip.detectors])
+        if occlusion > 0:
+            rng = np.random.default_rng([seed, zlib.crc32(take.encode())])
+            hidden = rng.choice(len(keep), size=int(round(occlusion * len(keep))), replace=False)
+            keep[hidden] = False
+        stacks.append(clip.faces[keep])
+        owners.append(np.full(int(keep.sum()), row))
+    size = next((s.shape[1] for s in stacks if len(s)), 1)
+    x = np.concatenate(stacks) if stacks else np.zeros((0, size, size, 3), np.uint8)
+    owner = np.concatenate(owners).astype(int) if owners else np.zeros(0, int)
+    y = (
+        encode_labels(clips["emotion"].astype(str).to_numpy()[owner], labels)
+        if len(owner)
+        else np.zeros(0, int)
+    )
+    return FrameSet(x=preprocess_faces(x) if len(x) else x.astype(np.float32), y=y, owner=owner, clips=clips)
+
+
+def _face_params(settings: dict):
+    from mer_utils.faces import FaceParams
+
+    return FaceParams(
+        num_frames=settings["num_frames"],
+        start=settings["start"],
+        stop=settings["stop"],
+        size=settings["input_size"],
+        margin=settings["margin"],
+        detectors=DETECTOR_CHAIN,
+    )
+
+
+def _skipped_records(failed: pd.DataFrame) -> list[dict]:
+    return [{"path": str(p), "reason": str(r)} for p, r in zip(failed["path"], failed["reason"], strict=True)]
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    seed: int = SEED,
+    smoke: bool = False,
+    model: str | None = None,
+    test_actors=None,
+    val_actors=None,
+    workers: int = 1,
+    progress: bool = True,
+    verbose: int = 0,
+    **overrides,
+) -> dict:
+    """Train the video branch on the RAVDESS folder ``data`` and write the run folder ``out``.
+
+    Split: ``actor_disjoint_split`` with ``seed`` (4/2/2 actors on the 8-actor demo set,
+    16/4/4 on all 24), overridable with ``test_actors`` / ``val_actors``. Settings come from
+    SMOKE_SETTINGS or FULL_SETTINGS; ``overrides`` replace single keys (e.g. ``num_frames=12``,
+    ``start=0.0, stop=1.0``). ``model``: ``resnet50`` (ImageNet, default) or
+    ``resnet50-scratch``; smoke mode defaults to ``resnet50-scratch``.
+    Returns the test metrics (also written to ``metrics.json``).
+    """
+    from mer_utils.config import set_seed
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.faces import extract_faces
+    from mer_utils.models.video import build_video_model, train_video_model
+    from mer_utils.ravdess import actor_disjoint_split
+    from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_predictions, write_run_info
+
+    settings = dict(SMOKE_SETTINGS if smoke else FULL_SETTINGS)
+    unknown = set(overrides) - set(settings)
+    if unknown:
+        raise ValueError(f"unknown video settings {sorted(unknown)}; expected some of {sorted(settings)}")
+    settings.update(overrides)
+    model_name = model or ("resnet50-scratch" if smoke else DEFAULT_MODEL)
+    if model_name not in MODEL_WEIGHTS:
+        raise ValueError(f"unknown video model {model_name!r}; expected one of {sorted(MODEL_WEIGHTS)}")
+    weights = MODEL_WEIGHTS[model_name]
+    labels = list(RAVDESS_EMOTIONS)
+    out = Path(out)
+    set_seed(seed)
+
+    index = actor_disjoint_split(video_index(data), seed=seed, test_actors=test_actors, val_actors=val_actors)
+    index = limit_clips_per_actor(index, settings["clips_per_actor"], seed=seed)
+    params = _face_params(settings)
+    started = time.perf_counter()
+    extraction = extract_faces(index["path"], params, workers=workers, progress=progress)
+    face_seconds = time.perf_counter() - started
+    parts = {
+        split: frame_set(index[index["split"] == split], extraction.faces, labels, seed=seed)
+        for split in ("train", "val", "test")
+    }
+    for split, part in parts.items():
+        if len(part.x) == 0:
+            raise ValueError(f"{data}: no usable {split} clips after face extraction (see the skipped clips)")
+
+    # Build the model (fails fast with a clear message when ImageNet weights are unreachable).
+    network = build_video_model(
+        weights=weights, input_size=settings["input_size"], num_classes=len(labels), seed=seed
+    )
+    training = train_video_model(
+        network,
+        parts["train"].x,
+        parts["train"].y,
+        parts["val"].x,
+        parts["val"].y,
+        pretrained=weights is not None,
+        frozen_epochs=settings["frozen_epochs"],
+        fine_tune_epochs=settings["fine_tune_epochs"],
+        learning_rate=settings["learning_rate"],
+        fine_tune_learning_rate=settings["fine_tune_learning_rate"],
+        batch_size=settings["batch_size"],
+        patience=settings["patience"],
+        verbose=verbose,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    network.save(out / KERAS_MODEL_FILE)
+    split_actors = {
+        split: sorted(int(a) for a in index.loc[index["split"] == split, "actor"].unique())
+        for split in ("train", "val", "test")
+    }
+    write_run_info(
+        out,
+        BRANCH,
+        labels,
+        model=model_name,
+        weights=weights,
+        input_size=settings["input_size"],
+        faces=params.as_dict(),
+        settings=settings,
+        seed=seed,
+        smoke=smoke,
+        data=str(data),
+        split=split_actors,
+    )
+    write_json(out / "history.json", {"history": training.history, "phases": training.phases})
+
+    tables = {}
+    for split in ("val", "test"):
+        tables[split] = _table_from_frames(network, parts[split], labels)
+        write_predictions(out, split, tables[split])
+    metrics = table_metrics(tables["test"], labels)
+    val_metrics = table_metrics(tables["val"], labels)
+    detail = extraction.fallback_table()
+    metrics.update(
+        {
+            "seed": seed,
+            "split": split_actors,
+            "val": {
+                k: val_metrics[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "n")
+            },
+            "skipped": _skipped_records(extraction.failed),
+            "model": model_name,
+            "weights": weights,
+            "input_size": settings["input_size"],
+            "frames_per_clip": settings["num_frames"],
+            "train_frames": len(parts["train"].x),
+            "fallback_share": extraction.total_fallback_share(),
+            "fallback_clips": int((detail["fallback_share"] > 0).sum()),
+            "face_seconds": round(face_seconds, 1),
+            "train_seconds": round(training.seconds, 1),
+            "epochs": len(training.history.get("loss", [])),
+            "phases": training.phases,
+        }
+    )
+    write_metrics(out, metrics)
+    return metrics
+
+
+def _table_from_frames(network, frames: FrameSet, labels: list[str]) -> pd.DataFrame:
+    """Prediction table (one row per take) from a FrameSet: clip = mean of its frame probabilities."""
+    from mer_utils.evaluation import prediction_table
+    from mer_utils.models.video import clip_probabilities
+    from mer_utils.training import predict_probabilities
+
+    num_clips = len(frames.clips)
+    if len(frames.x):
+        frame_probabilities = predict_probabilities(network, frames.x, batch_size=64)
+        probabilities = clip_probabilities(frame_probabilities, frames.owner, num_clips)
+    else:
+        probabilities = np.full((num_clips, len(labels)), np.nan)
+    table = prediction_table(
+        np.nan_to_num(probabilities, nan=0.0),
+        labels,
+        clip_ids=frames.clips["take"].astype(str).tolist(),
+        true_labels=frames.clips["emotion"].astype(str).tolist(),
+        paths=frames.clips["path"].astype(str).tolist(),
+    )
+    # Clips without a usable frame: NaN probabilities and no predicted label, never a guess.
+    missing = np.isnan(probabilities).any(axis=1)
+    if missing.any():
+        prob_cols = [c for c in table.columns if c.startswith("prob_")]
+        table.loc[missing, prob_cols] = np.nan
+        table.loc[missing, "pred_label"] = ""
+    return table
+
+
+# --- prediction on saved runs -------------------------------------------------------------
+
+
+def load_model(run_dir: str | Path):
+    """The Keras model of a video run folder."""
+    import keras
+
+    from mer_utils.runs import KERAS_MODEL_FILE, check_run_dir
+
+    path = check_run_dir(run_dir) / KERAS_MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the run folder has no model; train it with `mer train video`")
+    return keras.models.load_model(path)
+
+
+def _run_params(run_dir: str | Path) -> tuple[dict, object, list[str]]:
+    from mer_utils.faces import FaceParams
+    from mer_utils.runs import read_run_info
+
+    info = read_run_info(run_dir)
+    if info.get("branch") != BRANCH:
+        raise ValueError(f"{run_dir}: is a '{info.get('branch')}' run, not a video run")
+    return info, FaceParams(**info["faces"]), list(info["labels"])
+
+
+def predict_table(
+    run_dir: str | Path,
+    data: str | Path | pd.DataFrame,
+    *,
+    occlusion: float = 0.0,
+    seed: int = SEED,
+    model=None,
+    workers: int = 1,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Prediction table of a saved video run on the clips of ``data`` (a folder or an index DataFrame).
+
+    ``occlusion`` (0-1) hides the face in that share of each clip's sampled frames (the same
+    frames for a given seed and take); hidden frames count as "no face found" and are dropped
+    from the clip mean. Clips that cannot be read, or are left without any frame, are listed in
+    ``table.attrs["skipped"]`` ({path, reason}); unreadable clips have no row, fully occluded
+    ones keep a row with NaN probabilities and an empty ``pred_label``.
+    """
+    from mer_utils.faces import extract_faces
+
+    _, params, labels = _run_params(run_dir)
+    index = video_index(data)
+    extraction = extract_faces(index["path"], params, workers=workers, progress=progress)
+    frames = frame_set(index, extraction.faces, labels, occlusion=occlusion, seed=seed)
+    network = model if model is not None else load_model(run_dir)
+    table = _table_from_frames(network, frames, labels)
+    skipped = _skipped_records(extraction.failed)
+    empty = table["pred_label"] == ""
+    skipped += [
+        {"path": str(p), "reason": "no usable face frame (all occluded or not found)"}
+        for p in table.loc[empty, "path"]
+    ]
+    table.attrs["skipped"] = skipped
+    table.attrs["fallback_share"] = extraction.total_fallback_share()
+    return table
+
+
+def evaluate(run_dir: str | Path, data: str | Path) -> dict:
+    """Score a saved video run on every video clip of ``data`` (all actors) -> metrics + ``skipped``."""
+    from mer_utils.evaluation import table_metrics
+
+    table = predict_table(run_dir, data, progress=True)
+    scored = table[table["pred_label"] != ""]
+    if scored.empty:
+        raise ValueError(
+            f"{data}: no clip could be scored (see the skipped list: {table.attrs['skipped'][:3]})"
+        )
+    metrics = table_metrics(scored)
+    metrics["skipped"] = table.attrs["skipped"]
+    metrics["fallback_share"] = table.attrs["fallback_share"]
+    metrics["data"] = str(data)
+    return metrics
+
+
+def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
+    """Predict one clip: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
+
+    ``available`` is False (with the reason) for a missing or unreadable file, a clip without a
+    video stream, or no face in any frame; centre-crop fallbacks still predict, and
+    ``details["fallback_share"]`` says how many frames were not MTCNN faces.
+    """
+    from mer_utils.faces import extract_clip_faces
+    from mer_utils.models.video import clip_probabilities
+    from mer_utils.training import predict_probabilities
+
+    _, params, labels = _run_params(run_dir)
+    started = time.perf_counter()
+    try:
+        clip = extract_clip_faces(path, params)
+    except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
+        return {
+            "available": False,
+            "reason": str(error),
+            "probabilities": None,
+            "details": {"path": str(path)},
+        }
+    face_seconds = time.perf_counter() - started
+    counts = pd.Series(clip.detectors).value_counts().to_dict()
+    details = {
+        "path": str(path),
+        "frames": len(clip.detectors),
+        "detectors": {str(k): int(v) for k, v in counts.items()},
+        "fallback_share": clip.fallback_share,
+        "face_seconds": round(face_seconds, 3),
+    }
+    keep = np.array([d != "none" for d in clip.detectors])
+    if not keep.any():
+        return {
+            "available": False,
+            "reason": f"{path}: no face found in any frame",
+            "probabilities": None,
+            "details": details,
+        }
+    from mer_utils.faces import preprocess_faces
+
+    network = model if model is not None else load_model(run_dir)
+    started = time.perf_counter()
+    frame_probabilities = predict_probabilities(network, preprocess_faces(clip.faces[keep]))
+    probabilities = clip_probabilities(frame_probabilities, np.zeros(int(keep.sum()), int), 1)[0]
+    details["model_seconds"] = round(time.perf_counter() - started, 3)
+    details["predicted"] = labels[int(np.argmax(probabilities))]
+    return {
+        "available": True,
+        "reason": None,
+        "probabilities": [float(p) for p in probabilities],
+        "details": details,
+    }
