@@ -1,0 +1,486 @@
+"""``mer train text`` / ``mer evaluate``: text emotion classifiers on the 8-label CSV format.
+
+Steps: load the CSV (bad rows counted and kept out), remove duplicate and conflicting texts,
+stratified 70 / 20 / 10 split by seed, clean the texts, TF-IDF fitted on train, each
+classical model's hyper-parameters tuned by stratified k-fold cross-validation on train,
+the BiLSTM trained with early stopping on validation; the best model is chosen on the
+validation part (mean of accuracy and macro-F1) and reported once on test.
+
+Run folder: ``model.joblib`` (a scikit-learn Pipeline: cleaning -> TF-IDF -> classifier, with
+``predict_proba``) or ``model.keras`` + ``vocabulary.json`` for the BiLSTM, ``run.json``,
+``metrics.json`` (test metrics, ``val``, ``data_cleaning`` counts, ``models`` comparison)
+and ``predictions_val.csv`` / ``predictions_test.csv`` (clip_id = the CSV row id).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_utils import text as text_data
+from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
+
+log = logging.getLogger(__name__)
+
+BRANCH = "text"
+# Folds of the stratified cross-validation that tunes each classical model on train.
+CV_FOLDS = 3
+SMOKE_CV_FOLDS = 2
+# BiLSTM training budget (early stopping on validation loss restores the best epoch).
+EPOCHS = 8
+SMOKE_EPOCHS = 4
+BATCH_SIZE = 64
+LEARNING_RATE = 2e-3
+PATIENCE = 2
+# Texts per BiLSTM inference call.
+PREDICT_BATCH = 512
+# Saved model files.
+JOBLIB_MODEL_FILE = "model.joblib"
+VOCABULARY_FILE = "vocabulary.json"
+# Metrics copied into the model-comparison table for each candidate.
+SUMMARY_KEYS = (
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "weighted_precision",
+    "weighted_recall",
+    "weighted_f1",
+)
+
+
+@dataclass
+class Candidate:
+    """One trained text model: a predictor over raw texts plus how it was tuned and how long it took."""
+
+    name: str
+    model: object
+    best_params: dict = field(default_factory=dict)
+    cv_score: float = float("nan")
+    train_seconds: float = 0.0
+    history: dict = field(default_factory=dict)
+
+
+def selection_score(metrics: dict) -> float:
+    """The validation criterion: the mean of accuracy and macro-F1 (rewards both, as the target does)."""
+    return 0.5 * (metrics["accuracy"] + metrics["macro_f1"])
+
+
+def _selection_scorer():
+    from sklearn.metrics import accuracy_score, f1_score, make_scorer
+
+    def score(y_true, y_pred) -> float:
+        return 0.5 * (accuracy_score(y_true, y_pred) + f1_score(y_true, y_pred, average="macro"))
+
+    return make_scorer(score)
+
+
+class KerasTextModel:
+    """The BiLSTM with its tokenizer: cleaned text -> padded sequences -> softmax, in TEXT_LABELS order."""
+
+    def __init__(self, network, vectorizer, labels: Sequence[str], cleaning: dict):
+        self.network = network
+        self.vectorizer = vectorizer
+        self.classes_ = list(labels)
+        self.cleaning = dict(cleaning)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities (n, K) of raw texts."""
+        from mer_utils.models.text import sequences
+
+        cleaned = text_data.clean_texts(texts, **self.cleaning)
+        tokens = sequences(self.vectorizer, cleaned)
+        # Calling the network on fixed-size batches avoids Keras re-tracing predict() for every new length.
+        batches = [
+            np.asarray(self.network(tokens[i : i + PREDICT_BATCH], training=False))
+            for i in range(0, len(tokens), PREDICT_BATCH)
+        ]
+        return np.concatenate(batches).astype(float) if batches else np.zeros((0, len(self.classes_)))
+
+
+def _sklearn_pipeline(features, classifier, cleaning: dict):
+    """cleaning -> fitted TF-IDF -> fitted classifier, as one Pipeline over raw texts."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
+    clean.fit([""])
+    return Pipeline([("clean", clean), ("tfidf", features), ("classifier", classifier)])
+
+
+def probabilities(model, texts: Sequence[str], labels: Sequence[str] = TEXT_LABELS) -> np.ndarray:
+    """(n, K) probabilities of raw texts in ``labels`` order (classes unseen in training get 0)."""
+    texts = [str(t) for t in texts]
+    if not texts:
+        return np.zeros((0, len(labels)))
+    raw = np.asarray(model.predict_proba(texts), dtype=float)
+    classes = [str(c) for c in model.classes_]
+    result = np.zeros((len(texts), len(labels)))
+    for column, label in enumerate(classes):
+        if label in labels:
+            result[:, list(labels).index(label)] = raw[:, column]
+    return result
+
+
+def fit_classical(
+    names: Sequence[str],
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+) -> dict[str, Candidate]:
+    """Tune (stratified k-fold CV on train) and fit the named classical models on cleaned TF-IDF.
+
+    The TF-IDF vocabulary is fitted once on the whole training part, not inside each fold: a
+    common shortcut (it only sees unlabelled training words) that saves minutes; validation and
+    test texts are never seen. 'lr+svm' averages the tuned 'lr' and 'svm' (both are fitted for it).
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from mer_utils.models.text import (
+        CLASSICAL_MODELS,
+        AveragedProbabilities,
+        calibrated,
+        classifier_and_grid,
+        tfidf_features,
+    )
+
+    unknown = [n for n in names if n not in CLASSICAL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown classical text model(s) {unknown}; expected {list(CLASSICAL_MODELS)}")
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    start = time.perf_counter()
+    cleaned = text_data.clean_texts(train_texts, **cleaning)
+    features = tfidf_features(smoke=smoke)
+    x_train = features.fit_transform(cleaned)
+    y_train = np.asarray([str(y) for y in train_labels])
+    feature_seconds = time.perf_counter() - start
+    log.info("TF-IDF: %d texts x %d features in %.1f s", x_train.shape[0], x_train.shape[1], feature_seconds)
+    smallest_class = int(pd.Series(y_train).value_counts().min())
+    folds = max(2, min(SMOKE_CV_FOLDS if smoke else CV_FOLDS, smallest_class))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fitted: dict[str, Candidate] = {}
+    order = [n for n in CLASSICAL_MODELS if n in names or (n in ("lr", "svm") and "lr+svm" in names)]
+    for name in order:
+        if name == "lr+svm":
+            continue
+        begin = time.perf_counter()
+        estimator, grid = classifier_and_grid(name, seed, smoke=smoke, num_features=x_train.shape[1])
+        search = GridSearchCV(estimator, grid, scoring=_selection_scorer(), cv=splitter, n_jobs=1, refit=True)
+        search.fit(x_train, y_train)
+        classifier = search.best_estimator_
+        if not hasattr(classifier, "predict_proba"):
+            classifier = calibrated(classifier, seed, smoke=smoke or smallest_class < 3).fit(x_train, y_train)
+        seconds = time.perf_counter() - begin + feature_seconds
+        fitted[name] = Candidate(
+            name=name,
+            model=_sklearn_pipeline(features, classifier, cleaning),
+            best_params={k: v for k, v in search.best_params_.items()},
+            cv_score=float(search.best_score_),
+            train_seconds=seconds,
+        )
+        log.info("%s: best %s, CV score %.3f, %.1f s", name, search.best_params_, search.best_score_, seconds)
+    if "lr+svm" in names:
+        members = {n: fitted[n].model.named_steps["classifier"] for n in ("lr", "svm")}
+        fitted["lr+svm"] = Candidate(
+            name="lr+svm",
+            model=_sklearn_pipeline(features, AveragedProbabilities(members), cleaning),
+            best_params={n: fitted[n].best_params for n in members},
+            cv_score=float("nan"),
+            train_seconds=sum(fitted[n].train_seconds for n in members) - feature_seconds,
+        )
+    return {n: fitted[n] for n in names}
+
+
+def fit_bilstm(
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    labels: Sequence[str] = TEXT_LABELS,
+    verbose: int = 0,
+) -> Candidate:
+    """Tokenise + pad (TextVectorization), then train embedding + BiLSTM with early stopping on val."""
+    from mer_utils.config import set_seed
+    from mer_utils.models.text import LSTM_UNITS, build_bilstm, make_vectorizer, sequences
+    from mer_utils.training import encode_labels, fit_classifier
+
+    set_seed(seed)
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    start = time.perf_counter()
+    train_clean = text_data.clean_texts(train_texts, **cleaning)
+    val_clean = text_data.clean_texts(val_texts, **cleaning)
+    vectorizer = make_vectorizer(train_clean)
+    x_train, x_val = sequences(vectorizer, train_clean), sequences(vectorizer, val_clean)
+    y_train, y_val = encode_labels(train_labels, labels), encode_labels(val_labels, labels)
+    network = build_bilstm(vectorizer, len(labels), units=LSTM_UNITS // 2 if smoke else LSTM_UNITS)
+    result = fit_classifier(
+        network,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        epochs=SMOKE_EPOCHS if smoke else EPOCHS,
+        batch_size=16 if smoke else BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        patience=PATIENCE,
+        class_weight=True,
+        verbose=verbose,
+    )
+    return Candidate(
+        name="bilstm",
+        model=KerasTextModel(network, vectorizer, labels, cleaning),
+        best_params={"epochs_run": result.epochs, "vocabulary": int(vectorizer.vocabulary_size())},
+        train_seconds=time.perf_counter() - start,
+        history=result.history,
+    )
+
+
+def _table(model, frame: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    from mer_utils.evaluation import prediction_table
+
+    table = prediction_table(
+        probabilities(model, frame["text"].tolist(), labels),
+        labels,
+        clip_ids=frame["row_id"].astype(str).tolist(),
+        true_labels=frame["emotion"].tolist(),
+    )
+    # The text itself, last, so error analysis needs no join (fusion ignores extra columns).
+    table["text"] = frame["text"].to_numpy()
+    return table
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in SUMMARY_KEYS}
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    model: str | None = None,
+    verbose: int = 0,
+) -> dict:
+    """Train text model(s) on a CSV, keep the one asked for (or the best on validation), write the run.
+
+    ``model``: None or 'best' (every model, chosen on validation), or one of
+    :data:`mer_utils.models.text.TEXT_MODELS`. Returns the test metrics written to metrics.json.
+    """
+    from mer_utils.config import set_seed
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import CLASSICAL_MODELS, SEQUENCE_MODEL, TEXT_MODELS
+    from mer_utils.runs import write_metrics, write_predictions, write_run_info
+
+    requested = "best" if model in (None, "best") else model
+    if requested != "best" and requested not in TEXT_MODELS:
+        raise ValueError(f"unknown text model {model!r}; expected 'best' or one of {list(TEXT_MODELS)}")
+    names = list(TEXT_MODELS) if requested == "best" else [requested]
+    set_seed(seed)
+    labels = list(TEXT_LABELS)
+    cleaning = dict(text_data.DEFAULT_CLEANING)
+    frame = text_data.stratified_split(text_data.prepare_text_data(data, labels), seed=seed)
+    report = frame.attrs["report"]
+    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in text_data.SPLIT_NAMES}
+    for name, part in parts.items():
+        if part.empty:
+            raise ValueError(f"{data}: the {name} split is empty ({len(frame)} usable texts); need more rows")
+    log.info("text data: %s", report)
+
+    candidates: dict[str, Candidate] = {}
+    classical = [n for n in names if n in CLASSICAL_MODELS]
+    if classical:
+        candidates.update(
+            fit_classical(
+                classical,
+                parts["train"]["text"],
+                parts["train"]["emotion"],
+                seed=seed,
+                smoke=smoke,
+                cleaning=cleaning,
+            )
+        )
+    if SEQUENCE_MODEL in names:
+        candidates[SEQUENCE_MODEL] = fit_bilstm(
+            parts["train"]["text"],
+            parts["train"]["emotion"],
+            parts["val"]["text"],
+            parts["val"]["emotion"],
+            seed=seed,
+            smoke=smoke,
+            cleaning=cleaning,
+            labels=labels,
+            verbose=verbose,
+        )
+
+    tables: dict[str, dict[str, pd.DataFrame]] = {}
+    comparison: dict[str, dict] = {}
+    for name, candidate in candidates.items():
+        tables[name] = {split: _table(candidate.model, parts[split], labels) for split in ("val", "test")}
+        val_metrics = table_metrics(tables[name]["val"], labels)
+        test_metrics = table_metrics(tables[name]["test"], labels)
+        comparison[name] = {
+            "val": _summary(val_metrics) | {"macro_auc": val_metrics["macro_auc"]},
+            "test": _summary(test_metrics) | {"macro_auc": test_metrics["macro_auc"]},
+            "selection_score_val": selection_score(val_metrics),
+            "train_seconds": round(candidate.train_seconds, 2),
+            "best_params": candidate.best_params,
+            "cv_score": candidate.cv_score,
+        }
+    chosen = max(comparison, key=lambda n: comparison[n]["selection_score_val"])
+    log.info("chosen on validation: %s", chosen)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    best = candidates[chosen]
+    save_text_model(best.model, out)
+    write_run_info(
+        out,
+        BRANCH,
+        labels,
+        model=chosen,
+        requested_model=requested,
+        model_file=JOBLIB_MODEL_FILE if chosen != SEQUENCE_MODEL else "model.keras",
+        cleaning=cleaning,
+        seed=seed,
+        smoke=smoke,
+        data=str(Path(data).resolve()),
+        split_sizes=list(text_data.SPLIT_SIZES),
+        selection="validation mean of accuracy and macro-F1",
+    )
+    for split in ("val", "test"):
+        write_predictions(out, split, tables[chosen][split])
+    test_metrics = table_metrics(tables[chosen]["test"], labels)
+    val_metrics = table_metrics(tables[chosen]["val"], labels)
+    balance = text_data.class_balance_table(frame, labels)
+    metrics = {
+        **test_metrics,
+        "model": chosen,
+        "seed": seed,
+        "val": val_metrics,
+        "data_cleaning": report,
+        "skipped": frame.attrs.get("removed", []),
+        "split": {s: balance[s].drop("total").astype(int).to_dict() for s in text_data.SPLIT_NAMES},
+        "models": comparison,
+        "history": best.history,
+    }
+    if SEQUENCE_MODEL in candidates and chosen != SEQUENCE_MODEL:
+        metrics["bilstm_history"] = candidates[SEQUENCE_MODEL].history
+    write_metrics(out, metrics)
+    return metrics
+
+
+def save_text_model(model, run_dir: str | Path) -> Path:
+    """Write a text model into a run folder: model.joblib, or model.keras + vocabulary.json."""
+    import joblib
+
+    from mer_utils.runs import KERAS_MODEL_FILE, atomic_write_bytes, write_json
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, KerasTextModel):
+        path = run_dir / KERAS_MODEL_FILE
+        model.network.save(path)
+        write_json(
+            run_dir / VOCABULARY_FILE,
+            {
+                "vocabulary": list(model.vectorizer.get_vocabulary()),
+                "sequence_length": int(model.vectorizer.get_config()["output_sequence_length"]),
+                "labels": model.classes_,
+                "cleaning": model.cleaning,
+            },
+        )
+        return path
+    import io
+
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return atomic_write_bytes(run_dir / JOBLIB_MODEL_FILE, buffer.getvalue())
+
+
+def load_text_model(run_dir: str | Path):
+    """Load a run folder's text model: an object with ``predict_proba(texts)`` and ``classes_``."""
+    from mer_utils.runs import KERAS_MODEL_FILE, read_json, read_run_info
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    if info.get("branch") != BRANCH:
+        raise ValueError(f"{run_dir}: a '{info.get('branch')}' run, not a text run")
+    if (run_dir / JOBLIB_MODEL_FILE).is_file():
+        import joblib
+
+        return joblib.load(run_dir / JOBLIB_MODEL_FILE)
+    if (run_dir / KERAS_MODEL_FILE).is_file():
+        import keras
+
+        saved = read_json(run_dir / VOCABULARY_FILE)
+        vectorizer = keras.layers.TextVectorization(
+            standardize=None,
+            split="whitespace",
+            output_sequence_length=saved["sequence_length"],
+            vocabulary=saved["vocabulary"][2:],  # without the padding '' and OOV '[UNK]' entries
+            name="tokenizer",
+        )
+        network = keras.models.load_model(run_dir / KERAS_MODEL_FILE)
+        return KerasTextModel(network, vectorizer, saved["labels"], saved["cleaning"])
+    raise FileNotFoundError(f"{run_dir}: no {JOBLIB_MODEL_FILE} or {KERAS_MODEL_FILE} in this text run")
+
+
+def predict_text(
+    texts: str | Sequence[str],
+    run_dir: str | Path | None = None,
+    model=None,
+    labels: Sequence[str] = TEXT_LABELS,
+) -> pd.DataFrame:
+    """Predict the emotion of raw texts with a saved run (``run_dir``) or a loaded ``model``.
+
+    Returns a DataFrame: text, label (the most probable), confidence, and prob_<label> per class.
+    """
+    from mer_utils.evaluation import prob_columns
+
+    if model is None:
+        if run_dir is None:
+            raise ValueError("predict_text needs run_dir (a text run folder) or model")
+        model = load_text_model(run_dir)
+    texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
+    probs = probabilities(model, texts, labels)
+    frame = pd.DataFrame({"text": texts})
+    frame["label"] = [labels[i] for i in probs.argmax(axis=1)] if len(texts) else []
+    frame["confidence"] = probs.max(axis=1) if len(texts) else []
+    for column, values in zip(prob_columns(labels), probs.T, strict=True):
+        frame[column] = values
+    return frame
+
+
+def evaluate(run_dir: str | Path, data: str | Path) -> dict:
+    """Score a saved text run on every usable row of another CSV (no de-duplication, no split)."""
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.runs import read_run_info
+
+    info = read_run_info(run_dir)
+    labels = list(info.get("labels", TEXT_LABELS))
+    frame = text_data.load_text_csv(data, labels)
+    table = _table(load_text_model(run_dir), frame, labels)
+    metrics = table_metrics(table, labels)
+    metrics.update(
+        {
+            "model": info.get("model"),
+            "data": str(data),
+            "data_cleaning": frame.attrs["report"],
+            "skipped": frame.attrs["removed"],
+        }
+    )
+    return metrics
