@@ -223,3 +223,44 @@ def test_train_evaluate_predict_on_demo(demo_folder, tmp_path, monkeypatch):
     write_mp4(silent_video, np.zeros((6, 32, 32, 3), dtype=np.uint8), fps=6)
     missing = spectrogram.predict_file(run, silent_video, model=model)
     assert not missing["available"] and "audio" in missing["reason"].lower()
+
+
+def test_speaker_normalisation_removes_each_speakers_spectral_colour():
+    from mer_utils.pipelines.spectrogram import SpectrogramParams, render_images, speaker_mean_spectra
+
+    rng = np.random.default_rng(2)
+    content = rng.uniform(-55, -10, size=(4, 32, 50)).astype(np.float32)
+    content[:, :, :5] = -80.0  # padding / silence at the floor
+    tilt = np.linspace(0, -20, 32, dtype=np.float32)[None, :, None]  # speaker B: darker highs
+    log_mels = np.concatenate([content, np.where(content > -79.5, content + tilt, -80.0)])
+    speakers = [1] * 4 + [2] * 4
+    means = speaker_mean_spectra(log_mels, speakers, db_range=80.0)
+    assert np.allclose(means[1] - means[2], -tilt[0, :, 0], atol=1e-3)
+    plain = render_images(log_mels, speakers, SpectrogramParams(image_size=32))
+    normalised = render_images(log_mels, speakers, SpectrogramParams(image_size=32, speaker_norm=True))
+    # Without normalisation the two speakers' images differ; with it they match (up to rounding).
+    assert np.abs(plain[:4].astype(int) - plain[4:].astype(int)).max() > 20
+    assert np.abs(normalised[:4].astype(int) - normalised[4:].astype(int)).max() <= 2
+    # Silence stays the darkest value.
+    assert (normalised[:, :, :3, 0] == 0).all()
+    with pytest.raises(ValueError):
+        speaker_mean_spectra(log_mels, [1, 2], db_range=80.0)
+
+
+def test_train_with_imagenet_variant_fails_before_feature_extraction(tmp_path, monkeypatch):
+    from mer_utils.media import write_wav
+    from mer_utils.pipelines import spectrogram
+
+    monkeypatch.setitem(sys.modules, "keras_hub", None)
+    for actor in (1, 2, 3):
+        tone = np.sin(np.linspace(0, 400 * np.pi, 16_000)).astype(np.float32) * 0.3
+        write_wav(
+            tmp_path / "data" / f"Actor_{actor:02d}" / f"03-01-05-01-01-01-{actor:02d}.wav", tone, 16_000
+        )
+    called = []
+    monkeypatch.setattr(spectrogram, "log_mel_batch", lambda *args, **kwargs: called.append(1))
+    with pytest.raises(PretrainedWeightsError, match="weights=None"):
+        spectrogram.train(tmp_path / "data", tmp_path / "run", model="resnet18_imagenet", progress=False)
+    assert not called and not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="unknown spectrogram model"):
+        spectrogram.train(tmp_path / "data", tmp_path / "run", model="vgg", progress=False)

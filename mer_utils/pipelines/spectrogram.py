@@ -34,8 +34,15 @@ log = logging.getLogger(__name__)
 
 # Branch name written to run.json (``mer evaluate`` dispatches on it).
 BRANCH = "spectrogram"
-# Model variants of ``mer train spectrogram --model``: random initialisation or ImageNet (KerasHub).
-MODELS = {"resnet18": None, "resnet18_imagenet": "imagenet"}
+# Model variants of ``mer train spectrogram --model``: initial weights and option overrides.
+MODELS: dict[str, dict] = {
+    # Random initialisation, per-image dB normalisation.
+    "resnet18": {"weights": None},
+    # The same plus per-speaker mean-spectrum normalisation (unlabelled clips of each actor).
+    "resnet18_speaker_norm": {"weights": None, "speaker_norm": True},
+    # ImageNet initialisation from the KerasHub preset (needs keras_hub and, once, internet).
+    "resnet18_imagenet": {"weights": "imagenet"},
+}
 # Modality preference for one file per take: the AV mp4's sound track, else the audio-only wav.
 AUDIO_MODALITIES = ("audio-video", "audio-only")
 # Extra file of the run folder with the per-epoch training curves.
@@ -77,11 +84,14 @@ class SpectrogramParams:
     db_range: float = 80.0
     # Side of the square image fed to the network (pixels).
     image_size: int = 128
+    # Subtract each speaker's mean spectrum (from their own clips, no labels) before rendering.
+    speaker_norm: bool = False
 
     def feature_key(self) -> dict:
-        """The parameters that change the cached log-mel (image size does not)."""
+        """The parameters that change the cached log-mel (image size and speaker norm do not)."""
         key = asdict(self)
         key.pop("image_size")
+        key.pop("speaker_norm")
         return key
 
 
@@ -256,6 +266,59 @@ def masked_copies(log_mels: np.ndarray, seed: int) -> np.ndarray:
     )
 
 
+def speaker_mean_spectra(log_mels: np.ndarray, speakers, db_range: float) -> dict:
+    """Each speaker's mean dB per mel band over the cells above the silence floor of their clips.
+
+    Uses no labels: at test time it needs only unlabelled clips of the same speaker, which is
+    why per-speaker normalisation is legitimate on unseen actors.
+    """
+    log_mels = np.asarray(log_mels, dtype=np.float32)
+    speakers = np.asarray(list(speakers))
+    if len(speakers) != len(log_mels):
+        raise ValueError(f"{len(speakers)} speaker ids for {len(log_mels)} spectrograms")
+    means = {}
+    for speaker in np.unique(speakers):
+        maps = log_mels[speakers == speaker]
+        sound = maps > _floor(maps, db_range)
+        counts = sound.sum(axis=(0, 2))
+        totals = np.where(sound, maps, 0.0).sum(axis=(0, 2))
+        means[speaker.item()] = np.where(counts > 0, totals / np.maximum(counts, 1), 0.0).astype(np.float32)
+    return means
+
+
+def _floor(log_mels: np.ndarray, db_range: float) -> float:
+    # log_mel_spectrogram clips at -db_range below the peak: cells there are silence or padding.
+    return -float(db_range) + 0.5
+
+
+def normalise_speakers(log_mels: np.ndarray, speakers, means: dict, db_range: float) -> np.ndarray:
+    """Subtract the speaker's mean spectrum from the sound cells; silence stays the darkest value."""
+    log_mels = np.asarray(log_mels, dtype=np.float32)
+    out = np.empty_like(log_mels)
+    for i, (log_mel, speaker) in enumerate(zip(log_mels, list(speakers), strict=True)):
+        if speaker not in means:
+            raise ValueError(f"no mean spectrum for speaker {speaker!r}")
+        sound = log_mel > _floor(log_mel, db_range)
+        shifted = log_mel - means[speaker][:, None]
+        lowest = float(shifted[sound].min()) if sound.any() else 0.0
+        out[i] = np.where(sound, shifted, lowest)
+    return out
+
+
+def render_images(
+    log_mels: np.ndarray, speakers, params: SpectrogramParams, means: dict | None = None
+) -> np.ndarray:
+    """Images of spectrograms under ``params``: per-speaker normalised first when ``params.speaker_norm``.
+
+    ``means`` (from :func:`speaker_mean_spectra`) default to the statistics of ``log_mels`` themselves.
+    """
+    if params.speaker_norm:
+        if means is None:
+            means = speaker_mean_spectra(log_mels, speakers, params.db_range)
+        log_mels = normalise_speakers(log_mels, speakers, means, params.db_range)
+    return spectrogram_images(log_mels, params.image_size)
+
+
 # --- data -----------------------------------------------------------------------------------
 
 
@@ -281,7 +344,11 @@ def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
 # --- training -------------------------------------------------------------------------------
 
 
-def _settings_for(smoke: bool, overrides: dict) -> tuple[SpectrogramParams, TrainSettings, dict]:
+def settings_for(
+    smoke: bool = False, overrides: dict | None = None
+) -> tuple[SpectrogramParams, TrainSettings, dict]:
+    """Image parameters, training settings and waveform augmentation of a full or smoke run."""
+    overrides = overrides or {}
     params = SpectrogramParams(image_size=SMOKE_IMAGE_SIZE) if smoke else SpectrogramParams()
     settings = SMOKE_SETTINGS if smoke else FULL_SETTINGS
     augmentation = dict(SMOKE_AUGMENTATION if smoke else FULL_AUGMENTATION)
@@ -309,7 +376,7 @@ def train(
 ) -> dict:
     """Train the spectrogram ResNet18 on a RAVDESS folder and write the run folder ``out``.
 
-    ``model`` is "resnet18" (default, random initialisation) or "resnet18_imagenet".
+    ``model`` is a key of :data:`MODELS` ("resnet18" by default).
     ``options`` override :class:`SpectrogramParams` / :class:`TrainSettings` fields (e.g.
     ``width=64``, ``epochs=60``, ``image_size=160``). Returns the test metrics.
     """
@@ -322,7 +389,9 @@ def train(
     model_name = model or "resnet18"
     if model_name not in MODELS:
         raise ValueError(f"unknown spectrogram model {model_name!r}; expected one of {sorted(MODELS)}")
-    params, settings, augmentation = _settings_for(smoke, options)
+    variant = dict(MODELS[model_name])
+    weights = variant.pop("weights")
+    params, settings, augmentation = settings_for(smoke, {**variant, **options})
     labels = list(RAVDESS_EMOTIONS)
     out = Path(out)
     set_seed(seed)
@@ -345,36 +414,55 @@ def train(
     }
     log.info("split actors %s", split)
 
+    # The network comes first so that missing ImageNet weights fail before minutes of features;
+    # Keras is loaded before set_seed so that the initialisation is seeded too.
+    import keras  # noqa: F401
+
+    from mer_utils.models.spectrogram import RESNET18_WIDTH, build_resnet18
+
+    set_seed(seed)
+    width = RESNET18_WIDTH if weights == "imagenet" else settings.width
+    network = build_resnet18(
+        (params.image_size, params.image_size, 3),
+        len(labels),
+        weights=weights,
+        width=width,
+        dropout=settings.dropout,
+    )
+
     batches = {}
     for part in ("train", "val", "test"):
         batch = log_mel_batch(index[index["split"] == part], params, seed=seed, progress=progress)
         skipped += batch.skipped
         batches[part] = batch
+    # Speaker statistics come from each actor's clean clips; every actor is in one split only.
+    means = None
+    if params.speaker_norm:
+        means = speaker_mean_spectra(
+            np.concatenate([b.features for b in batches.values()]),
+            np.concatenate([b.rows["actor"].to_numpy() for b in batches.values()]),
+            params.db_range,
+        )
     train_rows = batches["train"].rows
-    train_maps = [batches["train"].features]
+    train_images = [render_images(batches["train"].features, train_rows["actor"], params, means)]
     train_labels = [train_rows["emotion"].tolist()]
     for copy in range(1, settings.augment_copies + 1):
         batch = log_mel_batch(
             train_rows, params, augmentation=augmentation, copy=copy, seed=seed, progress=progress
         )
-        maps = masked_copies(batch.features, seed + copy) if settings.spec_augment else batch.features
-        train_maps.append(maps)
+        maps = batch.features
+        if params.speaker_norm:
+            maps = normalise_speakers(maps, batch.rows["actor"], means, params.db_range)
+        if settings.spec_augment:
+            maps = masked_copies(maps, seed + copy)
+        train_images.append(spectrogram_images(maps, params.image_size))
         train_labels.append(batch.rows["emotion"].tolist())
-    x_train = spectrogram_images(np.concatenate(train_maps), params.image_size)
+    x_train = np.concatenate(train_images)
     y_train = encode_labels(sum(train_labels, []), labels)
-    x_val = spectrogram_images(batches["val"].features, params.image_size)
+    x_val = render_images(batches["val"].features, batches["val"].rows["actor"], params, means)
     y_val = encode_labels(batches["val"].rows["emotion"], labels)
-    x_test = spectrogram_images(batches["test"].features, params.image_size)
+    x_test = render_images(batches["test"].features, batches["test"].rows["actor"], params, means)
 
-    from mer_utils.models.spectrogram import build_resnet18
-
-    network = build_resnet18(
-        (params.image_size, params.image_size, 3),
-        len(labels),
-        weights=MODELS[model_name],
-        width=64 if MODELS[model_name] == "imagenet" else settings.width,
-        dropout=settings.dropout,
-    )
     fit = fit_classifier(
         network,
         x_train,
@@ -399,6 +487,7 @@ def train(
         smoke=smoke,
         data=str(data),
         split=split,
+        width=width,
         **asdict(params),
         settings=asdict(settings),
         augmentation=augmentation,
@@ -425,7 +514,7 @@ def train(
             "train_seconds": round(fit.seconds, 1),
             "epochs": fit.epochs,
             "train_images": len(x_train),
-            "width": settings.width,
+            "width": width,
             "image_size": params.image_size,
         }
     )
@@ -492,7 +581,8 @@ def predict_table(
     batch = log_mel_batch(
         index, params, noise_snr_db=noise_snr_db, seed=int(info.get("seed", DEFAULT_SEED)), progress=progress
     )
-    images = spectrogram_images(batch.features, params.image_size)
+    # Per-speaker statistics (if the run uses them) come from the given clips of each actor.
+    images = render_images(batch.features, batch.rows["actor"], params)
     table = _table(network, images, batch.rows, list(info["labels"]))
     table.attrs["skipped"] = [
         {"path": p, "reason": r} for p, r in index.attrs.get("skipped", [])
@@ -537,7 +627,8 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
         }
     feature_seconds = time.perf_counter() - start
     network = model if model is not None else load_model(run_dir)
-    image = spectrogram_image(log_mel, params.image_size)[None]
+    # One clip of an unknown speaker: speaker normalisation can only use the clip itself.
+    image = render_images(log_mel[None], [0], params)
     start = time.perf_counter()
     probabilities = np.asarray(network(image.astype(np.float32), training=False))[0].astype(float)
     labels = list(info["labels"])
@@ -548,6 +639,7 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
         "details": {
             "path": str(path),
             "label": labels[int(probabilities.argmax())],
+            "speaker_norm": "this clip only" if params.speaker_norm else None,
             "feature_seconds": round(feature_seconds, 4),
             "model_seconds": round(time.perf_counter() - start, 4),
         },
