@@ -456,15 +456,19 @@ def extract_faces(
     from tqdm.auto import tqdm
 
     params = params or FaceParams()
-    jobs = [(str(p), params, None if cache_dir is None else str(cache_dir)) for p in paths]
+    # The cache folder is resolved here so spawned workers (and monkeypatched tests) agree on it.
+    jobs = [(str(p), params, str(faces_cache_dir(cache_dir))) for p in paths]
     faces: dict[str, ClipFaces] = {}
     failed: list[tuple[str, str]] = []
     computed = cached = 0
     bar = tqdm(total=len(jobs), desc="face crops", unit="clip", disable=not progress)
     if workers > 1 and len(jobs) > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        # "spawn", not fork: forking a process that already runs TensorFlow can deadlock.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
             results = pool.map(_extract_job, jobs, chunksize=4)
             for result in results:
                 computed, cached = _collect(result, faces, failed, computed, cached)
