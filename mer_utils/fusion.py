@@ -205,12 +205,6 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return result
 
 
-def _negative_log_likelihood(probabilities: np.ndarray, targets: np.ndarray) -> float:
-    """Mean negative log-likelihood of the targets."""
-    picked = np.clip(probabilities[np.arange(len(targets)), targets], EPSILON, None)
-    return float(-np.log(picked).mean())
-
-
 def fit_temperature(probabilities: np.ndarray, targets: Sequence[int]) -> float:
     """Fit the temperature that minimises validation NLL (bounded scalar search; NaN rows ignored).
 
