@@ -96,7 +96,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     from mer_utils.fusion import fuse_runs
 
     table = fuse_runs(args.run_dirs, args.out, seed=args.seed, trust=args.trust)
-    print(table.to_string())
+    print(table.drop(columns=["description"], errors="ignore").round(3).to_string())
     print(f"fusion results written to {args.out}")
     return 0
 
