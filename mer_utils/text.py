@@ -61,7 +61,7 @@ def clean_text(
     - ``urls``: links become ``http``.
     - ``repeats``: a character repeated 3+ times is cut to two (``soooo`` -> ``soo``,
       ``!!!!`` -> ``!!``), so elongations share features but still differ from the plain word.
-    - ``lowercase``: case is folded (after the patterns above, which do not depend on it).
+    - ``lowercase``: case is folded (before squeezing repeats, so ``Bbbb`` -> ``bb``).
     Punctuation and emoticons are kept: ``!``, ``?`` and ``:(`` are strong emotion cues.
     """
     if not isinstance(text, str):
@@ -72,10 +72,11 @@ def clean_text(
         text = _URL.sub(URL_TOKEN, text)
     if handles:
         text = _HANDLE.sub(USER_TOKEN, text)
-    if repeats:
-        text = _REPEAT.sub(r"\1\1", text)
     if lowercase:
         text = text.lower()
+    # After case folding, so 'Sooo' and 'sooo' squeeze alike.
+    if repeats:
+        text = _REPEAT.sub(r"\1\1", text)
     return " ".join(text.split())
 
 

@@ -1,0 +1,276 @@
+"""Tests of the text branch: loading and cleaning report, text cleaning, de-duplication, split, models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_utils.config import PROJECT_ROOT, TEXT_LABELS
+from mer_utils.text import (
+    class_balance_table,
+    clean_text,
+    clean_texts,
+    deduplicate,
+    load_text_csv,
+    prepare_text_data,
+    stratified_split,
+)
+
+# A distinctive word per label, so a toy corpus is learnable but not a lookup table.
+KEYWORDS = {
+    "neutral": ["table", "okay", "schedule"],
+    "joy": ["happy", "delighted", "wonderful"],
+    "sadness": ["sad", "crying", "lonely"],
+    "fear": ["afraid", "scared", "terrified"],
+    "surprise": ["unexpected", "shocked", "suddenly"],
+    "anger": ["furious", "angry", "hate"],
+    "shame": ["ashamed", "embarrassed", "guilty"],
+    "disgust": ["disgusting", "gross", "revolting"],
+}
+FILLER = "the a my today friend work home night dog movie train story morning city".split()
+
+
+def toy_frame(rows_per_label: int = 30, seed: int = 0) -> pd.DataFrame:
+    """A separable 8-label corpus of unique texts in the CSV's column layout."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, words in KEYWORDS.items():
+        for i in range(rows_per_label):
+            filler = " ".join(rng.choice(FILLER, size=4))
+            rows.append({"Emotion": label, "Text": f"{filler} {words[i % 3]} {i} {rng.integers(10**6)}"})
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def write_csv(frame: pd.DataFrame, path: Path, index: bool = True) -> Path:
+    frame.to_csv(path, index=index)
+    return path
+
+
+@pytest.fixture
+def messy_csv(tmp_path: Path) -> Path:
+    """10 rows: 2 exact duplicates, 1 whitespace variant, 1 conflicting text (2 rows), 1 unknown label, 2 empty."""
+    rows = [
+        ("joy", "I love this!"),
+        ("joy", "I love this!"),  # exact duplicate
+        ("joy", "I love  this! "),  # the same text with other spacing
+        ("sadness", "it rains again"),
+        ("anger", "leave me alone"),  # conflicting: also labelled fear below
+        ("fear", "leave me alone"),
+        ("guilt", "I forgot her birthday"),  # not one of the 8 labels
+        ("neutral", "   "),  # blank text
+        ("surprise", None),  # missing text
+        (" Disgust", "that smell is gross"),  # label with space and capital
+    ]
+    frame = pd.DataFrame(rows, columns=["Emotion", "Text"])
+    return write_csv(frame, tmp_path / "messy.csv")
+
+
+def test_clean_text_handles_urls_repeats_case():
+    text = "@Bob_99 Sooooo HAPPY!!!! see https://t.co/abc and www.x.org &quot;yes&quot; mail me@home.org :("
+    cleaned = clean_text(text)
+    assert cleaned == '@user soo happy!! see http and http "yes" mail me@home.org :('
+    assert clean_text(text, lowercase=False).startswith("@user Soo HAPPY!!")
+    assert clean_text("@Bob hi", handles=False) == "@bob hi"
+    assert clean_text("sooooo", repeats=False) == "sooooo"
+    assert clean_text("  two   spaces \n") == "two spaces"
+    assert clean_texts(["A", "Bbbb"]) == ["a", "bb"]
+    with pytest.raises(ValueError, match="expects a string"):
+        clean_text(None)  # type: ignore[arg-type]
+
+
+def test_load_counts_and_keeps_bad_rows_out(messy_csv: Path):
+    frame = load_text_csv(messy_csv)
+    report = frame.attrs["report"]
+    assert report == {
+        "rows": 10,
+        "empty_texts": 2,
+        "unknown_labels": 1,
+        "unknown_label_values": {"guilt": 1},
+        "kept": 7,
+    }
+    assert list(frame.columns) == ["row_id", "emotion", "text"]
+    # The unnamed index column gives the row ids.
+    assert frame["row_id"].tolist() == ["0", "1", "2", "3", "4", "5", "9"]
+    assert frame.loc[frame["row_id"] == "9", "emotion"].item() == "disgust"
+    reasons = {r["row_id"]: r["reason"] for r in frame.attrs["removed"]}
+    assert reasons == {"7": "empty text", "8": "empty text", "6": "unknown label 'guilt'"}
+
+
+def test_load_without_index_column_uses_row_numbers(tmp_path: Path):
+    path = write_csv(
+        pd.DataFrame({"Emotion": ["joy", "fear"], "Text": ["yay", "eek"]}), tmp_path / "x.csv", index=False
+    )
+    assert load_text_csv(path)["row_id"].tolist() == ["0", "1"]
+
+
+def test_load_errors_name_the_file(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        load_text_csv(tmp_path / "missing.csv")
+    wrong = write_csv(pd.DataFrame({"label": ["joy"], "Text": ["x"]}), tmp_path / "wrong.csv")
+    with pytest.raises(ValueError, match=r"wrong\.csv: missing column\(s\) \['Emotion'\]"):
+        load_text_csv(wrong)
+    useless = write_csv(
+        pd.DataFrame({"Emotion": ["guilt", "joy"], "Text": ["x", ""]}), tmp_path / "useless.csv"
+    )
+    with pytest.raises(ValueError, match="useless.csv: no usable rows"):
+        load_text_csv(useless)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.csv"):
+        load_text_csv(empty)
+
+
+def test_deduplicate_counts_duplicates_and_drops_conflicts(messy_csv: Path):
+    frame = prepare_text_data(messy_csv)
+    report = frame.attrs["report"]
+    # Repeats of an earlier text: the exact copy, the conflicting second copy, and (after
+    # collapsing whitespace) the spacing variant.
+    assert report["exact_duplicate_rows"] == 2
+    assert report["duplicate_rows"] == 3
+    assert report["conflicting_texts"] == 1
+    # The remaining copy of the conflicting text goes too: neither label can be trusted.
+    assert report["conflicting_rows_dropped"] == 1
+    assert report["kept"] == 3
+    assert sorted(frame["text"]) == ["I love this!", "it rains again", "that smell is gross"]
+    # The counts of loading are carried along.
+    assert report["empty_texts"] == 2 and report["unknown_labels"] == 1
+    assert deduplicate(frame)["text"].tolist() == frame["text"].tolist()
+
+
+def test_stratified_split_fractions_balance_and_seed():
+    frame = load_frame(toy_frame(rows_per_label=40))
+    split = stratified_split(frame, seed=3)
+    counts = split.groupby(["emotion", "split"]).size().unstack()
+    assert (counts["test"] == 4).all() and (counts["val"] == 8).all() and (counts["train"] == 28).all()
+    assert split["split"].tolist() == stratified_split(frame, seed=3)["split"].tolist()
+    assert split["split"].tolist() != stratified_split(frame, seed=4)["split"].tolist()
+    table = class_balance_table(split)
+    assert list(table.index) == [*TEXT_LABELS, "total"]
+    assert table.loc["total", "train"] == 224 and table.loc["joy", "test_%"] == 12.5
+    with pytest.raises(ValueError, match="sizes"):
+        stratified_split(frame, sizes=(0.5, 0.2, 0.2))
+    with pytest.raises(ValueError, match="no 'split' column"):
+        class_balance_table(frame)
+
+
+def test_tiny_class_stays_in_train():
+    frame = pd.DataFrame(
+        {"row_id": ["0", "1", "2"], "emotion": ["shame", "joy", "joy"], "text": ["a", "b", "c"]}
+    )
+    split = stratified_split(frame, seed=0)
+    assert split.loc[split["emotion"] == "shame", "split"].item() == "train"
+
+
+def load_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"row_id": [str(i) for i in range(len(raw))], "emotion": raw["Emotion"], "text": raw["Text"]}
+    )
+
+
+def test_train_evaluate_predict_classical(tmp_path: Path):
+    from mer_utils.pipelines.text import evaluate, load_text_model, predict_text, train
+
+    data = write_csv(toy_frame(rows_per_label=30, seed=1), tmp_path / "toy.csv")
+    run = tmp_path / "run"
+    metrics = train(data, run, seed=5, smoke=True, model="svm")
+    assert {"model.joblib", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"} <= {
+        p.name for p in run.iterdir()
+    }
+    assert metrics["model"] == "svm" and metrics["seed"] == 5
+    # 8 classes: chance is 0.125; the keywords make the toy set easy.
+    assert metrics["accuracy"] > 0.6 and metrics["val"]["accuracy"] > 0.6
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "per_class", "n"):
+        assert key in saved
+    assert saved["n"] == 24 and saved["data_cleaning"]["duplicate_rows"] == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["branch"] == "text" and info["labels"] == list(TEXT_LABELS) and info["model"] == "svm"
+    table = pd.read_csv(run / "predictions_test.csv")
+    assert list(table.columns[:4]) == ["clip_id", "path", "true_label", "pred_label"]
+    assert np.allclose(table[[f"prob_{label}" for label in TEXT_LABELS]].sum(axis=1), 1.0)
+
+    other = write_csv(toy_frame(rows_per_label=10, seed=99), tmp_path / "other.csv")
+    scored = evaluate(run, other)
+    assert scored["n"] == 80 and scored["accuracy"] > 0.6 and "macro_auc" in scored
+
+    predictions = predict_text(["I am so happy and delighted", "this is disgusting and gross"], run_dir=run)
+    assert predictions["label"].tolist() == ["joy", "disgust"]
+    model = load_text_model(run)
+    again = predict_text("so sad and lonely", model=model)
+    assert again["label"].item() == "sadness" and 0 < again["confidence"].item() <= 1
+
+
+def test_every_classical_model_learns():
+    from mer_utils.models.text import CLASSICAL_MODELS
+    from mer_utils.pipelines.text import fit_classical, selection_score
+
+    names = list(CLASSICAL_MODELS)
+    frame = stratified_split(load_frame(toy_frame(rows_per_label=20, seed=2)), seed=0)
+    train_part = frame[frame["split"] == "train"]
+    candidates = fit_classical(names, train_part["text"], train_part["emotion"], seed=0, smoke=True)
+    assert list(candidates) == names
+    val = frame[frame["split"] == "val"]
+    for candidate in candidates.values():
+        probs = candidate.model.predict_proba(val["text"].tolist())
+        predicted = np.asarray(candidate.model.classes_)[probs.argmax(axis=1)]
+        # Every model, even the single tree, must beat chance (1/8) clearly on separable text.
+        assert (predicted == val["emotion"].to_numpy()).mean() > 0.3, candidate.name
+    assert selection_score({"accuracy": 0.6, "macro_f1": 0.4}) == pytest.approx(0.5)
+
+
+def test_unknown_model_and_bad_run_dir(tmp_path: Path):
+    from mer_utils.pipelines.text import predict_text, train
+
+    data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
+    with pytest.raises(ValueError, match="unknown text model 'xgb'"):
+        train(data, tmp_path / "run", seed=0, smoke=True, model="xgb")
+    with pytest.raises(FileNotFoundError, match="run folder does not exist"):
+        predict_text(["hello"], run_dir=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="needs run_dir"):
+        predict_text(["hello"])
+
+
+@pytest.mark.slow
+def test_bilstm_learns_and_reloads(tmp_path: Path):
+    from mer_utils.pipelines.text import evaluate, predict_text, train
+
+    data = write_csv(toy_frame(rows_per_label=40, seed=3), tmp_path / "toy.csv")
+    run = tmp_path / "bilstm"
+    metrics = train(data, run, seed=1, smoke=True, model="bilstm")
+    assert (run / "model.keras").is_file() and (run / "vocabulary.json").is_file()
+    assert metrics["model"] == "bilstm" and metrics["history"]["loss"]
+    assert metrics["val"]["accuracy"] > 0.3  # chance 0.125
+    reloaded = evaluate(run, data)
+    # The reloaded model reproduces the saved test predictions exactly.
+    saved = pd.read_csv(run / "predictions_test.csv", dtype={"clip_id": str})
+    again = predict_text(saved["text"].tolist(), run_dir=run)
+    assert np.allclose(again["prob_joy"].to_numpy(), saved["prob_joy"].to_numpy(), atol=1e-5)
+    assert reloaded["n"] == 320
+
+
+def real_text_csv() -> Path:
+    root = Path(os.environ.get("MER_REAL_DATA") or PROJECT_ROOT.parent / "shared" / "data")
+    return root / "text" / "emotion_dataset_raw.csv"
+
+
+@pytest.mark.realdata
+def test_real_csv_counts():
+    path = real_text_csv()
+    if not path.is_file():
+        pytest.skip(f"real text data not found at {path}")
+    frame = prepare_text_data(path)
+    report = frame.attrs["report"]
+    assert report["rows"] == 34792 and report["empty_texts"] == 0 and report["unknown_labels"] == 0
+    assert report["exact_duplicate_rows"] == 3682
+    assert report["conflicting_texts"] >= 50
+    assert (
+        len(frame) == report["kept"] == 34792 - report["duplicate_rows"] - report["conflicting_rows_dropped"]
+    )
+    assert not frame["text"].str.split().str.join(" ").duplicated().any()
+    table = class_balance_table(stratified_split(frame, seed=42))
+    assert table.loc["total", "test"] == pytest.approx(0.1 * len(frame), abs=8)
