@@ -116,6 +116,43 @@ def set_backbone_trainable(model, mode: str) -> int:
     return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
 
 
+def best_validation_accuracy_callback(x_val, y_val, patience: int, batch_size: int = 64):
+    """A Keras callback that scores (x_val, y_val) each epoch and keeps the most accurate weights.
+
+    It writes ``val_loss`` / ``val_accuracy`` into the epoch logs (so the history has them),
+    stops after ``patience`` epochs without a better accuracy and restores the best weights.
+    From-scratch training needs it: its validation loss is lowest at epoch 1 (an untrained
+    model is rarely confidently wrong) while its accuracy climbs later, so early stopping on
+    the loss would keep a chance-level model.
+    """
+    import keras
+
+    class BestValidationAccuracy(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = (-1.0, float("inf"))
+            self.best_weights = None
+            self.wait = 0
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            loss, accuracy = self.model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0)[:2]
+            if logs is not None:
+                logs["val_loss"], logs["val_accuracy"] = float(loss), float(accuracy)
+            # Higher accuracy wins; equal accuracy is broken by the lower loss.
+            if (accuracy, -loss) > (self.best[0], -self.best[1]):
+                self.best, self.best_weights, self.wait = (accuracy, loss), self.model.get_weights(), 0
+            else:
+                self.wait += 1
+                if self.wait >= patience:
+                    self.model.stop_training = True
+
+        def on_train_end(self, logs=None) -> None:
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return BestValidationAccuracy()
+
+
 @dataclass
 class VideoTraining:
     """What :func:`train_video_model` returns: merged history, phase boundaries and seconds."""
@@ -145,9 +182,10 @@ def train_video_model(
 
     ``pretrained=True`` (ImageNet weights): phase 1 trains the head with the backbone frozen
     for ``frozen_epochs`` at ``learning_rate``; phase 2 unfreezes the ``conv5`` stage for
-    ``fine_tune_epochs`` at ``fine_tune_learning_rate``. ``pretrained=False`` (weights=None):
-    one phase of ``frozen_epochs + fine_tune_epochs`` epochs with every layer trainable at
-    ``learning_rate``: a frozen random backbone would only feed noise features to the head.
+    ``fine_tune_epochs`` at ``fine_tune_learning_rate``; early stopping on validation loss.
+    ``pretrained=False`` (weights=None): one phase of ``frozen_epochs + fine_tune_epochs``
+    epochs with every layer trainable at ``learning_rate`` (a frozen random backbone would only
+    feed noise features to the head), keeping the weights of the best validation accuracy.
     """
     from mer_utils.training import fit_classifier
 
@@ -161,9 +199,16 @@ def train_video_model(
         if epochs < 1:
             continue
         trainable = set_backbone_trainable(model, mode)
-        fit = fit_classifier(
-            model, x_train, y_train, x_val, y_val, epochs=epochs, learning_rate=rate, **common
-        )
+        if pretrained or x_val is None:
+            # fit_classifier's early stopping on validation loss, restoring the best weights.
+            fit = fit_classifier(
+                model, x_train, y_train, x_val, y_val, epochs=epochs, learning_rate=rate, **common
+            )
+        else:
+            selector = best_validation_accuracy_callback(x_val, y_val, patience)
+            fit = fit_classifier(
+                model, x_train, y_train, epochs=epochs, learning_rate=rate, callbacks=[selector], **common
+            )
         first_epoch = len(result.history.get("loss", [])) + 1
         for key, values in fit.history.items():
             result.history.setdefault(key, []).extend(values)
