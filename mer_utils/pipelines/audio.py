@@ -1,0 +1,421 @@
+"""``mer train audio`` / ``mer evaluate``: MFCC-sequence models (CNN, LSTM, BiLSTM, attention) on RAVDESS.
+
+Steps: index the folder, keep one file per take (full AV .mp4 first, then audio-only .wav),
+split by actor (``actor_disjoint_split``, gender-balanced; 12/3/3 actors for 18), MFCC +
+deltas + pitch / energy per 10 ms frame on 2.5 s of trimmed speech (cached), augmented copies
+of the training clips only, normalisation, one of the four Keras models trained with
+:func:`mer_utils.training.fit_classifier`, and the run folder.
+
+Normalisation (``run.json`` key ``normalisation``):
+
+* ``"speaker"`` (default): each speaker's features are first standardised with that
+  speaker's own mean / std over all their clips, then by the training split's global
+  statistics. It uses no labels, only unlabelled audio of the same speaker, so it is
+  legitimate on unseen actors too: at evaluation time the statistics come from the clips
+  being scored (all clips of each actor in the folder); a single file is normalised with
+  the other clips of its actor found in its folder, or with itself alone if there are none.
+* ``"global"``: only the training split's global mean / std.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_utils import audio
+from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+
+log = logging.getLogger(__name__)
+
+BRANCH = "audio"
+# Default model of `mer train audio`: the best of the four on the real-data comparison (see notebook 03).
+DEFAULT_MODEL = "cnn"
+# Modalities with sound, in order of preference, for one file per take.
+AUDIO_MODALITIES = ("audio-video", "audio-only")
+# Augmented copies of every training clip (noise, shift, pitch, stretch); 0 in smoke mode.
+AUGMENTED_COPIES = 2
+# SpecAugment-style masks on the training MFCC sequences (frequency bands, time spans).
+FEATURE_MASKS = {"freq_masks": 2, "max_freq_width": 6, "time_masks": 2, "max_time_width": 20}
+# Training budget (early stopping on validation loss usually stops much earlier).
+EPOCHS = 60
+SMOKE_EPOCHS = 12
+BATCH_SIZE = 32
+LEARNING_RATE = 1e-3
+PATIENCE = 10
+# Models of different seeds averaged into the saved model (smoke runs train one).
+ENSEMBLE_SIZE = 3
+# Base width (filters / LSTM units) of the models; smoke runs use half.
+WIDTH = 64
+# File beside model.keras holding the global standardiser (mean, std).
+NORMALISATION_FILE = "normalisation.npz"
+# Training curves (list of Keras history dicts, one per ensemble member).
+HISTORY_FILE = "history.json"
+# Speaker normalisation modes.
+NORMALISATIONS = ("speaker", "global")
+
+
+def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """One clip with sound per take of a RAVDESS folder (or index); skipped files in ``attrs["skipped"]``."""
+    index, skipped = _index(data)
+    index.attrs["skipped"] = skipped
+    return index
+
+
+def _index(data: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """One row per take with sound, from a folder or an index DataFrame; skipped files listed."""
+    from mer_utils.ravdess import index_dataset, one_file_per_take
+
+    if isinstance(data, pd.DataFrame):
+        index = data.copy()
+        skipped = []
+    else:
+        index = index_dataset(data)
+        skipped = [{"path": p, "reason": r} for p, r in index.attrs.get("skipped", [])]
+    if index.empty:
+        raise ValueError(f"{data if not isinstance(data, pd.DataFrame) else 'index'}: no RAVDESS clips found")
+    without_sound = index[~index["modality"].isin(AUDIO_MODALITIES)]
+    with_sound_takes = set(index.loc[index["modality"].isin(AUDIO_MODALITIES), "take"])
+    for path in without_sound.loc[~without_sound["take"].isin(with_sound_takes), "path"]:
+        skipped.append(
+            {"path": str(path), "reason": f"{path}: video-only clip (modality 02) has no audio track"}
+        )
+    kept = one_file_per_take(index, prefer=AUDIO_MODALITIES)
+    return kept, skipped
+
+
+def _params_from(info: dict) -> audio.MfccParams:
+    return audio.MfccParams(**info["features"])
+
+
+def _normalise(
+    features: np.ndarray,
+    speakers: np.ndarray,
+    mode: str,
+    statistics: dict | None = None,
+) -> np.ndarray:
+    if mode == "speaker":
+        return audio.normalise_per_speaker(features, speakers, statistics)
+    if mode == "global":
+        return features
+    raise ValueError(f"unknown normalisation {mode!r}; expected one of {NORMALISATIONS}")
+
+
+def _masked_copies(features: np.ndarray, seed: int) -> np.ndarray:
+    """One SpecAugment-masked copy of every (frames, features) sequence (training only)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([audio.spec_augment(x, rng, freq_axis=1, fill=0.0, **FEATURE_MASKS) for x in features])
+
+
+def _ensemble(models: list):
+    """Average the softmax outputs of models with the same input into one Keras model."""
+    import keras
+
+    if len(models) == 1:
+        return models[0]
+    inputs = keras.Input(shape=models[0].input_shape[1:], name="mfcc")
+    outputs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in models])
+    return keras.Model(inputs, outputs, name=f"{models[0].name}_ensemble{len(models)}")
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    model: str | None = None,
+    test_actors: list[int] | None = None,
+    val_actors: list[int] | None = None,
+    epochs: int | None = None,
+    augmented_copies: int | None = None,
+    normalisation: str = "speaker",
+    ensemble_size: int | None = None,
+    width: int | None = None,
+    params: audio.MfccParams | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train one MFCC model on a RAVDESS folder and write the run folder; return the test metrics.
+
+    ``model`` is cnn, lstm, bilstm or attention (default :data:`DEFAULT_MODEL`). ``smoke``
+    shrinks epochs, width and augmentation for CI. The split is ``actor_disjoint_split(seed)``
+    unless ``test_actors`` / ``val_actors`` fix it.
+    """
+    import keras
+
+    from mer_utils.config import set_seed
+    from mer_utils.evaluation import prediction_table, table_metrics
+    from mer_utils.models.audio import build_model
+    from mer_utils.ravdess import actor_disjoint_split
+    from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_predictions, write_run_info
+    from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
+
+    name = model or DEFAULT_MODEL
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {NORMALISATIONS}")
+    params = params or audio.MfccParams()
+    epochs = epochs or (SMOKE_EPOCHS if smoke else EPOCHS)
+    copies = AUGMENTED_COPIES if augmented_copies is None else augmented_copies
+    copies = min(copies, 1) if smoke else copies
+    ensemble_size = ensemble_size or (1 if smoke else ENSEMBLE_SIZE)
+    width = width or (WIDTH // 2 if smoke else WIDTH)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)
+
+    index, skipped = _index(data)
+    index = actor_disjoint_split(index, seed=seed, test_actors=test_actors, val_actors=val_actors)
+    batch = audio.mfcc_batch(index, params, seed=seed, progress=progress)
+    skipped += batch.skipped
+    rows = batch.rows
+    labels = list(RAVDESS_EMOTIONS)
+    speakers = rows["actor"].to_numpy()
+    statistics = audio.speaker_statistics(batch.features, speakers) if normalisation == "speaker" else None
+    x_all = _normalise(batch.features, speakers, normalisation, statistics)
+    y_all = encode_labels(rows["emotion"], labels)
+    parts = {split: (rows["split"] == split).to_numpy() for split in ("train", "val", "test")}
+    for split, mask in parts.items():
+        if not mask.any():
+            raise ValueError(f"{data}: the {split} split has no clips with audio")
+
+    x_train, y_train = [x_all[parts["train"]]], [y_all[parts["train"]]]
+    train_rows = rows[parts["train"]].reset_index(drop=True)
+    for copy in range(copies):
+        augmented = audio.mfcc_batch(
+            train_rows,
+            params,
+            augmentation=audio.AudioAugmentation(),
+            copy=copy,
+            seed=seed,
+            progress=progress,
+        )
+        kept = augmented.rows
+        x_copy = _normalise(augmented.features, kept["actor"].to_numpy(), normalisation, statistics)
+        x_train.append(x_copy)
+        y_train.append(encode_labels(kept["emotion"], labels))
+    x_train, y_train = np.concatenate(x_train), np.concatenate(y_train)
+    mean, std = audio.fit_standardiser(x_train)
+    x_train = audio.apply_standardiser(x_train, mean, std)
+    # Masked copies of everything (originals and waveform-augmented) double the training set.
+    if copies > 0:
+        x_train = np.concatenate([x_train, _masked_copies(x_train, seed)])
+        y_train = np.concatenate([y_train, y_train])
+    x_val = audio.apply_standardiser(x_all[parts["val"]], mean, std)
+    x_test = audio.apply_standardiser(x_all[parts["test"]], mean, std)
+    y_val = y_all[parts["val"]]
+
+    members, fits = [], []
+    for member in range(ensemble_size):
+        set_seed(seed + member)
+        network = build_model(name, x_train.shape[1:], len(labels), width=width)
+        fits.append(
+            fit_classifier(
+                network,
+                x_train,
+                y_train,
+                x_val,
+                y_val,
+                epochs=epochs,
+                batch_size=BATCH_SIZE,
+                learning_rate=LEARNING_RATE,
+                patience=PATIENCE,
+                verbose=2 if progress else 0,
+            )
+        )
+        members.append(network)
+    network = _ensemble(members)
+    network.save(out / KERAS_MODEL_FILE)
+    np.savez(out / NORMALISATION_FILE, mean=mean, std=std)
+    split_actors = {s: sorted(int(a) for a in rows.loc[m, "actor"].unique()) for s, m in parts.items()}
+    write_run_info(
+        out,
+        BRANCH,
+        labels,
+        model=name,
+        features=params.to_dict(),
+        num_frames=int(x_train.shape[1]),
+        num_features=int(x_train.shape[2]),
+        normalisation=normalisation,
+        normalisation_file=NORMALISATION_FILE,
+        augmented_copies=copies,
+        spec_augment=FEATURE_MASKS if copies > 0 else None,
+        ensemble_size=ensemble_size,
+        width=width,
+        seed=seed,
+        data=str(data),
+        split=split_actors,
+        smoke=smoke,
+    )
+
+    tables = {}
+    for split, x in (("val", x_val), ("test", x_test)):
+        part = rows[parts[split]]
+        probabilities = predict_probabilities(network, x)
+        tables[split] = prediction_table(
+            probabilities, labels, part["take"].tolist(), part["emotion"].tolist(), part["path"].tolist()
+        )
+        write_predictions(out, split, tables[split])
+    metrics = table_metrics(tables["test"], labels)
+    metrics.update(
+        {
+            "model": name,
+            "seed": seed,
+            "split": split_actors,
+            "val": table_metrics(tables["val"], labels),
+            "skipped": skipped,
+            "params": count_parameters(network),
+            "train_seconds": float(sum(f.seconds for f in fits)),
+            "epochs": int(sum(f.epochs for f in fits)),
+            "train_samples": int(len(x_train)),
+            "normalisation": normalisation,
+        }
+    )
+    write_metrics(out, metrics)
+    # Training curves of every ensemble member (the first is what notebook 03 plots).
+    write_json(out / HISTORY_FILE, [f.history for f in fits])
+    keras.backend.clear_session()
+    return metrics
+
+
+def load_model(run_dir: str | Path):
+    """Load a run folder's Keras model (the attention layer and ensembles are plain Keras layers)."""
+    import keras
+
+    from mer_utils.runs import KERAS_MODEL_FILE, check_run_dir
+
+    path = check_run_dir(run_dir) / KERAS_MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the run folder has no model; train one with `mer train audio`")
+    return keras.models.load_model(path)
+
+
+def _load_normalisation(run_dir: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
+    path = run_dir / info.get("normalisation_file", NORMALISATION_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: normalisation statistics missing from the run folder")
+    with np.load(path) as stored:
+        return stored["mean"], stored["std"]
+
+
+def predict_table(
+    run_dir: str | Path,
+    data: str | Path | pd.DataFrame,
+    noise_snr_db: float | None = None,
+    model=None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Prediction table (clip_id = take) of a saved run on every clip with sound in ``data``.
+
+    ``data`` is a RAVDESS folder or an index DataFrame (e.g. the test rows). ``noise_snr_db``
+    adds white noise at that SNR before the features (robustness curves); speaker statistics
+    are then computed from the noisy clips, as they would be in use. Clips that cannot be read
+    are listed in ``table.attrs["skipped"]``.
+    """
+    from mer_utils.evaluation import prediction_table
+    from mer_utils.runs import read_run_info
+    from mer_utils.training import predict_probabilities
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    if info.get("branch") != BRANCH:
+        raise ValueError(f"{run_dir}: is a {info.get('branch')!r} run, not an audio run")
+    mean, std = _load_normalisation(run_dir, info)
+    network = model if model is not None else load_model(run_dir)
+    labels = info["labels"]
+    index, skipped = _index(data)
+    batch = audio.mfcc_batch(
+        index, _params_from(info), noise_snr_db=noise_snr_db, seed=info["seed"], progress=progress
+    )
+    skipped += batch.skipped
+    rows = batch.rows
+    x = _normalise(batch.features, rows["actor"].to_numpy(), info["normalisation"])
+    probabilities = predict_probabilities(network, audio.apply_standardiser(x, mean, std))
+    true_labels = [e if e in labels else "" for e in rows["emotion"].astype(str)]
+    table = prediction_table(
+        probabilities, labels, rows["take"].tolist(), true_labels, rows["path"].astype(str).tolist()
+    )
+    table.attrs["skipped"] = skipped
+    return table
+
+
+def evaluate(run_dir: str | Path, data: str | Path) -> dict:
+    """Score a saved run on every clip with sound of another RAVDESS folder; metrics + skipped."""
+    from mer_utils.evaluation import table_metrics
+
+    table = predict_table(run_dir, data)
+    metrics = table_metrics(table)
+    metrics["skipped"] = table.attrs.get("skipped", [])
+    metrics["data"] = str(data)
+    metrics["actors"] = sorted({int(Path(p).stem.split("-")[-1]) for p in table["path"]})
+    return metrics
+
+
+# Most clips of one speaker used as the reference for a single file's speaker normalisation.
+MAX_REFERENCE_CLIPS = 60
+
+
+def _reference_clips(path: Path) -> list[Path]:
+    """Other clips with sound of the same RAVDESS actor in the file's folder (for speaker statistics)."""
+    from mer_utils.ravdess import parse_filename
+
+    try:
+        actor = parse_filename(path).actor
+    except ValueError:
+        return []
+    found = []
+    for other in sorted(path.parent.iterdir()):
+        if other == path or other.suffix.lower() not in (".wav", ".mp4"):
+            continue
+        try:
+            clip = parse_filename(other)
+        except ValueError:
+            continue
+        if clip.actor == actor and clip.modality in AUDIO_MODALITIES:
+            found.append(other)
+    return found[:MAX_REFERENCE_CLIPS]
+
+
+def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
+    """Emotion probabilities of one clip: available False (with the reason) when it has no usable audio."""
+    import time
+
+    from mer_utils import media
+    from mer_utils.runs import read_run_info
+    from mer_utils.training import predict_probabilities
+
+    run_dir, path = Path(run_dir), Path(path)
+    info = read_run_info(run_dir)
+    params = _params_from(info)
+    start = time.perf_counter()
+    try:
+        features = audio.clip_mfcc(path, params)
+    except (media.MediaError, FileNotFoundError, ValueError) as error:
+        return {"available": False, "reason": str(error), "probabilities": None, "details": {}}
+    feature_seconds = time.perf_counter() - start
+    details: dict = {"feature_seconds": feature_seconds, "normalisation": info["normalisation"]}
+    if info["normalisation"] == "speaker":
+        reference = [features]
+        for other in _reference_clips(path):
+            try:
+                reference.append(
+                    audio.cached_feature(
+                        other, lambda o=other: audio.clip_mfcc(o, params), audio.mfcc_cache_params(params)
+                    )
+                )
+            except (media.MediaError, FileNotFoundError, ValueError):
+                continue
+        details["speaker_reference_clips"] = len(reference)
+        if len(reference) == 1:
+            details["note"] = (
+                "no other clips of this speaker found: normalised with the clip's own statistics"
+            )
+        mean_s, std_s = audio.fit_standardiser(np.stack(reference))
+        features = audio.apply_standardiser(features, mean_s, std_s)
+    mean, std = _load_normalisation(run_dir, info)
+    network = model if model is not None else load_model(run_dir)
+    start = time.perf_counter()
+    probabilities = predict_probabilities(network, audio.apply_standardiser(features, mean, std)[None])[0]
+    details["inference_seconds"] = time.perf_counter() - start
+    return {"available": True, "reason": None, "probabilities": probabilities.tolist(), "details": details}

@@ -1,0 +1,194 @@
+"""Tests of the MFCC models (mer_utils.models.audio) and the audio pipeline (train / evaluate / predict)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_utils import audio, media
+from mer_utils.models.audio import BUILDERS, attention_model, build_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Keep the feature cache of each test in its own folder (never the project's .cache)."""
+    monkeypatch.setattr(audio, "CACHE_DIR", tmp_path / "cache")
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_each_builder_maps_sequences_to_class_probabilities(name):
+    model = build_model(name, (40, 12), 8, width=8)
+    assert model.output_shape == (None, 8)
+    probabilities = model.predict(
+        np.random.default_rng(0).normal(size=(3, 40, 12)).astype("float32"), verbose=0
+    )
+    assert probabilities.shape == (3, 8)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_build_model_rejects_bad_requests():
+    with pytest.raises(ValueError, match="unknown audio model 'gru'"):
+        build_model("gru", (40, 12), 8)
+    with pytest.raises(ValueError, match="frames, features"):
+        build_model("cnn", (40,), 8)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        build_model("lstm", (40, 12), 1)
+
+
+def test_attention_weights_are_a_distribution_over_time():
+    model = build_model("attention", (40, 6), 3, width=8)
+    weights = attention_model(model).predict(np.ones((2, 40, 6), "float32"), verbose=0)
+    assert weights.shape == (2, 20)  # frames are averaged in pairs before the BiLSTM
+    np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="no attention layer"):
+        attention_model(build_model("cnn", (40, 6), 3, width=8))
+
+
+def separable_sequences(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of noisy sequences: class k raises feature k during a random third of the clip."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    x = rng.normal(size=(n, 30, 6)).astype("float32")
+    for i, label in enumerate(y):
+        start = rng.integers(0, 20)
+        x[i, start : start + 10, label] += 2.5
+    return x, y
+
+
+@pytest.mark.parametrize("name", ["cnn", "attention"])
+def test_tiny_model_learns_a_separable_problem(name):
+    from mer_utils.config import set_seed
+    from mer_utils.training import fit_classifier, predict_probabilities
+
+    set_seed(0)
+    x, y = separable_sequences(240, 0)
+    x_test, y_test = separable_sequences(90, 1)
+    model = build_model(name, x.shape[1:], 3, width=16)
+    fit_classifier(
+        model, x, y, x_test[:30], y_test[:30], epochs=25, batch_size=16, learning_rate=3e-3, patience=8
+    )
+    accuracy = (predict_probabilities(model, x_test[30:]).argmax(axis=1) == y_test[30:]).mean()
+    assert accuracy > 0.8, f"{name} reached only {accuracy:.2f} on a separable problem (chance 0.33)"
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """A smoke-mode CNN run on the 4-actor demo set (split 2 / 1 / 1 actors)."""
+    from mer_utils.pipelines import audio as pipeline
+
+    out = tmp_path_factory.mktemp("audio_run")
+    cache = tmp_path_factory.mktemp("audio_cache")
+    original = audio.CACHE_DIR
+    audio.CACHE_DIR = cache
+    try:
+        metrics = pipeline.train(demo_dir, out, seed=3, smoke=True, model="cnn", progress=False)
+    finally:
+        audio.CACHE_DIR = original
+    return out, metrics
+
+
+def test_train_writes_the_run_folder(trained_run):
+    from mer_utils.runs import read_predictions, read_run_info
+
+    out, metrics = trained_run
+    for name in (
+        "model.keras",
+        "run.json",
+        "metrics.json",
+        "predictions_val.csv",
+        "predictions_test.csv",
+        "normalisation.npz",
+    ):
+        assert (out / name).is_file(), name
+    info = read_run_info(out)
+    assert info["branch"] == "audio" and info["model"] == "cnn" and len(info["labels"]) == 8
+    assert info["features"]["n_mfcc"] == 40 and info["features"]["deltas"] is True
+    split = metrics["split"]
+    assert len(split["train"]) == 2 and len(split["val"]) == 1 and len(split["test"]) == 1
+    assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+    test = read_predictions(out, "test")
+    assert len(test) == metrics["n"] == 30
+    # clip_id is the take id (file name without its modality field) so fusion aligns branches.
+    assert all(len(c.split("-")) == 6 for c in test["clip_id"])
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "macro_precision",
+        "macro_recall",
+        "per_class",
+        "val",
+        "skipped",
+        "seed",
+    ):
+        assert key in metrics, key
+    # The metrics are those of the saved test predictions (learning itself is tested on separable data).
+    assert metrics["accuracy"] == pytest.approx((test["pred_label"] == test["true_label"]).mean())
+    assert metrics["params"] > 0 and metrics["train_seconds"] > 0
+
+
+def test_evaluate_scores_another_folder_and_reports_bad_files(trained_run, demo_dir, tmp_path):
+    from mer_utils.pipelines import audio as pipeline
+
+    out, _ = trained_run
+    folder = tmp_path / "other" / "Actor_04"
+    clips = sorted((demo_dir / "Actor_04").glob("*.mp4"))[:6]
+    folder.mkdir(parents=True)
+    for clip in clips:
+        shutil.copy(clip, folder / clip.name)
+    frames = np.full((6, 32, 32, 3), 100, dtype=np.uint8)
+    media.write_mp4(folder / "02-01-03-01-01-01-04.mp4", frames, 12)  # video-only: no audio
+    (folder / "not-a-ravdess-name.wav").write_bytes(b"RIFF")
+    metrics = pipeline.evaluate(out, tmp_path / "other")
+    assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1
+    reasons = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
+    assert "no audio" in reasons["02-01-03-01-01-01-04.mp4"]
+    assert "RAVDESS scheme" in reasons["not-a-ravdess-name.wav"]
+
+
+def test_predict_table_with_noise_and_predict_file(trained_run, demo_dir):
+    from mer_utils.evaluation import probabilities_of
+    from mer_utils.pipelines import audio as pipeline
+    from mer_utils.ravdess import index_dataset
+
+    out, metrics = trained_run
+    index = index_dataset(demo_dir)
+    test_rows = index[index["actor"].isin(metrics["split"]["test"])]
+    model = pipeline.load_model(out)
+    clean = pipeline.predict_table(out, test_rows, model=model)
+    noisy = pipeline.predict_table(out, test_rows, noise_snr_db=0.0, model=model)
+    assert list(clean["clip_id"]) == list(noisy["clip_id"])
+    assert not np.allclose(probabilities_of(clean), probabilities_of(noisy))
+    result = pipeline.predict_file(out, test_rows["path"].iloc[0], model=model)
+    assert result["available"] and len(result["probabilities"]) == 8
+    assert result["details"]["speaker_reference_clips"] > 1
+    assert np.isclose(sum(result["probabilities"]), 1, atol=1e-4)
+
+
+def test_predict_file_without_audio_is_unavailable_not_a_crash(trained_run, tmp_path):
+    from mer_utils.pipelines import audio as pipeline
+
+    out, _ = trained_run
+    silent = media.write_mp4(tmp_path / "02-01-05-01-01-01-09.mp4", np.zeros((6, 32, 32, 3), np.uint8), 12)
+    result = pipeline.predict_file(out, silent)
+    assert result["available"] is False and "no audio" in result["reason"]
+    assert pipeline.predict_file(out, tmp_path / "missing.wav")["available"] is False
+
+
+def test_train_rejects_bad_requests(demo_dir, tmp_path):
+    from mer_utils.pipelines import audio as pipeline
+
+    with pytest.raises(ValueError, match="normalisation"):
+        pipeline.train(demo_dir, tmp_path / "r", normalisation="per-clip", progress=False)
+    with pytest.raises(FileNotFoundError):
+        pipeline.train(tmp_path / "nowhere", tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="not an audio run"):
+        (tmp_path / "text_run").mkdir()
+        (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": []}')
+        pipeline.predict_table(tmp_path / "text_run", pd.DataFrame())
