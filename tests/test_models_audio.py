@@ -44,10 +44,25 @@ def test_build_model_rejects_bad_requests():
 def test_attention_weights_are_a_distribution_over_time():
     model = build_model("attention", (40, 6), 3, width=8)
     weights = attention_model(model).predict(np.ones((2, 40, 6), "float32"), verbose=0)
-    assert weights.shape == (2, 20)  # frames are averaged in pairs before the BiLSTM
+    assert weights.shape == (2, 10)  # frames are averaged in fours before the BiLSTM
     np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="no attention layer"):
         attention_model(build_model("cnn", (40, 6), 3, width=8))
+
+
+def test_seed_ensemble_averages_members_and_survives_saving(tmp_path):
+    import keras
+
+    from mer_utils.pipelines.audio import _ensemble
+
+    members = [build_model("cnn", (40, 6), 4, width=8) for _ in range(2)]
+    ensemble = _ensemble(members)
+    x = np.random.default_rng(0).normal(size=(5, 40, 6)).astype("float32")
+    expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, atol=1e-5)
+    ensemble.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5)
 
 
 def separable_sequences(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ BRANCH = "audio"
 DEFAULT_MODEL = "cnn"
 # Modalities with sound, in order of preference, for one file per take.
 AUDIO_MODALITIES = ("audio-video", "audio-only")
-# Augmented copies of every training clip (noise, shift, pitch, stretch); 0 in smoke mode.
+# Augmented copies of every training clip (noise, shift, pitch, stretch, then SpecAugment masks); 1 in smoke mode.
 AUGMENTED_COPIES = 2
 # SpecAugment-style masks on the training MFCC sequences (frequency bands, time spans).
 FEATURE_MASKS = {"freq_masks": 2, "max_freq_width": 6, "time_masks": 2, "max_time_width": 20}
@@ -104,7 +104,7 @@ def _normalise(
 
 
 def _masked_copies(features: np.ndarray, seed: int) -> np.ndarray:
-    """One SpecAugment-masked copy of every (frames, features) sequence (training only)."""
+    """SpecAugment-masked copies of standardised (frames, features) sequences (masks take the mean, 0)."""
     rng = np.random.default_rng(seed)
     return np.stack([audio.spec_augment(x, rng, freq_axis=1, fill=0.0, **FEATURE_MASKS) for x in features])
 
@@ -116,7 +116,9 @@ def _ensemble(models: list):
     if len(models) == 1:
         return models[0]
     inputs = keras.Input(shape=models[0].input_shape[1:], name="mfcc")
-    outputs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in models])
+    # Members need distinct names inside the ensemble: re-wrap each under a seed-numbered name.
+    members = [keras.Model(m.inputs, m.outputs[0], name=f"{m.name}_member{i}") for i, m in enumerate(models)]
+    outputs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in members])
     return keras.Model(inputs, outputs, name=f"{models[0].name}_ensemble{len(models)}")
 
 
@@ -198,10 +200,10 @@ def train(
     x_train, y_train = np.concatenate(x_train), np.concatenate(y_train)
     mean, std = audio.fit_standardiser(x_train)
     x_train = audio.apply_standardiser(x_train, mean, std)
-    # Masked copies of everything (originals and waveform-augmented) double the training set.
+    # The waveform-augmented copies also get SpecAugment masks; the original clips stay clean.
+    originals = int(parts["train"].sum())
     if copies > 0:
-        x_train = np.concatenate([x_train, _masked_copies(x_train, seed)])
-        y_train = np.concatenate([y_train, y_train])
+        x_train[originals:] = _masked_copies(x_train[originals:], seed)
     x_val = audio.apply_standardiser(x_all[parts["val"]], mean, std)
     x_test = audio.apply_standardiser(x_all[parts["test"]], mean, std)
     y_val = y_all[parts["val"]]
