@@ -19,8 +19,13 @@ from mer_utils.runs import read_run_info
 CLIP_BRANCHES = ("video", "audio", "spectrogram")
 
 
-def load_models(run_dirs: Sequence[str | Path], fusion: str | Path | None = None) -> dict:
-    """Load every run's model once and the fusion parameters; returns what :func:`predict_clip` reuses."""
+def load_models(
+    run_dirs: Sequence[str | Path], fusion: str | Path | None = None, warm_up: bool = True
+) -> dict:
+    """Load every run's model once and the fusion parameters; returns what :func:`predict_clip` reuses.
+
+    With ``warm_up`` each model predicts one synthetic clip first, so later clips run at steady speed.
+    """
     from mer_utils.fusion import fusion_parameters_for_runs
 
     if not run_dirs:
@@ -49,7 +54,24 @@ def load_models(run_dirs: Sequence[str | Path], fusion: str | Path | None = None
             "branch": info["branch"],
         }
         timings[f"load {name}"] = time.perf_counter() - start
+    if warm_up:
+        _warm_up(models, timings)
     return {"models": models, "parameters": parameters, "labels": labels, "timings": timings}
+
+
+def _warm_up(models: dict, timings: dict[str, float]) -> None:
+    """Run every model once on a synthetic clip so that one-off costs (graph tracing, numba
+    compilation of librosa, the face detector's start-up) are paid at load time, not per clip."""
+    import tempfile
+
+    from mer_utils.demo import make_demo_clip
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        clip = make_demo_clip(Path(folder) / "01-01-01-01-01-01-01.mp4", "neutral", "normal", 1, 1)
+        for entry in models.values():
+            entry["module"].predict_file(entry["run_dir"], clip, model=entry["model"])
+    timings["warm-up"] = time.perf_counter() - start
 
 
 def predict_clip(
