@@ -201,6 +201,8 @@ def test_train_rejects_bad_requests(demo_dir, tmp_path):
 
     with pytest.raises(ValueError, match="normalisation"):
         pipeline.train(demo_dir, tmp_path / "r", normalisation="per-clip", progress=False)
+    with pytest.raises(ValueError, match="unknown audio model 'gru'"):
+        pipeline.train(demo_dir, tmp_path / "r", model="gru", progress=False)
     with pytest.raises(FileNotFoundError):
         pipeline.train(tmp_path / "nowhere", tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="not an audio run"):

@@ -149,12 +149,14 @@ def train(
 
     from mer_utils.config import set_seed
     from mer_utils.evaluation import prediction_table, table_metrics
-    from mer_utils.models.audio import build_model
+    from mer_utils.models.audio import BUILDERS, build_model
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_predictions, write_run_info
     from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
 
     name = model or DEFAULT_MODEL
+    if name not in BUILDERS:
+        raise ValueError(f"unknown audio model {name!r}; expected one of {sorted(BUILDERS)}")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {NORMALISATIONS}")
     params = params or audio.MfccParams()
