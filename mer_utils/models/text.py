@@ -16,11 +16,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 # The classical models by short name (the names `mer train text --model` accepts).
 CLASSICAL_MODELS: dict[str, str] = {
-    "lr": "TF-IDF + logistic regression",
+    "lr": "TF-IDF + logistic regression (L2, fitted by SGD)",
     "dt": "TF-IDF + chi2 selection + decision tree",
     "rf": "TF-IDF + chi2 selection + random forest",
     "nb": "TF-IDF + complement naive Bayes",
-    "svm": "TF-IDF + linear SVM (sigmoid-calibrated probabilities)",
+    "svm": "TF-IDF + linear SVM (probabilities: softmax of its scores, temperature fitted out-of-fold)",
     "lr+svm": "soft vote of the tuned logistic regression and linear SVM",
 }
 # The sequence model's name.
@@ -34,7 +34,7 @@ CHAR_NGRAMS = (2, 5)
 # A term must occur in at least this many training texts (drops typos and names, halves the vocabulary).
 MIN_DOCUMENT_FREQUENCY = 2
 # Features kept by chi2 before the trees (trees on 100k+ sparse columns are slow and overfit).
-TREE_FEATURES = 5000
+TREE_FEATURES = 3000
 # BiLSTM: vocabulary size, padded sequence length (95% of the real texts are shorter), sizes.
 VOCABULARY_SIZE = 20000
 SEQUENCE_LENGTH = 64
@@ -84,7 +84,7 @@ def classifier_and_grid(name: str, seed: int, smoke: bool = False, num_features:
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.feature_selection import SelectKBest, chi2
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import SGDClassifier
     from sklearn.naive_bayes import ComplementNB
     from sklearn.pipeline import Pipeline
     from sklearn.svm import LinearSVC
@@ -92,13 +92,16 @@ def classifier_and_grid(name: str, seed: int, smoke: bool = False, num_features:
 
     k = min(TREE_FEATURES, num_features) if num_features else TREE_FEATURES
     if name == "lr":
-        # saga converges on 100k sparse columns in seconds where lbfgs needs a minute.
-        estimator = LogisticRegression(solver="saga", max_iter=300, tol=1e-3, random_state=seed)
-        grid = {"C": [3.0, 10.0], "class_weight": [None, "balanced"]}
-        return estimator, ({"C": [10.0], "class_weight": ["balanced"]} if smoke else grid)
+        # Logistic regression (log-loss, L2) fitted by SGD: lbfgs / saga / liblinear need 1-3 minutes
+        # per fit on 120k TF-IDF columns here, SGD a few seconds for the same scores.
+        estimator = SGDClassifier(loss="log_loss", max_iter=50, tol=1e-3, random_state=seed)
+        grid = {"alpha": [1e-5, 3e-5], "class_weight": ["balanced"]}
+        return estimator, ({"alpha": [3e-5], "class_weight": ["balanced"]} if smoke else grid)
     if name == "svm":
         estimator = LinearSVC(random_state=seed)
-        grid = {"C": [0.1, 0.3, 1.0], "class_weight": [None, "balanced"]}
+        # Balanced class weights won the selection score in every trial on the real data (they
+        # buy ~3 points of macro-F1 for ~0.5 of accuracy), so only C is searched.
+        grid = {"C": [0.1, 0.3], "class_weight": ["balanced"]}
         return estimator, ({"C": [0.3], "class_weight": ["balanced"]} if smoke else grid)
     if name == "nb":
         estimator = ComplementNB()
@@ -119,7 +122,7 @@ def classifier_and_grid(name: str, seed: int, smoke: bool = False, num_features:
                 (
                     "forest",
                     RandomForestClassifier(
-                        n_estimators=40 if smoke else 200,
+                        n_estimators=40 if smoke else 100,
                         random_state=seed,
                         n_jobs=-1,
                         class_weight="balanced_subsample",
@@ -128,18 +131,68 @@ def classifier_and_grid(name: str, seed: int, smoke: bool = False, num_features:
                 ),
             ]
         )
-        grid = {"forest__min_samples_leaf": [1, 2]}
+        grid = {"forest__min_samples_leaf": [1, 3]}
         return estimator, ({"forest__min_samples_leaf": [1]} if smoke else grid)
     raise ValueError(f"unknown classical text model {name!r}; expected one of {list(CLASSICAL_MODELS)}")
 
 
-def calibrated(estimator, seed: int, smoke: bool = False):
-    """Wrap an estimator without ``predict_proba`` (LinearSVC) in sigmoid calibration (3-fold)."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import StratifiedKFold
+class SoftmaxScores(BaseEstimator, ClassifierMixin):
+    """Probabilities for a margin classifier (LinearSVC): softmax of its decision scores x a temperature.
 
-    folds = StratifiedKFold(n_splits=2 if smoke else 3, shuffle=True, random_state=seed)
-    return CalibratedClassifierCV(estimator, method="sigmoid", cv=folds)
+    Unlike sigmoid calibration it keeps the SVM's own decisions (argmax unchanged): calibration
+    refits one-vs-rest sigmoids that pull predictions towards the big classes and cost the
+    balanced SVM about 2 points of macro-F1 on the real data. The temperature is fitted by
+    minimising the log-loss of out-of-fold scores, so the probabilities are honest, not overconfident.
+    """
+
+    def __init__(self, estimator, temperature: float = 1.0):
+        self.estimator = estimator
+        self.temperature = temperature
+
+    def fit(self, features, labels, folds=None):
+        """Fit the temperature on out-of-fold scores (``folds``: a CV splitter), then the estimator on all."""
+        import numpy as np
+        from sklearn.base import clone
+        from sklearn.model_selection import cross_val_predict
+
+        if folds is not None:
+            scores = cross_val_predict(
+                clone(self.estimator), features, labels, cv=folds, method="decision_function"
+            )
+            classes = np.unique(labels)
+            target = np.searchsorted(classes, labels)
+            candidates = np.geomspace(0.3, 30.0, 41)
+            losses = [_log_loss(scores * t, target) for t in candidates]
+            self.temperature = float(candidates[int(np.argmin(losses))])
+        self.estimator_ = clone(self.estimator).fit(features, labels)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def decision_function(self, features):
+        """The wrapped estimator's scores."""
+        return self.estimator_.decision_function(features)
+
+    def predict_proba(self, features):
+        """Softmax of temperature x decision scores."""
+        import numpy as np
+
+        scores = self.temperature * np.asarray(self.decision_function(features), dtype=float)
+        scores -= scores.max(axis=1, keepdims=True)
+        exp = np.exp(scores)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(self, features):
+        """The estimator's own decision."""
+        return self.estimator_.predict(features)
+
+
+def _log_loss(scores, target) -> float:
+    """Mean negative log-likelihood of integer targets under softmax(scores)."""
+    import numpy as np
+
+    scores = scores - scores.max(axis=1, keepdims=True)
+    log_probs = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(target)), target].mean())
 
 
 class AveragedProbabilities(BaseEstimator, ClassifierMixin):

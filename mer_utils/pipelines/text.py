@@ -33,7 +33,7 @@ BRANCH = "text"
 CV_FOLDS = 3
 SMOKE_CV_FOLDS = 2
 # BiLSTM training budget (early stopping on validation loss restores the best epoch).
-EPOCHS = 8
+EPOCHS = 6
 SMOKE_EPOCHS = 4
 BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
@@ -148,7 +148,7 @@ def fit_classical(
     from mer_utils.models.text import (
         CLASSICAL_MODELS,
         AveragedProbabilities,
-        calibrated,
+        SoftmaxScores,
         classifier_and_grid,
         tfidf_features,
     )
@@ -178,7 +178,7 @@ def fit_classical(
         search.fit(x_train, y_train)
         classifier = search.best_estimator_
         if not hasattr(classifier, "predict_proba"):
-            classifier = calibrated(classifier, seed, smoke=smoke or smallest_class < 3).fit(x_train, y_train)
+            classifier = SoftmaxScores(classifier).fit(x_train, y_train, folds=splitter)
         seconds = time.perf_counter() - begin + feature_seconds
         fitted[name] = Candidate(
             name=name,
