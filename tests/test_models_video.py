@@ -228,3 +228,22 @@ def test_predict_file_on_a_clip_a_wav_and_a_faceless_video(video_run, demo_dir, 
     fallback = video.predict_file(out, faceless, model=model)
     assert fallback["available"] and fallback["details"]["fallback_share"] == 1.0
     assert not video.predict_file(out, tmp_path / "nope.mp4", model=model)["available"]
+
+
+@pytest.mark.slow
+def test_train_without_imagenet_weights_fails_before_extracting_faces(demo_dir, tmp_path, monkeypatch):
+    import keras
+
+    from mer_utils import faces
+    from mer_utils.pipelines import video
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: Name or service not known")
+
+    monkeypatch.setattr(keras.applications, "ResNet50", offline)
+    monkeypatch.setattr(faces, "CACHE_DIR", tmp_path / "cache")
+    with pytest.raises(video_model.PretrainedWeightsError, match="resnet50-scratch"):
+        video.train(demo_dir, tmp_path / "run", model="resnet50", progress=False)
+    assert not (tmp_path / "cache").exists()  # failed fast: no face was extracted
+    with pytest.raises(ValueError, match="unknown video model"):
+        video.train(demo_dir, tmp_path / "run", model="vgg16", progress=False)
