@@ -209,3 +209,37 @@ def test_train_rejects_bad_requests(demo_dir, tmp_path):
         (tmp_path / "text_run").mkdir()
         (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": []}')
         pipeline.predict_table(tmp_path / "text_run", pd.DataFrame())
+
+
+def test_combine_runs_averages_members_and_refuses_mismatched_runs(trained_run, tmp_path):
+    import json
+
+    from mer_utils.evaluation import probabilities_of
+    from mer_utils.pipelines import audio as pipeline
+    from mer_utils.runs import read_predictions, read_run_info
+
+    out, metrics = trained_run
+    twin = tmp_path / "twin"
+    shutil.copytree(out, twin)
+    combined = pipeline.combine_runs([out, twin], tmp_path / "ensemble")
+    info = read_run_info(tmp_path / "ensemble")
+    assert info["model"] == "ensemble" and info["members"] == ["cnn", "cnn"]
+    assert combined["accuracy"] == pytest.approx(metrics["accuracy"])
+    table = read_predictions(tmp_path / "ensemble", "test")
+    # The saved averaged model reproduces the averaged probabilities.
+    rescored = pipeline.predict_table(tmp_path / "ensemble", read_predictions(out, "test").pipe(_as_index))
+    np.testing.assert_allclose(probabilities_of(rescored), probabilities_of(table), atol=1e-4)
+    run_json = json.loads((twin / "run.json").read_text())
+    run_json["split"]["test"] = [99]
+    (twin / "run.json").write_text(json.dumps(run_json))
+    with pytest.raises(ValueError, match="split differs"):
+        pipeline.combine_runs([out, twin], tmp_path / "bad")
+
+
+def _as_index(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The RAVDESS index rows of the clips in a prediction table."""
+    from mer_utils.ravdess import index_dataset
+
+    folder = Path(predictions["path"].iloc[0]).parent.parent
+    index = index_dataset(folder)
+    return index[index["path"].isin(predictions["path"])]

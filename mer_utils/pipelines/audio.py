@@ -31,8 +31,11 @@ from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 log = logging.getLogger(__name__)
 
 BRANCH = "audio"
-# Default model of `mer train audio`: the best of the four on the real-data comparison (see notebook 03).
-DEFAULT_MODEL = "cnn"
+# The model averaging the four architectures' probabilities (`--model ensemble`).
+ENSEMBLE_MODEL = "ensemble"
+# Default model of `mer train audio`: the best on the validation actors of the real-data comparison
+# (notebook 03): the average of the four models beat each of them.
+DEFAULT_MODEL = ENSEMBLE_MODEL
 # Modalities with sound, in order of preference, for one file per take.
 AUDIO_MODALITIES = ("audio-video", "audio-only")
 # Augmented copies of every training clip (noise, shift, pitch, stretch, then SpecAugment masks); 1 in smoke mode.
@@ -45,8 +48,8 @@ SMOKE_EPOCHS = 12
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
 PATIENCE = 10
-# Models of different seeds averaged into the saved model (smoke runs train one).
-ENSEMBLE_SIZE = 3
+# Seeds of a single architecture averaged into the saved model (1: one network).
+ENSEMBLE_SIZE = 1
 # Base width (filters / LSTM units) of the models; smoke runs use half.
 WIDTH = 64
 # File beside model.keras holding the global standardiser (mean, std).
@@ -141,7 +144,8 @@ def train(
 ) -> dict:
     """Train one MFCC model on a RAVDESS folder and write the run folder; return the test metrics.
 
-    ``model`` is cnn, lstm, bilstm or attention (default :data:`DEFAULT_MODEL`). ``smoke``
+    ``model`` is cnn, lstm, bilstm, attention, or ensemble (all four trained, their probabilities
+    averaged in one saved model; the default :data:`DEFAULT_MODEL`). ``smoke``
     shrinks epochs, width and augmentation for CI. The split is ``actor_disjoint_split(seed)``
     unless ``test_actors`` / ``val_actors`` fix it.
     """
@@ -155,8 +159,8 @@ def train(
     from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
 
     name = model or DEFAULT_MODEL
-    if name not in BUILDERS:
-        raise ValueError(f"unknown audio model {name!r}; expected one of {sorted(BUILDERS)}")
+    if name not in (*BUILDERS, ENSEMBLE_MODEL):
+        raise ValueError(f"unknown audio model {name!r}; expected one of {[*BUILDERS, ENSEMBLE_MODEL]}")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {NORMALISATIONS}")
     params = params or audio.MfccParams()
@@ -210,10 +214,11 @@ def train(
     x_test = audio.apply_standardiser(x_all[parts["test"]], mean, std)
     y_val = y_all[parts["val"]]
 
+    member_names = list(BUILDERS) if name == ENSEMBLE_MODEL else [name] * ensemble_size
     members, fits = [], []
-    for member in range(ensemble_size):
+    for member, member_name in enumerate(member_names):
         set_seed(seed + member)
-        network = build_model(name, x_train.shape[1:], len(labels), width=width)
+        network = build_model(member_name, x_train.shape[1:], len(labels), width=width)
         fits.append(
             fit_classifier(
                 network,
@@ -246,6 +251,7 @@ def train(
         augmented_copies=copies,
         spec_augment=FEATURE_MASKS if copies > 0 else None,
         ensemble_size=ensemble_size,
+        members=member_names,
         width=width,
         seed=seed,
         data=str(data),
@@ -280,6 +286,90 @@ def train(
     # Training curves of every ensemble member (the first is what notebook 03 plots).
     write_json(out / HISTORY_FILE, [f.history for f in fits])
     keras.backend.clear_session()
+    return metrics
+
+
+def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
+    """Average the models of several audio runs (same data, split, features) into one run folder.
+
+    The notebook uses it to build the ``ensemble`` branch run from the four compared runs without
+    training again. Predictions are the mean of the members' probabilities, exactly what the saved
+    averaged model outputs. Returns the test metrics.
+    """
+    from mer_utils.evaluation import prediction_table, probabilities_of, table_metrics
+    from mer_utils.runs import (
+        KERAS_MODEL_FILE,
+        read_json,
+        read_predictions,
+        read_run_info,
+        write_json,
+        write_metrics,
+        write_predictions,
+        write_run_info,
+    )
+
+    run_dirs = [Path(r) for r in run_dirs]
+    if len(run_dirs) < 2:
+        raise ValueError("combine_runs needs at least two run folders")
+    infos = [read_run_info(r) for r in run_dirs]
+    for run_dir, info in zip(run_dirs, infos, strict=True):
+        for key in ("branch", "labels", "features", "normalisation", "split", "data"):
+            if info.get(key) != infos[0].get(key):
+                raise ValueError(
+                    f"{run_dir}: {key} differs from {run_dirs[0]}; only runs of one setup can be averaged"
+                )
+    statistics = [_load_normalisation(r, i) for r, i in zip(run_dirs, infos, strict=True)]
+    for run_dir, (mean, std) in zip(run_dirs, statistics, strict=True):
+        if not (np.allclose(mean, statistics[0][0]) and np.allclose(std, statistics[0][1])):
+            raise ValueError(f"{run_dir}: trained with other normalisation statistics than {run_dirs[0]}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    network = _ensemble([load_model(r) for r in run_dirs])
+    network.save(out / KERAS_MODEL_FILE)
+    np.savez(out / NORMALISATION_FILE, mean=statistics[0][0], std=statistics[0][1])
+    members = [info["model"] for info in infos]
+    run_info = {k: v for k, v in infos[0].items() if k not in ("branch", "labels")}
+    run_info.update(model=ENSEMBLE_MODEL, members=members, combined_from=[str(r) for r in run_dirs])
+    write_run_info(out, BRANCH, infos[0]["labels"], **run_info)
+    labels = infos[0]["labels"]
+    tables = {}
+    for split in ("val", "test"):
+        parts = [read_predictions(r, split) for r in run_dirs]
+        if any(list(p["clip_id"]) != list(parts[0]["clip_id"]) for p in parts):
+            raise ValueError(f"the runs' {split} predictions cover different clips")
+        probabilities = np.mean([probabilities_of(p, labels) for p in parts], axis=0)
+        first = parts[0]
+        tables[split] = prediction_table(
+            probabilities,
+            labels,
+            first["clip_id"].tolist(),
+            first["true_label"].tolist(),
+            first["path"].tolist(),
+        )
+        write_predictions(out, split, tables[split])
+    member_metrics = [read_json(r / "metrics.json") for r in run_dirs]
+    metrics = table_metrics(tables["test"], labels)
+    metrics.update(
+        {
+            "model": ENSEMBLE_MODEL,
+            "members": members,
+            "seed": infos[0].get("seed"),
+            "split": infos[0]["split"],
+            "val": table_metrics(tables["val"], labels),
+            "skipped": member_metrics[0].get("skipped", []),
+            "params": int(network.count_params()),
+            "train_seconds": float(sum(m.get("train_seconds", 0.0) for m in member_metrics)),
+            "epochs": int(sum(m.get("epochs", 0) for m in member_metrics)),
+            "train_samples": member_metrics[0].get("train_samples"),
+            "normalisation": infos[0]["normalisation"],
+        }
+    )
+    write_metrics(out, metrics)
+    histories = []
+    for run_dir in run_dirs:
+        path = run_dir / HISTORY_FILE
+        histories += read_json(path) if path.is_file() else []
+    write_json(out / HISTORY_FILE, histories)
     return metrics
 
 
