@@ -101,12 +101,13 @@ class TrainSettings:
 
     # Filters of the first ResNet18 stage (64 = the real ResNet18).
     width: int = 32
-    # Dropout before the softmax.
-    dropout: float = 0.3
+    # Dropout before the softmax: high, because 700 clips of 12 speakers overfit within 10 epochs.
+    dropout: float = 0.5
     # Epoch limit (early stopping on validation loss usually ends sooner).
     epochs: int = 40
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    # Adam step size: 1e-3 overfitted real RAVDESS (train 0.97, val 0.32 by epoch 12).
+    learning_rate: float = 5e-4
     # Epochs without validation-loss improvement before stopping (best weights restored).
     patience: int = 8
     # Augmented copies of every training clip added to the originals.
@@ -463,6 +464,7 @@ def train(
     y_val = encode_labels(batches["val"].rows["emotion"], labels)
     x_test = render_images(batches["test"].features, batches["test"].rows["actor"], params, means)
 
+    best = best_accuracy_callback()
     fit = fit_classifier(
         network,
         x_train,
@@ -474,7 +476,12 @@ def train(
         learning_rate=settings.learning_rate,
         patience=settings.patience,
         verbose=2 if progress else 0,
+        callbacks=[best],
     )
+    # Keep the epoch with the best validation accuracy: on unseen speakers the validation loss
+    # bottoms out epochs before the accuracy peaks (the network grows overconfident first).
+    if best.best_weights is not None:
+        network.set_weights(best.best_weights)
 
     out.mkdir(parents=True, exist_ok=True)
     network.save(out / KERAS_MODEL_FILE)
@@ -513,6 +520,7 @@ def train(
             "params": count_parameters(network),
             "train_seconds": round(fit.seconds, 1),
             "epochs": fit.epochs,
+            "selected_epoch": best.best_epoch,
             "train_images": len(x_train),
             "width": width,
             "image_size": params.image_size,
@@ -520,6 +528,29 @@ def train(
     )
     write_metrics(out, metrics)
     return metrics
+
+
+def best_accuracy_callback():
+    """A Keras callback that keeps the weights of the epoch with the best validation accuracy."""
+    import keras
+
+    class BestValidationAccuracy(keras.callbacks.Callback):
+        """Remember the weights (and 1-based epoch) of the highest ``val_accuracy`` so far."""
+
+        def __init__(self):
+            super().__init__()
+            self.best_accuracy = -1.0
+            self.best_epoch = None
+            self.best_weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            accuracy = (logs or {}).get("val_accuracy")
+            if accuracy is not None and accuracy > self.best_accuracy:
+                self.best_accuracy = float(accuracy)
+                self.best_epoch = epoch + 1
+                self.best_weights = self.model.get_weights()
+
+    return BestValidationAccuracy()
 
 
 def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
