@@ -197,6 +197,7 @@ def test_train_evaluate_predict_classical(tmp_path: Path):
     other = write_csv(toy_frame(rows_per_label=10, seed=99), tmp_path / "other.csv")
     scored = evaluate(run, other)
     assert scored["n"] == 80 and scored["accuracy"] > 0.6 and "macro_auc" in scored
+    assert scored["seed"] == 5 and scored["model"] == "svm" and set(scored["per_class"]) == set(TEXT_LABELS)
 
     predictions = predict_text(["I am so happy and delighted", "this is disgusting and gross"], run_dir=run)
     assert predictions["label"].tolist() == ["joy", "disgust"]

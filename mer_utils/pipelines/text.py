@@ -478,6 +478,7 @@ def evaluate(run_dir: str | Path, data: str | Path) -> dict:
     metrics.update(
         {
             "model": info.get("model"),
+            "seed": info.get("seed"),
             "data": str(data),
             "data_cleaning": frame.attrs["report"],
             "skipped": frame.attrs["removed"],
