@@ -461,7 +461,8 @@ def extract_faces(
     faces: dict[str, ClipFaces] = {}
     failed: list[tuple[str, str]] = []
     computed = cached = 0
-    bar = tqdm(total=len(jobs), desc="face crops", unit="clip", disable=not progress)
+    # mininterval keeps notebook outputs short (a line every few seconds, not one per clip).
+    bar = tqdm(total=len(jobs), desc="face crops", unit="clip", disable=not progress, mininterval=3)
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor

@@ -33,6 +33,15 @@ def test_build_video_model_shapes_and_checks():
     probabilities = model.predict(np.zeros((2, TINY_SIZE, TINY_SIZE, 3), np.float32), verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert video_model.backbone_of(model).name == video_model.BACKBONE_NAME
+    # From scratch, each image is standardised: a lighting change (gain and offset) changes nothing.
+    plain = video_model.build_video_model(weights=None, input_size=TINY_SIZE, augment=False)
+    faces = np.random.default_rng(0).normal(0, 40, (2, TINY_SIZE, TINY_SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        plain.predict(faces, verbose=0), plain.predict(1.3 * faces + 20, verbose=0), rtol=1e-3, atol=1e-5
+    )
+    unstandardised = video_model.build_video_model(weights=None, input_size=TINY_SIZE, standardize=False)
+    assert "standardize" in [layer.name for layer in plain.layers]
+    assert "standardize" not in [layer.name for layer in unstandardised.layers]
     with pytest.raises(ValueError, match="input_size >= 32"):
         video_model.build_video_model(weights=None, input_size=16)
     with pytest.raises(ValueError, match="weights"):

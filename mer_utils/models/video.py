@@ -42,13 +42,18 @@ def build_video_model(
     dropout: float = DROPOUT,
     augment: bool = True,
     seed: int | None = None,
+    standardize: bool | None = None,
 ):
     """ResNet50 (no top) + global average pooling + dropout + softmax, on preprocessed face crops.
 
     ``weights``: ``"imagenet"`` (downloaded by Keras on first use) or ``None`` (random init, what
     tests and smoke runs use). Inputs are ``preprocess_input`` outputs of shape
     (input_size, input_size, 3); ``augment`` adds flip / rotation / brightness layers that are
-    active only in training. Raises :class:`PretrainedWeightsError` when ImageNet weights
+    active only in training. ``standardize`` (default: only when ``weights`` is None) scales
+    each image to zero mean and unit variance over all its pixels, which removes lighting
+    differences between people before a from-scratch network can latch on to them; ImageNet
+    weights expect plain ``preprocess_input`` inputs, so it stays off for them.
+    Raises :class:`PretrainedWeightsError` when ImageNet weights
     cannot be obtained, saying how to run without them.
     """
     import keras
@@ -86,6 +91,11 @@ def build_video_model(
         x = keras.layers.RandomBrightness(
             BRIGHTNESS, value_range=PREPROCESSED_RANGE, seed=seed, name="brightness"
         )(x)
+    if standardize is None:
+        standardize = weights is None
+    if standardize:
+        # Per-image standardisation: LayerNormalization over (H, W, C) without learned scale or offset.
+        x = keras.layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="standardize")(x)
     x = backbone(x)
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="emotion")(x)
