@@ -102,7 +102,7 @@ def trained_run(demo_dir, tmp_path_factory) -> tuple[Path, dict]:
     original = audio.CACHE_DIR
     audio.CACHE_DIR = cache
     try:
-        metrics = pipeline.train(demo_dir, out, seed=3, smoke=True, model="cnn", progress=False)
+        metrics = pipeline.train(demo_dir, out, seed=3, smoke=True, model="cnn", epochs=5, progress=False)
     finally:
         audio.CACHE_DIR = original
     return out, metrics
