@@ -1093,9 +1093,9 @@ def plot_reliability_diagrams(
     bins: int = ECE_BINS,
 ):
     """Reliability diagrams per modality (columns), before and after temperature scaling (rows)."""
-    from mer_utils.plotting import _pyplot
+    from mer_utils.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(before)
     fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 7), squeeze=False)
     for column, name in enumerate(names):
@@ -1127,9 +1127,9 @@ def plot_weights_by_emotion(
     weights: pd.DataFrame, spread: pd.DataFrame | None = None, title: str = "entropy x trust weights"
 ):
     """Grouped bars: mean fusion weight of each modality per true emotion (error bars: ``spread``)."""
-    from mer_utils.plotting import _pyplot
+    from mer_utils.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(weights), 4))
     width = 0.8 / max(1, weights.shape[1])
     positions = np.arange(len(weights))
@@ -1158,9 +1158,9 @@ def plot_robustness_curves(
 
     ``title`` is formatted with the panel value. Single modalities are dashed, the main method bold.
     """
-    from mer_utils.plotting import _pyplot
+    from mer_utils.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     panels = list(dict.fromkeys(curve[panel]))
     methods = list(dict.fromkeys(curve["method"]))
     colours = plt.get_cmap("tab20")
@@ -1266,7 +1266,7 @@ def write_fusion_outputs(
     seed: int = 42,
 ) -> dict[str, Path]:
     """Write table (CSV, markdown), metrics.json, mcnemar.json, fusion.json, examples and figures to ``out``."""
-    from mer_utils.plotting import _pyplot, save_figure
+    from mer_utils.plotting import pyplot, save_figure
     from mer_utils.runs import atomic_write_bytes, write_json
 
     out = Path(out)
@@ -1287,7 +1287,7 @@ def write_fusion_outputs(
     written["examples"] = atomic_write_bytes(
         out / "weight_examples.csv", examples.to_csv(index=False).encode()
     )
-    plt = _pyplot()
+    plt = pyplot()
     test = comparison.test
     before = {name: test.probabilities[name] for name in comparison.fitted.modalities}
     after = _calibrate(before, comparison.fitted.temperatures)

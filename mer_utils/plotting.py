@@ -10,7 +10,8 @@ import numpy as np
 from mer_utils.config import figures_dir
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on a headless backend unless a notebook already chose an inline one."""
     import matplotlib
 
     # A headless backend unless a notebook already chose an inline one.
@@ -39,7 +40,7 @@ def plot_confusion_matrices(
     """Confusion matrix as counts and row-normalised, side by side. Returns the figure."""
     from sklearn.metrics import confusion_matrix
 
-    plt = _pyplot()
+    plt = pyplot()
     counts = confusion_matrix(
         [str(x) for x in true_labels], [str(x) for x in predicted_labels], labels=list(labels)
     )
@@ -83,7 +84,7 @@ def plot_roc_curves(
     """One-vs-rest ROC curve per class plus the macro-average AUC in the legend."""
     from sklearn.metrics import auc, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     y = np.asarray([str(x) for x in true_labels])
     fig, ax = plt.subplots(figsize=(6, 5.5))
     aucs = []
@@ -107,7 +108,7 @@ def plot_roc_curves(
 
 def plot_training_curves(history: dict, title: str = ""):
     """Loss and accuracy per epoch (train and validation) from a Keras ``history.history``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -123,7 +124,7 @@ def plot_training_curves(history: dict, title: str = ""):
 
 def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns: int = 4, size: float = 2.2):
     """A grid of RGB images with a title each (sample frames, face crops, spectrogram images)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, int(np.ceil(len(images) / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size), squeeze=False)
     for ax in axes.ravel():
@@ -137,7 +138,7 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns
 
 def plot_waveform_and_mel(audio: np.ndarray, sr: int, log_mel: np.ndarray, title: str = ""):
     """Waveform above its log-mel spectrogram (dB), sharing the time axis."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
     times = np.arange(len(audio)) / sr
     axes[0].plot(times, audio, lw=0.5)
@@ -156,7 +157,7 @@ def plot_waveform_and_mel(audio: np.ndarray, sr: int, log_mel: np.ndarray, title
 
 def plot_counts(table, title: str = "", ylabel: str = "clips"):
     """A grouped bar chart of a DataFrame (index on the x axis, one bar per column)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(table) + 3), 3.8))
     table.plot.bar(ax=ax, width=0.8)
     ax.set_title(title)

@@ -184,9 +184,9 @@ def save_spectrogram_pngs(images: np.ndarray, names: list[str], folder: str | Pa
 
 def plot_spectrogram_grid(images: np.ndarray, titles: list[str], columns: int = 4):
     """A grid of spectrogram images with titles (one per emotion in notebook 04). Returns the figure."""
-    from mer_utils.plotting import _pyplot
+    from mer_utils.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = int(np.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
     for ax in axes.ravel():
