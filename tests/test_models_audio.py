@@ -32,6 +32,22 @@ def test_each_builder_maps_sequences_to_class_probabilities(name):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
+def test_statistics_pooling_model_saves_and_loads(tmp_path):
+    import keras
+
+    from mer_utils.models.audio import register_custom_layers
+
+    model = build_model("stats", (30, 4), 3, width=8)
+    x = np.random.default_rng(1).normal(size=(4, 30, 4)).astype("float32")
+    pooled = keras.Model(model.inputs, model.get_layer("statistics_pooling").output).predict(x, verbose=0)
+    np.testing.assert_allclose(pooled[:, :4], x.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(pooled[:, 4:], x.std(axis=1), atol=1e-3)
+    model.save(tmp_path / "stats.keras")
+    register_custom_layers()
+    reloaded = keras.models.load_model(tmp_path / "stats.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
 def test_build_model_rejects_bad_requests():
     with pytest.raises(ValueError, match="unknown audio model 'gru'"):
         build_model("gru", (40, 12), 8)

@@ -153,7 +153,7 @@ def train(
 
     from mer_utils.config import set_seed
     from mer_utils.evaluation import prediction_table, table_metrics
-    from mer_utils.models.audio import BUILDERS, build_model
+    from mer_utils.models.audio import BUILDERS, SEQUENCE_MODELS, build_model
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_predictions, write_run_info
     from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
@@ -214,7 +214,7 @@ def train(
     x_test = audio.apply_standardiser(x_all[parts["test"]], mean, std)
     y_val = y_all[parts["val"]]
 
-    member_names = list(BUILDERS) if name == ENSEMBLE_MODEL else [name] * ensemble_size
+    member_names = list(SEQUENCE_MODELS) if name == ENSEMBLE_MODEL else [name] * ensemble_size
     members, fits = [], []
     for member, member_name in enumerate(member_names):
         set_seed(seed + member)
@@ -377,11 +377,13 @@ def load_model(run_dir: str | Path):
     """Load a run folder's Keras model (the attention layer and ensembles are plain Keras layers)."""
     import keras
 
+    from mer_utils.models.audio import register_custom_layers
     from mer_utils.runs import KERAS_MODEL_FILE, check_run_dir
 
     path = check_run_dir(run_dir) / KERAS_MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the run folder has no model; train one with `mer train audio`")
+    register_custom_layers()
     return keras.models.load_model(path)
 
 
