@@ -554,10 +554,14 @@ def speaker_statistics(features: np.ndarray, speakers: Sequence) -> dict:
     speakers = np.asarray(list(speakers))
     if len(speakers) != len(features):
         raise ValueError(f"{len(speakers)} speaker ids for {len(features)} clips")
-    return {speaker: fit_standardiser(features[speakers == speaker]) for speaker in np.unique(speakers).tolist()}
+    return {
+        speaker: fit_standardiser(features[speakers == speaker]) for speaker in np.unique(speakers).tolist()
+    }
 
 
-def normalise_per_speaker(features: np.ndarray, speakers: Sequence, statistics: dict | None = None) -> np.ndarray:
+def normalise_per_speaker(
+    features: np.ndarray, speakers: Sequence, statistics: dict | None = None
+) -> np.ndarray:
     """Standardise each speaker's clips with that speaker's own mean and std (no labels used).
 
     Removes much of the voice (pitch, timbre, microphone) that separates speakers more than
