@@ -147,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("branch", choices=("video", "audio", "spectrogram", "text"))
     train.add_argument("--data", type=Path, required=True, help="RAVDESS folder, or text CSV for 'text'")
     train.add_argument("--out", type=Path, required=True, help="run folder to write")
-    train.add_argument("--model", default=None, help="model variant of the branch (see its docs)")
+    train.add_argument(
+        "--model",
+        default=None,
+        help="variant: video resnet50|resnet50-scratch; audio cnn|lstm|bilstm|attention|stats|ensemble; "
+        "spectrogram resnet18|resnet18_speaker_norm|resnet18_imagenet; text best|lr|dt|rf|nb|svm|lr+svm|bilstm "
+        "(default: the branch's best on real data)",
+    )
     train.add_argument("--seed", type=int, default=DEFAULT_SEED)
     train.add_argument("--smoke", action="store_true", help="tiny, fast run (CI and checks)")
     train.set_defaults(func=cmd_train)

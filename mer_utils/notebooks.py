@@ -32,6 +32,8 @@ def execute_notebook(path: Path, smoke: bool, timeout: int = 1800, output_dir: P
     output = output_dir / path.name
     previous = os.environ.get("MER_SMOKE_TEST")
     os.environ["MER_SMOKE_TEST"] = "1" if smoke else "0"
+    # TensorFlow's C++ start-up chatter would otherwise land in every executed notebook.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         papermill.execute_notebook(
             str(path),
