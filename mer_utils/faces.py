@@ -450,8 +450,9 @@ def extract_faces(
     """Face crops of many clips: cached, optionally parallel, bad clips recorded instead of raised.
 
     Each finished clip is written to the cache at once, so an interrupted run resumes where it
-    stopped. ``workers`` > 1 runs a process pool (each worker loads TensorFlow and MTCNN once,
-    about 3 s). ``manifest`` (a CSV path) receives the failed clips and why.
+    stopped. ``workers`` > 1 runs a "spawn" process pool (each worker loads TensorFlow and MTCNN
+    once, about 3 s); a script calling it that way needs the usual ``if __name__ == "__main__":``
+    guard. ``manifest`` (a CSV path) receives the failed clips and why.
     """
     from tqdm.auto import tqdm
 
