@@ -234,6 +234,25 @@ def test_standardiser_and_per_speaker_normalisation():
         audio.normalise_per_speaker(features, ["a"])
 
 
+def test_utterance_features_describe_pitch_and_loudness(clips, tmp_path):
+    low = audio.utterance_features(tone(1.5, freq=140.0))
+    high = audio.utterance_features(tone(1.5, freq=280.0))
+    quiet = audio.utterance_features(tone(1.5, freq=140.0, amplitude=0.05))
+    assert low.shape == high.shape and low.dtype == np.float32 and np.isfinite(low).all()
+    assert not np.allclose(low, high) and not np.allclose(low, quiet)
+    # A very short (padded) and a silent clip still give finite vectors of the same length.
+    assert audio.utterance_features(tone(0.05)).shape == low.shape
+    assert np.isfinite(audio.utterance_features(np.zeros(SR, np.float32))).all()
+    index = pd.DataFrame({"path": [str(p) for p in clips.values()]})
+    batch = audio.utterance_batch(index, cache_dir=tmp_path / "cache", progress=False)
+    assert batch.features.shape == (3, low.size)
+    assert [Path(s["path"]).name for s in batch.skipped] == [clips["silent_video"].name]
+    again = audio.utterance_batch(index, cache_dir=tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(again.features, batch.features)
+    noisy = audio.utterance_batch(index, noise_snr_db=5.0, cache_dir=tmp_path / "cache", progress=False)
+    assert not np.allclose(noisy.features, batch.features)
+
+
 @pytest.mark.realdata
 def test_real_ravdess_clip_features(real_audio_dir):
     path = sorted(real_audio_dir.glob("Actor_01/*.wav"))[0]
@@ -241,3 +260,5 @@ def test_real_ravdess_clip_features(real_audio_dir):
     features = audio.clip_mfcc(path, params)
     assert features.shape == (params.num_frames, params.num_features)
     assert np.isfinite(features).all()
+    vector = audio.clip_utterance_features(path)
+    assert vector.ndim == 1 and np.isfinite(vector).all()

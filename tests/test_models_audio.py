@@ -212,6 +212,41 @@ def test_predict_file_without_audio_is_unavailable_not_a_crash(trained_run, tmp_
     assert pipeline.predict_file(out, tmp_path / "missing.wav")["available"] is False
 
 
+@pytest.mark.parametrize("name", ["logreg", "svm"])
+def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
+    from mer_utils.evaluation import probabilities_of
+    from mer_utils.pipelines import audio as pipeline
+    from mer_utils.ravdess import index_dataset
+    from mer_utils.runs import read_predictions, read_run_info
+
+    out = tmp_path / name
+    metrics = pipeline.train(demo_dir, out, seed=3, model=name, smoke=True, progress=False)
+    info = read_run_info(out)
+    assert (out / "model.joblib").is_file() and not (out / "model.keras").exists()
+    assert info["model"] == name and info["feature_kind"] == "utterance"
+    for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "n", "split", "val"):
+        assert key in metrics, key
+    test = read_predictions(out, "test")
+    assert metrics["accuracy"] == pytest.approx((test["pred_label"] == test["true_label"]).mean())
+    index = index_dataset(demo_dir)
+    # It learned: the training actors are well fitted and the unseen actor is above chance (1/8).
+    train_rows = index[index["actor"].isin(metrics["split"]["train"])]
+    fitted = pipeline.predict_table(out, train_rows)
+    assert (fitted["pred_label"] == fitted["true_label"]).mean() > 0.6
+    assert metrics["accuracy"] > 0.2
+    test_rows = index[index["actor"].isin(metrics["split"]["test"])]
+    model = pipeline.load_model(out)
+    rescored = pipeline.predict_table(out, test_rows, model=model)
+    np.testing.assert_allclose(probabilities_of(rescored), probabilities_of(test), atol=1e-6)
+    noisy = pipeline.predict_table(out, test_rows, noise_snr_db=0.0, model=model)
+    assert not np.allclose(probabilities_of(noisy), probabilities_of(rescored))
+    assert pipeline.evaluate(out, demo_dir)["n"] == len(index_dataset(demo_dir).drop_duplicates("take"))
+    result = pipeline.predict_file(out, test_rows["path"].iloc[0], model=model)
+    assert result["available"] and result["details"]["speaker_reference_clips"] > 1
+    assert np.isclose(sum(result["probabilities"]), 1, atol=1e-6)
+    assert pipeline.predict_file(out, tmp_path / "missing.wav")["available"] is False
+
+
 def test_train_rejects_bad_requests(demo_dir, tmp_path):
     from mer_utils.pipelines import audio as pipeline
 
