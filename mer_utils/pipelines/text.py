@@ -173,7 +173,9 @@ def fit_classical(
         if name == "lr+svm":
             continue
         begin = time.perf_counter()
-        estimator, grid = classifier_and_grid(name, seed, smoke=smoke, num_features=x_train.shape[1])
+        estimator, grid = classifier_and_grid(
+            name, seed, smoke=smoke, num_features=x_train.shape[1], labels=y_train
+        )
         search = GridSearchCV(estimator, grid, scoring=_selection_scorer(), cv=splitter, n_jobs=1, refit=True)
         search.fit(x_train, y_train)
         classifier = search.best_estimator_
@@ -196,6 +198,69 @@ def fit_classical(
             best_params={n: fitted[n].best_params for n in members},
             cv_score=float("nan"),
             train_seconds=sum(fitted[n].train_seconds for n in members) - feature_seconds,
+        )
+    return {n: fitted[n] for n in names}
+
+
+def fit_embedding_models(
+    names: Sequence[str],
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    *,
+    svm: Candidate | None = None,
+    seed: int = DEFAULT_SEED,
+    cleaning: dict | None = None,
+) -> dict[str, Candidate]:
+    """Fit 'minilm' (sentence embeddings + LR) and 'svm+minilm' (its soft vote with the tuned ``svm``).
+
+    Needs the optional packages (see :data:`mer_utils.models.text.EMBEDDING_INSTALL`). The LR on
+    the embeddings uses the square-root-balanced class weights; its C is fixed (validated once).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mer_utils.models.text import (
+        EMBEDDING_C,
+        EMBEDDING_MODELS,
+        AveragedProbabilities,
+        SentenceEmbeddings,
+        partial_class_weights,
+        require_embeddings,
+    )
+
+    unknown = [n for n in names if n not in EMBEDDING_MODELS]
+    if unknown:
+        raise ValueError(f"unknown embedding text model(s) {unknown}; expected {list(EMBEDDING_MODELS)}")
+    require_embeddings(names[0] if names else "minilm")
+    if "svm+minilm" in names and svm is None:
+        raise ValueError("'svm+minilm' needs the fitted 'svm' candidate (fit_classical(['svm'], ...))")
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    start = time.perf_counter()
+    y_train = np.asarray([str(y) for y in train_labels])
+    clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
+    clean.fit([""])
+    embedder = SentenceEmbeddings()
+    x_train = embedder.transform(text_data.clean_texts(train_texts, **cleaning))
+    embed_seconds = time.perf_counter() - start
+    log.info("MiniLM embeddings: %d texts in %.1f s", len(x_train), embed_seconds)
+    classifier = LogisticRegression(
+        C=EMBEDDING_C, class_weight=partial_class_weights(y_train), max_iter=1000, random_state=seed
+    ).fit(x_train, y_train)
+    minilm = Candidate(
+        name="minilm",
+        model=Pipeline([("clean", clean), ("embed", embedder), ("classifier", classifier)]),
+        best_params={"C": EMBEDDING_C, "class_weight": "sqrt-balanced"},
+        train_seconds=time.perf_counter() - start,
+    )
+    fitted = {"minilm": minilm}
+    if "svm+minilm" in names:
+        members = {"svm": svm.model, "minilm": minilm.model}
+        fitted["svm+minilm"] = Candidate(
+            name="svm+minilm",
+            model=AveragedProbabilities(members),
+            best_params={"svm": svm.best_params, "minilm": minilm.best_params},
+            train_seconds=svm.train_seconds + minilm.train_seconds,
         )
     return {n: fitted[n] for n in names}
 
@@ -282,13 +347,26 @@ def train(
     """
     from mer_utils.config import set_seed
     from mer_utils.evaluation import table_metrics
-    from mer_utils.models.text import CLASSICAL_MODELS, SEQUENCE_MODEL, TEXT_MODELS
+    from mer_utils.models.text import (
+        CLASSICAL_MODELS,
+        EMBEDDING_MODELS,
+        SEQUENCE_MODEL,
+        TEXT_MODELS,
+        embeddings_available,
+        require_embeddings,
+    )
     from mer_utils.runs import write_metrics, write_predictions, write_run_info
 
     requested = "best" if model in (None, "best") else model
     if requested != "best" and requested not in TEXT_MODELS:
         raise ValueError(f"unknown text model {model!r}; expected 'best' or one of {list(TEXT_MODELS)}")
-    names = list(TEXT_MODELS) if requested == "best" else [requested]
+    if requested in EMBEDDING_MODELS:
+        require_embeddings(requested)
+    if requested == "best":
+        # The embedding models join the comparison only where their optional packages are installed.
+        names = [n for n in TEXT_MODELS if n not in EMBEDDING_MODELS or embeddings_available()]
+    else:
+        names = [requested]
     set_seed(seed)
     labels = list(TEXT_LABELS)
     cleaning = dict(text_data.DEFAULT_CLEANING)
@@ -302,6 +380,8 @@ def train(
 
     candidates: dict[str, Candidate] = {}
     classical = [n for n in names if n in CLASSICAL_MODELS]
+    if "svm+minilm" in names and "svm" not in classical:
+        classical.append("svm")
     if classical:
         candidates.update(
             fit_classical(
@@ -313,6 +393,19 @@ def train(
                 cleaning=cleaning,
             )
         )
+    embedding = [n for n in names if n in EMBEDDING_MODELS]
+    if embedding:
+        candidates.update(
+            fit_embedding_models(
+                embedding,
+                parts["train"]["text"],
+                parts["train"]["emotion"],
+                svm=candidates.get("svm"),
+                seed=seed,
+                cleaning=cleaning,
+            )
+        )
+    candidates = {n: c for n, c in candidates.items() if n in names}
     if SEQUENCE_MODEL in names:
         candidates[SEQUENCE_MODEL] = fit_bilstm(
             parts["train"]["text"],
