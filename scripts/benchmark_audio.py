@@ -6,6 +6,8 @@ trained on the same training actors (validation actors left out), runs on the sa
 
     python scripts/benchmark_audio.py --data ../shared/data/ravdess_speech_16k --models cnn --out /tmp/audio_kfold
 
+The scikit-learn models on utterance statistics (``--models logreg svm``) take under a minute per fold.
+
 Prints one row per fold and model and the mean and standard deviation; writes ``kfold.csv`` in --out.
 """
 
@@ -61,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="RAVDESS folder (e.g. ravdess_speech_16k)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the fold runs and kfold.csv")
     parser.add_argument(
-        "--models", nargs="+", default=[audio_pipeline.DEFAULT_MODEL], help="cnn lstm bilstm attention"
+        "--models",
+        nargs="+",
+        default=[audio_pipeline.DEFAULT_MODEL],
+        help="cnn lstm bilstm attention stats ensemble logreg svm",
     )
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--only-folds", type=int, nargs="*", help="run only these fold numbers (0-based)")
