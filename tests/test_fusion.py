@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 
 import numpy as np
@@ -418,7 +419,17 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
         runs.append(tmp_path / f"run_{name}")
     out = tmp_path / "fusion"
     table = fusion.fuse_runs(runs, out, seed=3, trust="accuracy", n_boot=50)
-    assert "tensorflow" not in sys.modules
+    # Fusion reads probability tables only: in a fresh interpreter (this session has imported
+    # TensorFlow for other tests) fuse_runs must not load a model library.
+    code = (
+        "import sys; from mer_utils import fusion; "
+        f"fusion.fuse_runs({[str(r) for r in runs]!r}, {str(tmp_path / 'again')!r}, n_boot=10); "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out_flags = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out_flags.split()[-2:] == ["False", "False"]
     assert list(table.index) == ["single_video", "single_audio", *fusion.FUSION_METHODS]
     for name in (
         "fusion_table.csv",
