@@ -1,6 +1,6 @@
 """Run folders: the public on-disk interface of every trained model.
 
-A run folder holds ``model.keras`` (or ``model.joblib`` for scikit-learn text models),
+A run folder holds ``model.keras`` (or ``model.joblib`` for scikit-learn text and audio models),
 ``run.json`` (branch, label order and the preprocessing parameters the model was trained
 with, so ``mer predict`` / ``mer evaluate`` need nothing else), ``metrics.json`` and
 ``predictions_val.csv`` / ``predictions_test.csv`` (see :mod:`mer_utils.evaluation`).
