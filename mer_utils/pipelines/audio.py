@@ -140,6 +140,27 @@ def _ensemble(models: list):
     return keras.Model(inputs, outputs, name=f"{models[0].name}_ensemble{len(models)}")
 
 
+def _write_split_tables(
+    out: Path, rows: pd.DataFrame, parts: dict, labels: list[str], probabilities_of_split
+) -> dict:
+    """Prediction tables of the val and test clips (clip_id = take), written to the run folder."""
+    from mer_utils.evaluation import prediction_table
+    from mer_utils.runs import write_predictions
+
+    tables = {}
+    for split in ("val", "test"):
+        part = rows[parts[split]]
+        tables[split] = prediction_table(
+            probabilities_of_split(split),
+            labels,
+            part["take"].tolist(),
+            part["emotion"].tolist(),
+            part["path"].tolist(),
+        )
+        write_predictions(out, split, tables[split])
+    return tables
+
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -168,10 +189,10 @@ def train(
     import keras
 
     from mer_utils.config import set_seed
-    from mer_utils.evaluation import prediction_table, table_metrics
+    from mer_utils.evaluation import table_metrics
     from mer_utils.models.audio import BUILDERS, SEQUENCE_MODELS, build_model
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_predictions, write_run_info
+    from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_run_info
     from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
 
     name = model or DEFAULT_MODEL
@@ -280,14 +301,10 @@ def train(
         smoke=smoke,
     )
 
-    tables = {}
-    for split, x in (("val", x_val), ("test", x_test)):
-        part = rows[parts[split]]
-        probabilities = predict_probabilities(network, x)
-        tables[split] = prediction_table(
-            probabilities, labels, part["take"].tolist(), part["emotion"].tolist(), part["path"].tolist()
-        )
-        write_predictions(out, split, tables[split])
+    inputs = {"val": x_val, "test": x_test}
+    tables = _write_split_tables(
+        out, rows, parts, labels, lambda split: predict_probabilities(network, inputs[split])
+    )
     metrics = table_metrics(tables["test"], labels)
     metrics.update(
         {
@@ -366,9 +383,9 @@ def _train_sklearn(
     import joblib
 
     from mer_utils.config import set_seed
-    from mer_utils.evaluation import prediction_table, table_metrics
+    from mer_utils.evaluation import table_metrics
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import write_metrics, write_predictions, write_run_info
+    from mer_utils.runs import write_metrics, write_run_info
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -413,14 +430,9 @@ def _train_sklearn(
         split=split_actors,
         smoke=smoke,
     )
-    tables = {}
-    for split in ("val", "test"):
-        part = rows[parts[split]]
-        probabilities = sklearn_probabilities(pipeline, x_all[parts[split]], labels)
-        tables[split] = prediction_table(
-            probabilities, labels, part["take"].tolist(), part["emotion"].tolist(), part["path"].tolist()
-        )
-        write_predictions(out, split, tables[split])
+    tables = _write_split_tables(
+        out, rows, parts, labels, lambda split: sklearn_probabilities(pipeline, x_all[parts[split]], labels)
+    )
     metrics = table_metrics(tables["test"], labels)
     metrics.update(
         {
