@@ -498,8 +498,7 @@ def mfcc_batch(
     key = mfcc_cache_params(params, noise_snr_db, augmentation, copy, seed)
 
     def featurize(path: str) -> np.ndarray:
-        clip_seed = _clip_seed(path, seed, copy)
-        return clip_mfcc(path, params, noise_snr_db, augmentation, clip_seed)
+        return clip_mfcc(path, params, noise_snr_db, augmentation, clip_seed(path, seed, copy))
 
     desc = "MFCC" + (f" (augmented copy {copy})" if augmentation is not None else "")
     return extract_features(index, featurize, key, cache_dir, progress, desc, manifest)
@@ -521,7 +520,7 @@ def mfcc_cache_params(
     return key
 
 
-def _clip_seed(path: str | Path, seed: int, copy: int = 0) -> int:
+def clip_seed(path: str | Path, seed: int, copy: int = 0) -> int:
     """A per-clip seed that depends on the file name (not its folder), the seed and the copy."""
     digest = hashlib.sha1(f"{Path(path).name}|{seed}|{copy}".encode()).hexdigest()
     return int(digest[:8], 16)
@@ -726,7 +725,7 @@ def utterance_batch(
     key = utterance_cache_params(params, noise_snr_db, seed)
 
     def featurize(path: str) -> np.ndarray:
-        return clip_utterance_features(path, params, noise_snr_db, _clip_seed(path, seed))
+        return clip_utterance_features(path, params, noise_snr_db, clip_seed(path, seed))
 
     return extract_features(index, featurize, key, cache_dir, progress, "utterance statistics", manifest)
 

@@ -212,18 +212,21 @@ def test_predict_file_without_audio_is_unavailable_not_a_crash(trained_run, tmp_
     assert pipeline.predict_file(out, tmp_path / "missing.wav")["available"] is False
 
 
-@pytest.mark.parametrize("name", ["logreg", "svm"])
+@pytest.mark.parametrize("name", ["logreg", "svm", "whisper"])
 def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
+    from mer_utils import whisper_encoder
     from mer_utils.evaluation import probabilities_of
     from mer_utils.pipelines import audio as pipeline
     from mer_utils.ravdess import index_dataset
     from mer_utils.runs import read_predictions, read_run_info
 
+    if name == "whisper" and not whisper_encoder.available():
+        pytest.skip(f"Whisper encoder not installed: {whisper_encoder.INSTALL}")
     out = tmp_path / name
     metrics = pipeline.train(demo_dir, out, seed=3, model=name, smoke=True, progress=False)
     info = read_run_info(out)
     assert (out / "model.joblib").is_file() and not (out / "model.keras").exists()
-    assert info["model"] == name and info["feature_kind"] == "utterance"
+    assert info["model"] == name and info["feature_kind"] == pipeline.FEATURE_KINDS[name]
     for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "n", "split", "val"):
         assert key in metrics, key
     test = read_predictions(out, "test")
@@ -245,6 +248,27 @@ def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     assert result["available"] and result["details"]["speaker_reference_clips"] > 1
     assert np.isclose(sum(result["probabilities"]), 1, atol=1e-6)
     assert pipeline.predict_file(out, tmp_path / "missing.wav")["available"] is False
+
+
+def test_whisper_run_refuses_another_encoder(demo_dir, tmp_path, monkeypatch):
+    import json
+
+    from mer_utils import whisper_encoder
+    from mer_utils.pipelines import audio as pipeline
+    from mer_utils.runs import read_predictions
+
+    if not whisper_encoder.available():
+        pytest.skip(f"Whisper encoder not installed: {whisper_encoder.INSTALL}")
+    out = tmp_path / "whisper"
+    metrics = pipeline.train(demo_dir, out, seed=1, model="whisper", smoke=True, progress=False)
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["features"]["encoder"] == whisper_encoder.model_identity()
+    run_json["features"]["encoder"] = "whisper-large:0123456789ab"
+    (out / "run.json").write_text(json.dumps(run_json))
+    clip = read_predictions(out, "test")["path"].iloc[0]
+    with pytest.raises(ValueError, match="whisper-large"):
+        pipeline.predict_file(out, clip)
+    assert metrics["n"] > 0
 
 
 def test_train_rejects_bad_requests(demo_dir, tmp_path):
