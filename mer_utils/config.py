@@ -51,7 +51,7 @@ def smoke_test() -> bool:
 
 
 def set_seed(seed: int = DEFAULT_SEED) -> int:
-    """Seed Python, NumPy and (if already imported or importable) TensorFlow / Keras.
+    """Seed Python, NumPy and (if already imported) TensorFlow / Keras and torch.
 
     One call at the top of a notebook or command makes the run repeatable.
     Returns the seed so it can be recorded.
@@ -68,6 +68,11 @@ def set_seed(seed: int = DEFAULT_SEED) -> int:
         import keras
 
         keras.utils.set_random_seed(seed)
+    # torch (the optional fine-tuned MiniLM) likewise; its models also seed torch themselves in fit().
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
     return seed
 
 
