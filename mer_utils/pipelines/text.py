@@ -4,11 +4,13 @@ Steps: load the CSV (bad rows counted and kept out), remove duplicate and confli
 stratified 70 / 20 / 10 split by seed, clean the texts, TF-IDF fitted on train, each
 classical model's hyper-parameters tuned by stratified k-fold cross-validation on train,
 the BiLSTM trained with early stopping on validation, and (optional packages installed) the
-MiniLM-embedding models; the best model is chosen on the validation part (mean of accuracy and
-macro-F1: the issue sets a target on both) and reported once on test.
+MiniLM models: frozen sentence embeddings + MLP, and MiniLM fine-tuned with its epoch chosen on
+validation, each also soft-voted with the SVM; the best model is chosen on the validation part
+(mean of accuracy and macro-F1: the issue sets a target on both) and reported once on test.
 
 Run folder: ``model.joblib`` (a scikit-learn Pipeline: cleaning -> TF-IDF -> classifier, with
-``predict_proba``) or ``model.keras`` + ``vocabulary.json`` for the BiLSTM, ``run.json``,
+``predict_proba``; fine-tuned MiniLM models add its weights in ``minilm-ft/``, reloaded from
+there) or ``model.keras`` + ``vocabulary.json`` for the BiLSTM, ``run.json``,
 ``metrics.json`` (test metrics, ``val``, ``data_cleaning`` counts, ``models`` comparison)
 and ``predictions_val.csv`` / ``predictions_test.csv`` (clip_id = the CSV row id).
 """
@@ -43,6 +45,8 @@ PATIENCE = 2
 PREDICT_BATCH = 512
 # Saved model files.
 JOBLIB_MODEL_FILE = "model.joblib"
+# Folder of the fine-tuned MiniLM weights in a run folder (beside model.joblib, which does not pickle them).
+FINETUNED_DIR = "minilm-ft"
 VOCABULARY_FILE = "vocabulary.json"
 # Metrics copied into the model-comparison table for each candidate.
 SUMMARY_KEYS = (
@@ -225,15 +229,17 @@ def fit_embedding_models(
         EMBEDDING_ALPHA,
         EMBEDDING_HIDDEN,
         EMBEDDING_MODELS,
+        FINETUNED_MODELS,
         SVM_MINILM_WEIGHTS,
         AveragedProbabilities,
         SentenceEmbeddings,
         require_embeddings,
     )
 
-    unknown = [n for n in names if n not in EMBEDDING_MODELS]
+    frozen = [n for n in EMBEDDING_MODELS if n not in FINETUNED_MODELS]
+    unknown = [n for n in names if n not in frozen]
     if unknown:
-        raise ValueError(f"unknown embedding text model(s) {unknown}; expected {list(EMBEDDING_MODELS)}")
+        raise ValueError(f"unknown frozen-embedding text model(s) {unknown}; expected {frozen}")
     require_embeddings(names[0] if names else "minilm")
     if "svm+minilm" in names and svm is None:
         raise ValueError("'svm+minilm' needs the fitted 'svm' candidate (fit_classical(['svm'], ...))")
@@ -268,6 +274,99 @@ def fit_embedding_models(
             model=AveragedProbabilities(members, weights=SVM_MINILM_WEIGHTS),
             best_params={"svm": svm.best_params, "minilm": minilm.best_params},
             train_seconds=svm.train_seconds + minilm.train_seconds,
+        )
+    return {n: fitted[n] for n in names}
+
+
+def fit_finetuned_models(
+    names: Sequence[str],
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+    *,
+    svm: Candidate | None = None,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    **settings,
+) -> dict[str, Candidate]:
+    """Fit 'minilm-ft' (MiniLM fine-tuned, best epoch on val) and 'svm+minilm-ft' (its vote with ``svm``).
+
+    The vote weight of the fine-tuned model (against the SVM's 1) is the candidate of
+    :data:`mer_utils.models.text.SVM_MINILM_FT_WEIGHTS` with the best validation score. Validation
+    thus chooses the epoch and the weight: its scores of these two models are a little optimistic,
+    test stays untouched. ``settings`` override :class:`FineTunedMiniLM` parameters (tests use tiny ones).
+    """
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import (
+        FINETUNED_MODELS,
+        SVM_MINILM_FT_WEIGHTS,
+        AveragedProbabilities,
+        require_embeddings,
+    )
+    from mer_utils.models.text_finetune import FineTunedMiniLM
+
+    unknown = [n for n in names if n not in FINETUNED_MODELS]
+    if unknown:
+        raise ValueError(f"unknown fine-tuned text model(s) {unknown}; expected {list(FINETUNED_MODELS)}")
+    require_embeddings(names[0] if names else "minilm-ft")
+    if "svm+minilm-ft" in names and svm is None:
+        raise ValueError("'svm+minilm-ft' needs the fitted 'svm' candidate (fit_classical(['svm'], ...))")
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    start = time.perf_counter()
+    if smoke:
+        # CI / notebook smoke runs: one short pass on short texts.
+        settings = {"epochs": 1, "max_length": 24, "batch_size": 16} | settings
+    classifier = FineTunedMiniLM(seed=seed, **settings).fit(
+        text_data.clean_texts(train_texts, **cleaning),
+        train_labels,
+        text_data.clean_texts(val_texts, **cleaning),
+        val_labels,
+    )
+    clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
+    clean.fit([""])
+    parameters = {k: v for k, v in classifier.get_params().items() if k not in ("seed", "progress")}
+    finetuned = Candidate(
+        name="minilm-ft",
+        model=Pipeline([("clean", clean), ("classifier", classifier)]),
+        best_params=parameters | {"best_epoch": classifier.best_epoch_},
+        train_seconds=time.perf_counter() - start,
+        history=classifier.history_,
+    )
+    log.info(
+        "minilm-ft: best epoch %d of %d, val %s, %.1f s",
+        classifier.best_epoch_,
+        classifier.epochs,
+        [round(v, 3) for v in classifier.history_["val_score"]],
+        finetuned.train_seconds,
+    )
+    fitted = {"minilm-ft": finetuned}
+    if "svm+minilm-ft" in names:
+        labels = list(TEXT_LABELS)
+        val_frame = pd.DataFrame({"text": list(val_texts), "emotion": list(val_labels)})
+        val_frame["row_id"] = [str(i) for i in range(len(val_frame))]
+        members = {"svm": svm.model, "minilm-ft": finetuned.model}
+        scores = {}
+        for weight in SVM_MINILM_FT_WEIGHTS:
+            vote = AveragedProbabilities(members, weights=(1.0, weight))
+            scores[weight] = selection_score(table_metrics(_table(vote, val_frame, labels), labels))
+        weight = max(SVM_MINILM_FT_WEIGHTS, key=lambda w: scores[w])
+        log.info("svm+minilm-ft: weight %.2f of minilm-ft (val scores %s)", weight, scores)
+        fitted["svm+minilm-ft"] = Candidate(
+            name="svm+minilm-ft",
+            model=AveragedProbabilities(members, weights=(1.0, weight)),
+            best_params={
+                "svm": svm.best_params,
+                "minilm-ft": finetuned.best_params,
+                "minilm_ft_weight": weight,
+                "val_score_by_weight": {str(w): round(s, 4) for w, s in scores.items()},
+            },
+            train_seconds=svm.train_seconds + finetuned.train_seconds,
+            history=classifier.history_,
         )
     return {n: fitted[n] for n in names}
 
@@ -357,6 +456,7 @@ def train(
     from mer_utils.models.text import (
         CLASSICAL_MODELS,
         EMBEDDING_MODELS,
+        FINETUNED_MODELS,
         SEQUENCE_MODEL,
         TEXT_MODELS,
         embeddings_available,
@@ -387,7 +487,7 @@ def train(
 
     candidates: dict[str, Candidate] = {}
     classical = [n for n in names if n in CLASSICAL_MODELS]
-    if "svm+minilm" in names and "svm" not in classical:
+    if {"svm+minilm", "svm+minilm-ft"} & set(names) and "svm" not in classical:
         classical.append("svm")
     if classical:
         candidates.update(
@@ -400,7 +500,7 @@ def train(
                 cleaning=cleaning,
             )
         )
-    embedding = [n for n in names if n in EMBEDDING_MODELS]
+    embedding = [n for n in names if n in EMBEDDING_MODELS and n not in FINETUNED_MODELS]
     if embedding:
         candidates.update(
             fit_embedding_models(
@@ -409,6 +509,21 @@ def train(
                 parts["train"]["emotion"],
                 svm=candidates.get("svm"),
                 seed=seed,
+                cleaning=cleaning,
+            )
+        )
+    finetuned = [n for n in names if n in FINETUNED_MODELS]
+    if finetuned:
+        candidates.update(
+            fit_finetuned_models(
+                finetuned,
+                parts["train"]["text"],
+                parts["train"]["emotion"],
+                parts["val"]["text"],
+                parts["val"]["emotion"],
+                svm=candidates.get("svm"),
+                seed=seed,
+                smoke=smoke,
                 cleaning=cleaning,
             )
         )
@@ -483,8 +598,24 @@ def train(
     return metrics
 
 
+def _finetuned_parts(model) -> list:
+    """The fine-tuned MiniLM classifiers inside a text model (a Pipeline, a vote of Pipelines, or one)."""
+    from sklearn.pipeline import Pipeline
+
+    from mer_utils.models.text import AveragedProbabilities
+    from mer_utils.models.text_finetune import FineTunedMiniLM
+
+    if isinstance(model, FineTunedMiniLM):
+        return [model]
+    if isinstance(model, Pipeline):
+        return [part for _, step in model.steps for part in _finetuned_parts(step)]
+    if isinstance(model, AveragedProbabilities):
+        return [part for member in model.estimators.values() for part in _finetuned_parts(member)]
+    return []
+
+
 def save_text_model(model, run_dir: str | Path) -> Path:
-    """Write a text model into a run folder: model.joblib, or model.keras + vocabulary.json."""
+    """Write a text model into a run folder: model.joblib (+ minilm-ft/), or model.keras + vocabulary.json."""
     import joblib
 
     from mer_utils.runs import KERAS_MODEL_FILE, atomic_write_bytes, write_json
@@ -506,6 +637,12 @@ def save_text_model(model, run_dir: str | Path) -> Path:
         return path
     import io
 
+    finetuned = _finetuned_parts(model)
+    if len(finetuned) > 1:
+        raise ValueError("a text model may hold one fine-tuned MiniLM (its weights go to one folder)")
+    for part in finetuned:
+        # The network is not pickled into model.joblib (FineTunedMiniLM drops it); it lives here.
+        part.save(run_dir / FINETUNED_DIR)
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
     return atomic_write_bytes(run_dir / JOBLIB_MODEL_FILE, buffer.getvalue())
@@ -522,7 +659,10 @@ def load_text_model(run_dir: str | Path):
     if (run_dir / JOBLIB_MODEL_FILE).is_file():
         import joblib
 
-        return joblib.load(run_dir / JOBLIB_MODEL_FILE)
+        model = joblib.load(run_dir / JOBLIB_MODEL_FILE)
+        for part in _finetuned_parts(model):
+            part.load(run_dir / FINETUNED_DIR)
+        return model
     if (run_dir / KERAS_MODEL_FILE).is_file():
         import keras
 
