@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--model",
         default=None,
-        help="variant: video resnet50|resnet50-scratch; audio logreg|svm|cnn|lstm|bilstm|attention|stats|ensemble; "
+        help="variant: video resnet50|resnet50-scratch; audio whisper|logreg|svm|cnn|lstm|bilstm|attention|stats|ensemble; "
         "spectrogram resnet18|resnet18_speaker_norm|resnet18_imagenet; text best|lr|dt|rf|nb|svm|lr+svm|bilstm "
         "(default: the branch's best on real data)",
     )
