@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        # ImportError: an optional package is missing; the message names the install command.
         print(f"mer {args.command}: error: {error}", file=sys.stderr)
         return 2
 

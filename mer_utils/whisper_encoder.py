@@ -65,7 +65,7 @@ COMPUTE_TYPE = "int8"
 EMBEDDING_VERSION = 1
 
 
-class WhisperUnavailableError(RuntimeError):
+class WhisperUnavailableError(ImportError):
     """ctranslate2 or the Whisper weights are missing; the message says how to install them."""
 
 

@@ -32,3 +32,14 @@ def test_errors_are_one_clear_line_with_exit_code_2(tmp_path, capsys):
 
 def test_parse_actor_ranges():
     assert cli._parse_actors("1-3,7, 9") == [1, 2, 3, 7, 9]
+
+
+def test_missing_whisper_weights_is_a_clear_error(demo_dir, tmp_path, capsys, monkeypatch):
+    from mer_utils import whisper_encoder
+
+    monkeypatch.delenv(whisper_encoder.MODEL_DIR_ENV, raising=False)
+    monkeypatch.setattr(whisper_encoder, "PACKAGED_PARTS", (("mer_no_such_weights_part1", "x"),))
+    args = ["train", "audio", "--data", str(demo_dir), "--out", str(tmp_path / "run"), "--model", "whisper"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "mer train: error:" in err and whisper_encoder.INSTALL in err
