@@ -156,13 +156,22 @@ def model_dir(cache_dir: str | Path | None = None) -> Path:
     return folder
 
 
-def model_identity(folder: str | Path | None = None) -> str:
-    """A short name of the encoder weights, recorded in run.json and the feature cache key."""
-    if folder is None and not os.environ.get(MODEL_DIR_ENV):
+def model_identity() -> str:
+    """A short name of the encoder weights in use (packaged, or ``MER_WHISPER_DIR``'s folder and size)."""
+    if not os.environ.get(MODEL_DIR_ENV):
         return f"{PACKAGED_MODEL}:{PACKAGED_SHA256[:12]}"
-    folder = Path(folder) if folder is not None else model_dir()
-    stat = (folder / "model.bin").stat()
-    return f"{folder.resolve()}:{stat.st_size}"
+    folder = model_dir()
+    return f"{folder.resolve()}:{(folder / 'model.bin').stat().st_size}"
+
+
+def feature_params() -> dict:
+    """Everything that determines an embedding: recorded as run.json ``features`` and part of the cache key."""
+    return {
+        "encoder": model_identity(),
+        "compute_type": COMPUTE_TYPE,
+        "pooling": "mean+std",
+        "version": EMBEDDING_VERSION,
+    }
 
 
 def available() -> bool:
@@ -194,7 +203,10 @@ def load_encoder(folder: str | Path | None = None, threads: int = 0):
 
 
 def embed(y: np.ndarray, encoder=None) -> np.ndarray:
-    """Mean and std over time of the encoder's frame outputs for 16 kHz mono audio: (2 x width,) float32."""
+    """Mean and std over time of the encoder's frame outputs for 16 kHz mono audio: (2 x width,) float32.
+
+    ``encoder=None`` uses :func:`load_encoder` (loaded once per process, on first use).
+    """
     import ctranslate2
 
     features = log_mel(y)
@@ -228,13 +240,7 @@ def clip_embedding(
 
 def cache_params(noise_snr_db: float | None = None, seed: int = 0) -> dict:
     """The feature-cache key of :func:`embedding_batch` (the seed only matters with noise)."""
-    key: dict = {
-        "kind": "whisper",
-        "version": EMBEDDING_VERSION,
-        "model": model_identity(),
-        "compute_type": COMPUTE_TYPE,
-        "noise_snr_db": noise_snr_db,
-    }
+    key: dict = {"kind": "whisper", **feature_params(), "noise_snr_db": noise_snr_db}
     if noise_snr_db is not None:
         key["seed"] = seed
     return key
@@ -248,11 +254,13 @@ def embedding_batch(
     progress: bool = True,
     manifest: str | Path | None = None,
 ) -> audio.FeatureBatch:
-    """Whisper embeddings (n, 2 x width) of every clip in ``index``, cached; unreadable clips skipped."""
-    encoder = load_encoder()
+    """Whisper embeddings (n, 2 x width) of every clip in ``index``, cached; unreadable clips skipped.
+
+    The encoder is loaded only when a clip is not in the cache.
+    """
 
     def featurize(path: str) -> np.ndarray:
-        return clip_embedding(path, noise_snr_db, audio.clip_seed(path, seed), encoder)
+        return clip_embedding(path, noise_snr_db, audio.clip_seed(path, seed))
 
     key = cache_params(noise_snr_db, seed)
     return audio.extract_features(index, featurize, key, cache_dir, progress, "Whisper embeddings", manifest)

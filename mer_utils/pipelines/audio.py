@@ -472,12 +472,7 @@ def _vector_features(kind: str) -> dict:
     if kind == "whisper":
         from mer_utils import whisper_encoder
 
-        return {
-            "encoder": whisper_encoder.model_identity(),
-            "compute_type": whisper_encoder.COMPUTE_TYPE,
-            "pooling": "mean+std",
-            "version": whisper_encoder.EMBEDDING_VERSION,
-        }
+        return whisper_encoder.feature_params()
     return audio.UtteranceParams().to_dict()
 
 
