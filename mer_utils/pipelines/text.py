@@ -109,14 +109,20 @@ class KerasTextModel:
         return np.concatenate(batches).astype(float) if batches else np.zeros((0, len(self.classes_)))
 
 
-def _sklearn_pipeline(features, classifier, cleaning: dict):
-    """cleaning -> fitted TF-IDF -> fitted classifier, as one Pipeline over raw texts."""
-    from sklearn.pipeline import Pipeline
+def _cleaning_step(cleaning: dict):
+    """The text cleaning as a fitted (stateless) scikit-learn step, the first of every text Pipeline."""
     from sklearn.preprocessing import FunctionTransformer
 
     clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
     clean.fit([""])
-    return Pipeline([("clean", clean), ("tfidf", features), ("classifier", classifier)])
+    return clean
+
+
+def _sklearn_pipeline(features, classifier, cleaning: dict):
+    """cleaning -> fitted TF-IDF -> fitted classifier, as one Pipeline over raw texts."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("clean", _cleaning_step(cleaning)), ("tfidf", features), ("classifier", classifier)])
 
 
 def probabilities(model, texts: Sequence[str], labels: Sequence[str] = TEXT_LABELS) -> np.ndarray:
@@ -223,7 +229,6 @@ def fit_embedding_models(
     """
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
 
     from mer_utils.models.text import (
         EMBEDDING_ALPHA,
@@ -246,8 +251,7 @@ def fit_embedding_models(
     cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
     start = time.perf_counter()
     y_train = np.asarray([str(y) for y in train_labels])
-    clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
-    clean.fit([""])
+    clean = _cleaning_step(cleaning)
     embedder = SentenceEmbeddings()
     x_train = embedder.transform(text_data.clean_texts(train_texts, **cleaning))
     embed_seconds = time.perf_counter() - start
@@ -299,7 +303,6 @@ def fit_finetuned_models(
     test stays untouched. ``settings`` override :class:`FineTunedMiniLM` parameters (tests use tiny ones).
     """
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
 
     from mer_utils.evaluation import table_metrics
     from mer_utils.models.text import (
@@ -327,8 +330,7 @@ def fit_finetuned_models(
         text_data.clean_texts(val_texts, **cleaning),
         val_labels,
     )
-    clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
-    clean.fit([""])
+    clean = _cleaning_step(cleaning)
     parameters = {k: v for k, v in classifier.get_params().items() if k not in ("seed", "progress")}
     finetuned = Candidate(
         name="minilm-ft",
