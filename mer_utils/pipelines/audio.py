@@ -266,7 +266,7 @@ def train(
     member_names = list(SEQUENCE_MODELS) if name == ENSEMBLE_MODEL else [name] * ensemble_size
     members, fits = [], []
     for member, member_name in enumerate(member_names):
-        set_seed(seed + member)
+        set_seed(seed + member, keras=True)
         network = build_model(member_name, x_train.shape[1:], len(labels), width=width)
         fits.append(
             fit_classifier(

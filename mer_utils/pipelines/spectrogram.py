@@ -415,13 +415,10 @@ def train(
     }
     log.info("split actors %s", split)
 
-    # The network comes first so that missing ImageNet weights fail before minutes of features;
-    # Keras is loaded before set_seed so that the initialisation is seeded too.
-    import keras  # noqa: F401
-
+    # The network comes first so that missing ImageNet weights fail before minutes of features.
     from mer_utils.models.spectrogram import RESNET18_WIDTH, build_resnet18
 
-    set_seed(seed)
+    set_seed(seed, keras=True)
     width = RESNET18_WIDTH if weights == "imagenet" else settings.width
     network = build_resnet18(
         (params.image_size, params.image_size, 3),

@@ -429,7 +429,7 @@ def fit_bilstm(
     from mer_utils.models.text import LSTM_UNITS, build_bilstm, make_vectorizer, sequences
     from mer_utils.training import encode_labels, fit_classifier
 
-    set_seed(seed)
+    set_seed(seed, keras=True)
     cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
     start = time.perf_counter()
     train_clean = text_data.clean_texts(train_texts, **cleaning)

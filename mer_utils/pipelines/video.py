@@ -227,7 +227,7 @@ def train(
     weights = MODEL_WEIGHTS[model_name]
     labels = list(RAVDESS_EMOTIONS)
     out = Path(out)
-    set_seed(seed)
+    set_seed(seed, keras=True)
 
     index = actor_disjoint_split(video_index(data), seed=seed, test_actors=test_actors, val_actors=val_actors)
     # Build the model first: it fails fast, with a clear message, when ImageNet weights are unreachable.
