@@ -4,8 +4,8 @@ Steps: load the CSV (bad rows counted and kept out), remove duplicate and confli
 stratified 70 / 20 / 10 split by seed, clean the texts, TF-IDF fitted on train, each
 classical model's hyper-parameters tuned by stratified k-fold cross-validation on train,
 the BiLSTM trained with early stopping on validation, and (optional packages installed) the
-MiniLM models: frozen sentence embeddings + MLP, and MiniLM fine-tuned with its epoch chosen on
-validation, each also soft-voted with the SVM; the best model is chosen on the validation part
+sentence-transformer models: frozen MiniLM or MPNet embeddings + MLP, and MiniLM fine-tuned with
+its epoch chosen on validation, each also soft-voted with the SVM; the best model is chosen on the validation part
 (mean of accuracy and macro-F1: the issue sets a target on both) and reported once on test.
 
 Run folder: ``model.joblib`` (a scikit-learn Pipeline: cleaning -> TF-IDF -> classifier, with
