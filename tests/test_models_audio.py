@@ -225,7 +225,7 @@ def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     out = tmp_path / name
     metrics = pipeline.train(demo_dir, out, seed=3, model=name, smoke=True, progress=False)
     info = read_run_info(out)
-    assert (out / "model.joblib").is_file() and not (out / "model.keras").exists()
+    assert (out / "model.skops").is_file() and not (out / "model.keras").exists()
     assert info["model"] == name and info["feature_kind"] == pipeline.FEATURE_KINDS[name]
     for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "n", "split", "val"):
         assert key in metrics, key

@@ -178,7 +178,7 @@ def test_train_evaluate_predict_classical(tmp_path: Path):
     data = write_csv(toy_frame(rows_per_label=30, seed=1), tmp_path / "toy.csv")
     run = tmp_path / "run"
     metrics = train(data, run, seed=5, smoke=True, model="svm")
-    assert {"model.joblib", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"} <= {
+    assert {"model.skops", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"} <= {
         p.name for p in run.iterdir()
     }
     assert metrics["model"] == "svm" and metrics["seed"] == 5
