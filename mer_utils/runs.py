@@ -136,6 +136,13 @@ def read_predictions(run_dir: str | Path, split: str) -> pd.DataFrame:
 
 # Branches a run.json may name (the modules under mer_utils.pipelines).
 BRANCHES = ("video", "audio", "spectrogram", "text")
+# Keys (and their JSON types) each branch reads from run.json besides branch and labels.
+BRANCH_KEYS: dict[str, dict[str, type]] = {
+    "video": {"faces": dict},
+    "audio": {"features": dict, "normalisation": str, "seed": int},
+    "spectrogram": {},
+    "text": {},
+}
 # scikit-learn models are written with skops, which rebuilds objects without running their code.
 SKOPS_MODEL_FILE = "model.skops"
 # Runs written before skops: pickles, which run arbitrary code on load; refused unless trusted.
@@ -229,6 +236,13 @@ def validate_run_info(info: Any, run_dir: str | Path) -> dict:
         raise ValueError(f"{where}: 'labels' must be a list of label names, found {labels!r}; {fix}")
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ValueError(f"{where}: 'labels' must hold at least two distinct names, found {labels}; {fix}")
+    for key, kind in BRANCH_KEYS[info["branch"]].items():
+        if key not in info:
+            raise ValueError(f"{where}: the key {key!r} ({info['branch']} runs) is missing; {fix}")
+        if not isinstance(info[key], kind) or isinstance(info[key], bool):
+            raise ValueError(
+                f"{where}: {key!r} must be a JSON {kind.__name__}, found {type(info[key]).__name__}; {fix}"
+            )
     hashes = info.get(MODEL_FILES_KEY)
     if hashes is not None and not (
         isinstance(hashes, dict)
