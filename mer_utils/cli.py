@@ -208,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _traceback_if_debug(args: argparse.Namespace) -> None:
+    """With ``-v DEBUG`` print the traceback of the error being handled (for bug reports)."""
+    if args.log_level == "DEBUG":
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+
+
 def _one_line(error: BaseException) -> str:
     """The error's message on one line (OSError's own message names the file)."""
     text = " ".join(str(error).split())
@@ -226,7 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("mer")
     previous = os.environ.get(TRUST_PICKLE_ENV)
     if args.trust_pickle:
         os.environ[TRUST_PICKLE_ENV] = "1"
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix} interrupted", file=sys.stderr)
         return 130
     except MemoryError as error:
-        log.debug("traceback", exc_info=True)
+        _traceback_if_debug(args)
         detail = f" ({_one_line(error)})" if str(error) else ""
         print(
             f"{prefix} error: out of memory{detail}; try a shorter clip, fewer files or a smaller model",
@@ -246,11 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except EXPECTED_ERRORS as error:
         # ImportError: an optional package is missing; the message names the install command.
-        log.debug("traceback", exc_info=True)
+        _traceback_if_debug(args)
         print(f"{prefix} error: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:
-        log.debug("traceback", exc_info=True)
+        _traceback_if_debug(args)
         print(
             f"{prefix} internal error: {type(error).__name__}: {_one_line(error)} "
             "(a bug; rerun with -v DEBUG for the traceback and report it)",
