@@ -107,10 +107,14 @@ def write_run_info(
     return write_json(Path(run_dir) / RUN_FILE, info)
 
 
-def read_run_info(run_dir: str | Path) -> dict:
-    """Read and validate a run folder's ``run.json`` (clear errors for a missing or bad key)."""
+def read_run_info(run_dir: str | Path, complete: bool = False) -> dict:
+    """Read and validate a run folder's ``run.json`` (clear errors for a missing or bad key).
+
+    ``complete`` also requires the keys the branch needs to predict (:data:`BRANCH_KEYS`);
+    without it (fusion, listing) only branch, labels and the checksums are required.
+    """
     run_dir = check_run_dir(run_dir)
-    return validate_run_info(read_json(run_dir / RUN_FILE), run_dir)
+    return validate_run_info(read_json(run_dir / RUN_FILE), run_dir, complete=complete)
 
 
 def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
@@ -186,22 +190,25 @@ def file_sha256(path: str | Path) -> str:
 def save_model(run_dir: str | Path, model: Any, kind: str) -> Path:
     """Write a run's model atomically: ``kind`` "keras" -> model.keras, "sklearn" -> model.skops."""
     run_dir = Path(run_dir)
+    if kind not in ("keras", "sklearn"):
+        raise ValueError(f"unknown model kind {kind!r}; expected 'keras' or 'sklearn'")
     run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / (SKOPS_MODEL_FILE if kind == "sklearn" else KERAS_MODEL_FILE)
+    for name in (KERAS_MODEL_FILE, SKOPS_MODEL_FILE, PICKLE_MODEL_FILE):
+        # A run folder trained again with another model type must not keep the old model beside the new.
+        if name != target.name:
+            (run_dir / name).unlink(missing_ok=True)
     if kind == "sklearn":
         import skops.io
 
-        (run_dir / PICKLE_MODEL_FILE).unlink(missing_ok=True)  # never leave an old pickle beside it
-        return atomic_write_bytes(run_dir / SKOPS_MODEL_FILE, skops.io.dumps(model))
-    if kind == "keras":
-        target = run_dir / KERAS_MODEL_FILE
-        partial = run_dir / f".{target.stem}.{os.getpid()}.partial.keras"
-        try:
-            model.save(partial)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
-        return target
-    raise ValueError(f"unknown model kind {kind!r}; expected 'keras' or 'sklearn'")
+        return atomic_write_bytes(target, skops.io.dumps(model))
+    partial = run_dir / f".{target.stem}.{os.getpid()}.partial.keras"
+    try:
+        model.save(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 def model_file_hashes(run_dir: str | Path, extra: Sequence[str] = ()) -> dict[str, str]:
@@ -220,8 +227,12 @@ def model_fingerprint(labels: Sequence[str], hashes: dict[str, str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def validate_run_info(info: Any, run_dir: str | Path) -> dict:
-    """Check a run.json's structure (branch, labels, checksums); return it or raise a clear ValueError."""
+def validate_run_info(info: Any, run_dir: str | Path, complete: bool = True) -> dict:
+    """Check a run.json's structure (branch, labels, checksums); return it or raise a clear ValueError.
+
+    ``complete`` also requires the branch's own keys (:data:`BRANCH_KEYS`); their types are checked
+    whenever they are present.
+    """
     where = Path(run_dir) / RUN_FILE
     fix = "retrain the run with `mer train` (or restore the original run.json)"
     if not isinstance(info, dict):
@@ -238,6 +249,8 @@ def validate_run_info(info: Any, run_dir: str | Path) -> dict:
         raise ValueError(f"{where}: 'labels' must hold at least two distinct names, found {labels}; {fix}")
     for key, kind in BRANCH_KEYS[info["branch"]].items():
         if key not in info:
+            if not complete:
+                continue
             raise ValueError(f"{where}: the key {key!r} ({info['branch']} runs) is missing; {fix}")
         if not isinstance(info[key], kind) or isinstance(info[key], bool):
             raise ValueError(
@@ -322,7 +335,12 @@ def _load_skops(path: Path) -> Any:
             f"{path}: refusing to load types that are not on the allow-list: {refused}; "
             "only scikit-learn, NumPy, SciPy and mer's own model classes are loaded"
         )
-    return skops.io.loads(data, trusted=list(untrusted))
+    try:
+        return skops.io.loads(data, trusted=list(untrusted))
+    except MemoryError:
+        raise
+    except Exception as error:  # a damaged skops archive fails in many ways; all mean "corrupt"
+        raise ValueError(f"{path}: corrupt or unreadable model file ({error}); retrain the run") from error
 
 
 def _load_keras(path: Path) -> Any:
@@ -345,7 +363,7 @@ def load_model_file(run_dir: str | Path, info: dict | None = None) -> Any:
     loaded with ``safe_mode=True`` and their output size is checked against run.json's labels.
     """
     run_dir = check_run_dir(run_dir)
-    info = info if info is not None else read_run_info(run_dir)
+    info = info if info is not None else read_run_info(run_dir, complete=True)
     branch = info["branch"]
     keras_path, skops_path, pickle_path = (
         run_dir / n for n in (KERAS_MODEL_FILE, SKOPS_MODEL_FILE, PICKLE_MODEL_FILE)
@@ -356,6 +374,12 @@ def load_model_file(run_dir: str | Path, info: dict | None = None) -> Any:
             f"train one with `mer train {branch}`"
         )
     verify_model_files(run_dir, info)
+    chosen = next(p for p in (keras_path, skops_path, pickle_path) if p.is_file())
+    if info.get(MODEL_FILES_KEY) and chosen.name not in info[MODEL_FILES_KEY]:
+        raise UnsafeModelError(
+            f"{chosen}: not among the model files recorded in run.json at training "
+            f"({sorted(info[MODEL_FILES_KEY])}); it was added later, so it is not loaded"
+        )
     if keras_path.is_file():
         model = _load_keras(keras_path)
         outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None

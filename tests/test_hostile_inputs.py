@@ -230,11 +230,29 @@ def test_new_runs_write_skops_with_checksums_and_reload(tmp_path):
     np.testing.assert_allclose(audio.load_model(run).predict_proba(x), _fitted_pipeline().predict_proba(x))
 
 
+def test_retraining_a_folder_with_another_model_type_leaves_one_model(tmp_path, keras_network):
+    from mer_utils.pipelines import audio
+
+    run = _keras_run(tmp_path / "run", keras_network)
+    _sklearn_run(run)
+    assert sorted(p.name for p in run.glob("model.*")) == ["model.skops"]
+    assert list(audio.load_model(run).classes_) == sorted(LABELS)
+
+
 def test_changed_skops_file_is_refused_by_checksum(tmp_path, capsys, one_clip_dir):
     run = _sklearn_run(tmp_path / "run")
     with (run / "model.skops").open("ab") as stream:
         stream.write(b"\0")
     _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "model.skops", "SHA-256")
+
+
+def test_model_file_added_after_training_is_refused(tmp_path, keras_network):
+    from mer_utils.pipelines import audio
+
+    run = _sklearn_run(tmp_path / "run")
+    keras_network.save(run / "model.keras")  # would be preferred over model.skops if trusted
+    with pytest.raises(runs.UnsafeModelError, match=r"model\.keras: not among the model files recorded"):
+        audio.load_model(run)
 
 
 def test_changed_keras_file_is_refused_by_checksum(tmp_path, keras_network):
@@ -554,6 +572,29 @@ def test_text_embedding_cache_recovers_from_a_zero_byte_file(tmp_path, monkeypat
     assert embedder.transform(["hello there"]).shape == (1, 384)
     with np.load(cache_file) as saved:
         assert len(saved["keys"]) == 1
+
+
+def test_cut_short_whisper_model_in_the_cache_is_joined_again(tmp_path, monkeypatch):
+    import hashlib
+
+    from mer_utils import whisper_encoder
+
+    data = tmp_path / "wheel"
+    data.mkdir()
+    halves = [b"first half " * 100, b"second half " * 100]
+    for number, half in enumerate(halves, start=1):
+        (data / f"model.bin.part{number}").write_bytes(half)
+    for name in whisper_encoder.PACKAGED_FILES:
+        (data / name).write_text(f"{name} contents")
+    monkeypatch.setattr(whisper_encoder, "_packaged_part", lambda module, name: data / name)
+    monkeypatch.setattr(whisper_encoder, "PACKAGED_SHA256", hashlib.sha256(b"".join(halves)).hexdigest())
+    monkeypatch.delenv(whisper_encoder.MODEL_DIR_ENV, raising=False)
+    folder = whisper_encoder.model_dir(tmp_path / "cache")
+    (folder / "model.bin").write_bytes(b"first half ")  # what a crash during an older join leaves
+    (folder / "config.json").write_bytes(b"")
+    assert whisper_encoder.model_dir(tmp_path / "cache") == folder
+    assert (folder / "model.bin").read_bytes() == b"".join(halves)
+    assert (folder / "config.json").read_text() == "config.json contents"
 
 
 def test_cache_writes_are_atomic(tmp_path, monkeypatch):

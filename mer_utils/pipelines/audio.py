@@ -550,7 +550,7 @@ def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
     run_dirs = [Path(r) for r in run_dirs]
     if len(run_dirs) < 2:
         raise ValueError("combine_runs needs at least two run folders")
-    infos = [read_run_info(r) for r in run_dirs]
+    infos = [read_run_info(r, complete=True) for r in run_dirs]
     for run_dir, info in zip(run_dirs, infos, strict=True):
         for key in ("branch", "labels", "features", "normalisation", "split", "data"):
             if info.get(key) != infos[0].get(key):
@@ -617,7 +617,7 @@ def load_model(run_dir: str | Path):
     """Load a run folder's model: Keras (model.keras) or a scikit-learn pipeline (model.skops), checked."""
     from mer_utils.runs import load_model_file, read_run_info
 
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if info["branch"] != BRANCH:
         raise ValueError(f"{run_dir}: is a {info['branch']!r} run, not an audio run")
     if not _is_sklearn_run(info):
@@ -667,7 +667,7 @@ def predict_table(
     from mer_utils.training import predict_probabilities
 
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if info.get("branch") != BRANCH:
         raise ValueError(f"{run_dir}: is a {info.get('branch')!r} run, not an audio run")
     labels = info["labels"]
@@ -751,7 +751,7 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     from mer_utils.training import predict_probabilities
 
     run_dir, path = Path(run_dir), Path(path)
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if _is_sklearn_run(info):
         return _predict_file_sklearn(run_dir, info, path, model)
     params = _params_from(info)

@@ -571,7 +571,7 @@ def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -
 def _run_params(run_dir: str | Path) -> tuple[dict, SpectrogramParams]:
     from mer_utils.runs import read_run_info
 
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if info.get("branch") != BRANCH:
         raise ValueError(f"{run_dir}: run of branch {info.get('branch')!r}, not {BRANCH!r}")
     fields = SpectrogramParams.__dataclass_fields__

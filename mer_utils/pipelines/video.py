@@ -360,7 +360,7 @@ def _run_params(run_dir: str | Path) -> tuple[dict, object, list[str]]:
     from mer_utils.faces import FaceParams
     from mer_utils.runs import read_run_info
 
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if info.get("branch") != BRANCH:
         raise ValueError(f"{run_dir}: is a '{info.get('branch')}' run, not a video run")
     try:
