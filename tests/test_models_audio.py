@@ -282,7 +282,7 @@ def test_train_rejects_bad_requests(demo_dir, tmp_path):
         pipeline.train(tmp_path / "nowhere", tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="not an audio run"):
         (tmp_path / "text_run").mkdir()
-        (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": []}')
+        (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": ["joy", "fear"]}')
         pipeline.predict_table(tmp_path / "text_run", pd.DataFrame())
 
 
