@@ -415,8 +415,10 @@ def cached_feature(
             value = np.load(file, allow_pickle=False)
             CACHE_STATS["hits"] += 1
             return value
-        except (ValueError, OSError) as error:  # a broken cache file is recomputed, not trusted
-            log.warning("recomputing %s: cache file %s is unreadable (%s)", path, file, error)
+        except (ValueError, OSError, EOFError) as error:
+            # A zero-byte or truncated file (left by a crash or a full disk) is a miss: drop it, recompute.
+            log.debug("recomputing %s: cache file %s is unreadable (%s); deleted", path, file, error)
+            file.unlink(missing_ok=True)
     value = compute()
     buffer = io.BytesIO()
     np.save(buffer, value, allow_pickle=False)

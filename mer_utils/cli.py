@@ -8,11 +8,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import zipfile
 from pathlib import Path
 
 from mer_utils.config import DEFAULT_SEED
 from mer_utils.pipelines import branch_module
+
+# Errors that mean bad input, a missing file or package, or a refused file: one line, exit code 2.
+# (OSError covers FileNotFoundError and PermissionError; UnicodeDecodeError and JSON errors are ValueErrors.)
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _print_json(data) -> None:
@@ -121,7 +128,19 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mer", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "-v",
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="logging level (default WARNING; DEBUG also prints the traceback of an error)",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load an old pickled model.joblib (can run any code: only for runs you made yourself)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo-data", help="write the synthetic RAVDESS-format demo data set")
@@ -189,17 +208,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _traceback_if_debug(args: argparse.Namespace) -> None:
+    """With ``-v DEBUG`` print the traceback of the error being handled (for bug reports)."""
+    if args.log_level == "DEBUG":
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (OSError's own message names the file)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mer`` console script."""
+    """Entry point of the ``mer`` console script.
+
+    Expected errors (bad input, missing files or packages, a refused model file, a broken archive,
+    out of memory) print one line ``mer <command>: error: <message>`` and return 2; Ctrl-C returns
+    130; anything else is a bug: one line and 1 (``-v DEBUG`` prints the traceback).
+    """
+    from mer_utils.runs import TRUST_PICKLE_ENV
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    previous = os.environ.get(TRUST_PICKLE_ENV)
+    if args.trust_pickle:
+        os.environ[TRUST_PICKLE_ENV] = "1"
+    prefix = f"mer {args.command}:"
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        # ImportError: an optional package is missing; the message names the install command.
-        print(f"mer {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{prefix} interrupted", file=sys.stderr)
+        return 130
+    except MemoryError as error:
+        _traceback_if_debug(args)
+        detail = f" ({_one_line(error)})" if str(error) else ""
+        print(
+            f"{prefix} error: out of memory{detail}; try a shorter clip, fewer files or a smaller model",
+            file=sys.stderr,
+        )
         return 2
+    except EXPECTED_ERRORS as error:
+        # ImportError: an optional package is missing; the message names the install command.
+        _traceback_if_debug(args)
+        print(f"{prefix} error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        _traceback_if_debug(args)
+        print(
+            f"{prefix} internal error: {type(error).__name__}: {_one_line(error)} "
+            "(a bug; rerun with -v DEBUG for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if args.trust_pickle:
+            if previous is None:
+                os.environ.pop(TRUST_PICKLE_ENV, None)
+            else:
+                os.environ[TRUST_PICKLE_ENV] = previous
 
 
 if __name__ == "__main__":

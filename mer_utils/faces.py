@@ -391,8 +391,9 @@ def cached_clip_faces(
     if target.is_file():
         try:
             return load_clip_faces(target), False
-        except Exception as error:  # a damaged cache file is recomputed, never trusted
-            log.warning("%s: unreadable face cache entry (%s); recomputing", target, error)
+        except Exception as error:  # a damaged (zero-byte, truncated) cache file is a miss, never trusted
+            log.debug("%s: unreadable face cache entry (%s); deleted and recomputed", target, error)
+            target.unlink(missing_ok=True)
     clip = extract_clip_faces(path, params)
     save_clip_faces(target, clip)
     return clip, True

@@ -9,8 +9,11 @@ repetition (01/02) and actor (01-24; odd male, even female).
 from __future__ import annotations
 
 import logging
+import os
 import re
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,6 +165,7 @@ def index_dataset(
             f"{root}: data folder does not exist; run `mer demo-data {root}` or `mer download {root}`"
         )
     rows, skipped = [], []
+    first_of: dict[str, Path] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.name.startswith("."):
             continue
@@ -173,6 +177,15 @@ def index_dataset(
             log.warning("skipping %s", error)
             skipped.append((str(path), str(error)))
             continue
+        if path.stem in first_of:
+            reason = (
+                f"{path}: duplicate of {first_of[path.stem]} (the same RAVDESS name); kept the first, "
+                "skipped this copy"
+            )
+            log.warning("skipping %s", reason)
+            skipped.append((str(path), reason))
+            continue
+        first_of[path.stem] = path
         row = asdict(clip)
         row["clip_id"] = path.stem
         row["take"] = clip.take
@@ -184,6 +197,7 @@ def index_dataset(
     index.attrs["skipped"] = skipped
     index.attrs["root"] = str(root)
     if manifest is not None:
+        Path(manifest).parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(manifest, index=False)
     if skipped:
         log.warning("%d file(s) below %s did not parse; see index.attrs['skipped']", len(skipped), root)
@@ -204,7 +218,12 @@ def one_file_per_take(
     rank = {m: i for i, m in enumerate(prefer)}
     kept = index[index["modality"].isin(rank)].copy()
     kept["_rank"] = kept["modality"].map(rank)
-    kept = kept.sort_values(["take", "_rank"], kind="stable").drop_duplicates("take")
+    kept = kept.sort_values(["take", "_rank"], kind="stable")
+    copies = int(kept.duplicated("take").sum())
+    if copies:
+        # Expected for RAVDESS (a take is stored as AV, video-only and audio-only files): a notice only.
+        log.info("one file per take: %d other copies of %d takes not used", copies, kept["take"].nunique())
+    kept = kept.drop_duplicates("take")
     return kept.drop(columns="_rank").sort_values(["actor", "clip_id"]).reset_index(drop=True)
 
 
@@ -238,6 +257,11 @@ def actor_disjoint_split(
     if test_fixed and val_fixed and set(test_fixed) & set(val_fixed):
         raise ValueError("the same actor cannot be in validation and test")
     n = len(actors)
+    if n < 3 and sizes is None:
+        raise ValueError(
+            f"an actor-disjoint split needs at least 3 actors (train, validation, test), "
+            f"found {n} (actor {', '.join(f'{a:02d}' for a in actors)}); add clips of more actors"
+        )
     if sizes is None:
         # A sixth of the actors each for validation and test (4 of 24); at least two from 8 actors on.
         n_eval = max(2, round(n * DEFAULT_SPLIT[2] / sum(DEFAULT_SPLIT))) if n >= 8 else max(1, n // 4)
@@ -314,31 +338,79 @@ for _actor in range(1, NUM_ACTORS + 1):
     }
 
 
-def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
-    """Extract a zip into ``dest``, refusing any member that would land outside it.
+# Unix file-type bits of a zip member's external attributes (upper 16 bits) that mark a symlink.
+_SYMLINK_MODE = 0o120000
+_FILE_TYPE_MASK = 0o170000
 
-    Raises ``ValueError`` naming the member before anything is written when one is unsafe
-    (absolute path, ``..`` traversal). Returns the extracted file paths.
+
+def _unsafe_member(member: zipfile.ZipInfo, dest: Path) -> str | None:
+    """Why a member must not be extracted into ``dest`` (None when it is safe)."""
+    name = member.filename
+    if (member.external_attr >> 16) & _FILE_TYPE_MASK == _SYMLINK_MODE:
+        return "is a symbolic link (it could point outside the folder)"
+    target = (dest / name).resolve()
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or not target.is_relative_to(dest):
+        return f"would be written outside {dest}"
+    return None
+
+
+def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
+    """Extract a zip into ``dest`` all or nothing, refusing unsafe members and checking every CRC.
+
+    Raises ``ValueError`` naming the member, before anything is written, when one is unsafe
+    (absolute path, ``..`` traversal, a symbolic link). Members are first written to a hidden
+    temporary folder inside ``dest``, each checked against its CRC-32 as it is read; only when all
+    are intact are they moved into place, so a corrupt member leaves nothing half-written.
+    Returns the extracted file paths.
     """
+    import shutil
+
     archive, dest = Path(archive), Path(dest).resolve()
     try:
         handle = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"{archive}: not a valid zip archive ({error})") from error
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(
+            f"{archive}: not a valid zip archive ({error}); delete it and download again"
+        ) from error
     with handle:
         members = handle.infolist()
         for member in members:
-            target = (dest / member.filename).resolve()
-            if member.filename.startswith(("/", "\\")) or not target.is_relative_to(dest):
-                raise ValueError(
-                    f"{archive}: member {member.filename!r} would be written outside {dest}; refusing to extract"
-                )
+            reason = _unsafe_member(member, dest)
+            if reason:
+                raise ValueError(f"{archive}: member {member.filename!r} {reason}; refusing to extract")
+        created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
-        extracted = []
-        for member in members:
-            handle.extract(member, dest)
-            if not member.is_dir():
-                extracted.append(dest / member.filename)
+        staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
+        try:
+            files = []
+            for member in members:
+                target = staging / member.filename
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    # Reading to the end makes zipfile compare the CRC-32 (BadZipFile on a mismatch).
+                    with handle.open(member) as source, target.open("wb") as sink:
+                        shutil.copyfileobj(source, sink, 1 << 20)
+                except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as error:
+                    raise ValueError(
+                        f"{archive}: member {member.filename!r} is corrupt ({error}); nothing was extracted; "
+                        "delete the archive and download it again"
+                    ) from error
+                files.append(member.filename)
+            extracted = []
+            for name in files:
+                final = dest / name
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / name, final)
+                extracted.append(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created and not any(dest.iterdir()):
+                dest.rmdir()
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
     return extracted
 
 
@@ -413,7 +485,13 @@ def download_ravdess(
             path=cache,
             progressbar=progress,
         )
-        safe_extract(archive, dest)
+        try:
+            safe_extract(archive, dest)
+        except ValueError:
+            # A broken or hostile archive must not be reused from the cache on the next run.
+            Path(archive).unlink(missing_ok=True)
+            log.warning("deleted the cached archive %s; it could not be extracted", archive)
+            raise
     index = index_dataset(dest)
     if kind == "audio-speech":
         index = index[index["actor"].isin(actors)].reset_index(drop=True)

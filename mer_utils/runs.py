@@ -1,16 +1,25 @@
 """Run folders: the public on-disk interface of every trained model.
 
-A run folder holds ``model.keras`` (or ``model.joblib`` for scikit-learn text and audio models),
-``run.json`` (branch, label order and the preprocessing parameters the model was trained
-with, so ``mer predict`` / ``mer evaluate`` need nothing else), ``metrics.json`` and
-``predictions_val.csv`` / ``predictions_test.csv`` (see :mod:`mer_utils.evaluation`).
+A run folder holds ``model.*``: ``model.keras`` (Keras, loaded with ``safe_mode``) or
+``model.skops`` (scikit-learn text and audio models, in skops format: loading it rebuilds only
+allow-listed types and runs no code), ``run.json`` (branch, label order and the preprocessing
+parameters the model was trained with, so ``mer predict`` / ``mer evaluate`` need nothing else,
+plus the SHA-256 of every model file and a fingerprint binding them to the label order),
+``metrics.json`` and ``predictions_val.csv`` / ``predictions_test.csv`` (see
+:mod:`mer_utils.evaluation`). Every branch saves and loads its model through :func:`save_model`
+and :func:`load_model_file`, and reads run.json through :func:`read_run_info`, which validates it.
+Runs written before skops hold ``model.joblib`` (a pickle): refused unless ``MER_TRUST_PICKLE=1``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +28,8 @@ import pandas as pd
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 KERAS_MODEL_FILE = "model.keras"
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -48,8 +59,8 @@ def read_json(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
@@ -77,15 +88,33 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def write_run_info(run_dir: str | Path, branch: str, labels: list[str], **params: Any) -> Path:
-    """Write ``run.json``: the branch (video, audio, spectrogram, text), labels and parameters."""
-    info = {"branch": branch, "labels": list(labels), **params}
+def write_run_info(
+    run_dir: str | Path, branch: str, labels: list[str], extra_model_files: Sequence[str] = (), **params: Any
+) -> Path:
+    """Write ``run.json``: branch, labels, parameters, and the SHA-256 of the model files saved so far.
+
+    Call it after the model is saved. ``extra_model_files`` names further files or folders the
+    model needs (a vocabulary, normalisation statistics, fine-tuned weights); they are hashed too.
+    """
+    hashes = model_file_hashes(run_dir, extra_model_files)
+    info = {
+        "branch": branch,
+        "labels": list(labels),
+        **params,
+        MODEL_FILES_KEY: hashes,
+        FINGERPRINT_KEY: model_fingerprint(labels, hashes),
+    }
     return write_json(Path(run_dir) / RUN_FILE, info)
 
 
-def read_run_info(run_dir: str | Path) -> dict:
-    """Read a run folder's ``run.json``."""
-    return read_json(check_run_dir(run_dir) / RUN_FILE)
+def read_run_info(run_dir: str | Path, complete: bool = False) -> dict:
+    """Read and validate a run folder's ``run.json`` (clear errors for a missing or bad key).
+
+    ``complete`` also requires the keys the branch needs to predict (:data:`BRANCH_KEYS`);
+    without it (fusion, listing) only branch, labels and the checksums are required.
+    """
+    run_dir = check_run_dir(run_dir)
+    return validate_run_info(read_json(run_dir / RUN_FILE), run_dir, complete=complete)
 
 
 def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
@@ -105,3 +134,287 @@ def read_predictions(run_dir: str | Path, split: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no predictions for split '{split}' in this run")
     return pd.read_csv(path, dtype={"clip_id": str, "true_label": str})
+
+
+# --- model files: safe formats, checksums, the label fingerprint ------------------------------
+
+# Branches a run.json may name (the modules under mer_utils.pipelines).
+BRANCHES = ("video", "audio", "spectrogram", "text")
+# Keys (and their JSON types) each branch reads from run.json besides branch and labels.
+BRANCH_KEYS: dict[str, dict[str, type]] = {
+    "video": {"faces": dict},
+    "audio": {"features": dict, "normalisation": str, "seed": int},
+    "spectrogram": {},
+    "text": {},
+}
+# scikit-learn models are written with skops, which rebuilds objects without running their code.
+SKOPS_MODEL_FILE = "model.skops"
+# Runs written before skops: pickles, which run arbitrary code on load; refused unless trusted.
+PICKLE_MODEL_FILE = "model.joblib"
+# Set to 1 to load an old model.joblib that you made yourself (never one you were sent).
+TRUST_PICKLE_ENV = "MER_TRUST_PICKLE"
+# run.json keys written at training: SHA-256 per model file, and one hash binding them to the labels.
+MODEL_FILES_KEY = "model_files"
+FINGERPRINT_KEY = "model_fingerprint"
+# Project classes and functions a skops model may contain, by full name (nothing else of ours).
+SKOPS_PROJECT_TYPES = (
+    "mer_utils.models.text.AveragedProbabilities",
+    "mer_utils.models.text.SentenceEmbeddings",
+    "mer_utils.models.text.SoftmaxScores",
+    "mer_utils.models.text_finetune.FineTunedMiniLM",
+    "mer_utils.text.clean_texts",
+)
+# Library functions a skops model may reference (score functions of feature selection).
+SKOPS_TRUSTED_FUNCTIONS = (
+    "sklearn.feature_selection._univariate_selection.chi2",
+    "sklearn.feature_selection._univariate_selection.f_classif",
+)
+# Classes (not functions) of these packages are trusted: rebuilding them runs no user code.
+SKOPS_TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
+_HEX = frozenset("0123456789abcdef")
+
+
+class UnsafeModelError(ValueError):
+    """A model file that could run code on load, or whose checksum is not the recorded one."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(run_dir: str | Path, model: Any, kind: str) -> Path:
+    """Write a run's model atomically: ``kind`` "keras" -> model.keras, "sklearn" -> model.skops."""
+    run_dir = Path(run_dir)
+    if kind not in ("keras", "sklearn"):
+        raise ValueError(f"unknown model kind {kind!r}; expected 'keras' or 'sklearn'")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / (SKOPS_MODEL_FILE if kind == "sklearn" else KERAS_MODEL_FILE)
+    for name in (KERAS_MODEL_FILE, SKOPS_MODEL_FILE, PICKLE_MODEL_FILE):
+        # A run folder trained again with another model type must not keep the old model beside the new.
+        if name != target.name:
+            (run_dir / name).unlink(missing_ok=True)
+    if kind == "sklearn":
+        import skops.io
+
+        return atomic_write_bytes(target, skops.io.dumps(model))
+    partial = run_dir / f".{target.stem}.{os.getpid()}.partial.keras"
+    try:
+        model.save(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def model_file_hashes(run_dir: str | Path, extra: Sequence[str] = ()) -> dict[str, str]:
+    """SHA-256 of the run's ``model.*`` files and of ``extra`` files or folders (relative paths)."""
+    run_dir = Path(run_dir)
+    files = [p for p in run_dir.glob("model.*") if p.is_file()]
+    for name in extra:
+        path = run_dir / name
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {p.relative_to(run_dir).as_posix(): file_sha256(p) for p in sorted(set(files)) if p.is_file()}
+
+
+def model_fingerprint(labels: Sequence[str], hashes: dict[str, str]) -> str:
+    """One SHA-256 over the label order and the model files' hashes: binds labels to weights."""
+    payload = json.dumps({"labels": list(labels), "model_files": dict(sorted(hashes.items()))})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def validate_run_info(info: Any, run_dir: str | Path, complete: bool = True) -> dict:
+    """Check a run.json's structure (branch, labels, checksums); return it or raise a clear ValueError.
+
+    ``complete`` also requires the branch's own keys (:data:`BRANCH_KEYS`); their types are checked
+    whenever they are present.
+    """
+    where = Path(run_dir) / RUN_FILE
+    fix = "retrain the run with `mer train` (or restore the original run.json)"
+    if not isinstance(info, dict):
+        raise ValueError(f"{where}: expected a JSON object, found {type(info).__name__}; {fix}")
+    for key in ("branch", "labels"):
+        if key not in info:
+            raise ValueError(f"{where}: the key {key!r} is missing; {fix}")
+    if info["branch"] not in BRANCHES:
+        raise ValueError(f"{where}: unknown branch {info['branch']!r}; expected one of {list(BRANCHES)}")
+    labels = info["labels"]
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+        raise ValueError(f"{where}: 'labels' must be a list of label names, found {labels!r}; {fix}")
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise ValueError(f"{where}: 'labels' must hold at least two distinct names, found {labels}; {fix}")
+    for key, kind in BRANCH_KEYS[info["branch"]].items():
+        if key not in info:
+            if not complete:
+                continue
+            raise ValueError(f"{where}: the key {key!r} ({info['branch']} runs) is missing; {fix}")
+        if not isinstance(info[key], kind) or isinstance(info[key], bool):
+            raise ValueError(
+                f"{where}: {key!r} must be a JSON {kind.__name__}, found {type(info[key]).__name__}; {fix}"
+            )
+    hashes = info.get(MODEL_FILES_KEY)
+    if hashes is not None and not (
+        isinstance(hashes, dict)
+        and all(isinstance(v, str) and len(v) == 64 and set(v) <= _HEX for v in hashes.values())
+    ):
+        raise ValueError(f"{where}: {MODEL_FILES_KEY!r} must map file names to SHA-256 hex digests; {fix}")
+    fingerprint = info.get(FINGERPRINT_KEY)
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise ValueError(f"{where}: {FINGERPRINT_KEY!r} must be a string; {fix}")
+    return info
+
+
+def verify_model_files(run_dir: str | Path, info: dict) -> None:
+    """Refuse a run whose model files or label order differ from those recorded at training."""
+    run_dir = Path(run_dir)
+    hashes = info.get(MODEL_FILES_KEY)
+    if not hashes:
+        log.info("%s: no model checksums in run.json (a run from before they were recorded)", run_dir)
+        return
+    if info.get(FINGERPRINT_KEY) != model_fingerprint(info["labels"], hashes):
+        raise UnsafeModelError(
+            f"{run_dir / RUN_FILE}: the labels {info['labels']} (or the recorded checksums) are not the "
+            "ones the model was trained with; restore the original run.json or retrain the run"
+        )
+    for name, expected in hashes.items():
+        path = run_dir / name
+        if not path.resolve().is_relative_to(run_dir.resolve()):
+            raise UnsafeModelError(f"{run_dir / RUN_FILE}: model file {name!r} lies outside the run folder")
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: model file missing from the run folder; copy the whole run folder or retrain the run"
+            )
+        if file_sha256(path) != expected:
+            raise UnsafeModelError(
+                f"{path}: SHA-256 differs from the one recorded in run.json at training; the file was "
+                "changed or damaged, so it is not loaded; restore it or retrain the run"
+            )
+
+
+def pickle_trusted() -> bool:
+    """True when the user opted in to loading old pickled models (``MER_TRUST_PICKLE=1``)."""
+    return os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def skops_trusted_types(untrusted: Sequence[str]) -> list[str]:
+    """The names among ``untrusted`` that are on the allow-list; the rest are refused by the caller."""
+    import importlib
+
+    allowed = []
+    for name in untrusted:
+        if name in SKOPS_PROJECT_TYPES or name in SKOPS_TRUSTED_FUNCTIONS:
+            allowed.append(name)
+            continue
+        if name.split(".")[0] not in SKOPS_TRUSTED_PACKAGES:
+            continue
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(found, type):
+            allowed.append(name)
+    return allowed
+
+
+def _load_skops(path: Path) -> Any:
+    import skops.io
+
+    try:
+        data = path.read_bytes()
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: corrupt or unreadable model file ({error}); retrain the run") from error
+    refused = sorted(set(untrusted) - set(skops_trusted_types(untrusted)))
+    if refused:
+        raise UnsafeModelError(
+            f"{path}: refusing to load types that are not on the allow-list: {refused}; "
+            "only scikit-learn, NumPy, SciPy and mer's own model classes are loaded"
+        )
+    try:
+        return skops.io.loads(data, trusted=list(untrusted))
+    except MemoryError:
+        raise
+    except Exception as error:  # a damaged skops archive fails in many ways; all mean "corrupt"
+        raise ValueError(f"{path}: corrupt or unreadable model file ({error}); retrain the run") from error
+
+
+def _load_keras(path: Path) -> Any:
+    import keras
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: corrupt Keras model (not a .keras zip archive); retrain the run")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except MemoryError:
+        raise
+    except Exception as error:  # Keras raises many types for a damaged archive; all mean "corrupt"
+        raise ValueError(f"{path}: corrupt or unreadable Keras model ({error}); retrain the run") from error
+
+
+def load_model_file(run_dir: str | Path, info: dict | None = None) -> Any:
+    """Load a run's model (model.keras or model.skops) after checking run.json and the checksums.
+
+    An old ``model.joblib`` (a pickle) is refused unless ``MER_TRUST_PICKLE=1``. Keras models are
+    loaded with ``safe_mode=True`` and their output size is checked against run.json's labels.
+    """
+    run_dir = check_run_dir(run_dir)
+    info = info if info is not None else read_run_info(run_dir, complete=True)
+    branch = info["branch"]
+    keras_path, skops_path, pickle_path = (
+        run_dir / n for n in (KERAS_MODEL_FILE, SKOPS_MODEL_FILE, PICKLE_MODEL_FILE)
+    )
+    if not any(p.is_file() for p in (keras_path, skops_path, pickle_path)):
+        raise FileNotFoundError(
+            f"{run_dir}: the run folder has no model (model.keras or model.skops); "
+            f"train one with `mer train {branch}`"
+        )
+    verify_model_files(run_dir, info)
+    chosen = next(p for p in (keras_path, skops_path, pickle_path) if p.is_file())
+    if info.get(MODEL_FILES_KEY) and chosen.name not in info[MODEL_FILES_KEY]:
+        raise UnsafeModelError(
+            f"{chosen}: not among the model files recorded in run.json at training "
+            f"({sorted(info[MODEL_FILES_KEY])}); it was added later, so it is not loaded"
+        )
+    if keras_path.is_file():
+        model = _load_keras(keras_path)
+        outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+        if outputs is not None and outputs != len(info["labels"]):
+            raise ValueError(
+                f"{run_dir / RUN_FILE}: lists {len(info['labels'])} labels but {keras_path.name} has "
+                f"{outputs} outputs; restore the original run.json or retrain the run"
+            )
+        return model
+    if skops_path.is_file():
+        model = _load_skops(skops_path)
+        _check_classes(model, info["labels"], run_dir)
+        return model
+    if not pickle_trusted():
+        raise UnsafeModelError(
+            f"{pickle_path}: a pickled model, which can run any code when loaded, so mer does not load "
+            f"it; retrain the run with `mer train {branch}` (writes model.skops), or, only for a run you "
+            f"made yourself, set {TRUST_PICKLE_ENV}=1 (or pass --trust-pickle)"
+        )
+    import joblib
+
+    log.warning("%s: loading a pickled model because %s=1", pickle_path, TRUST_PICKLE_ENV)
+    model = joblib.load(pickle_path)
+    _check_classes(model, info["labels"], run_dir)
+    return model
+
+
+def _check_classes(model: Any, labels: Sequence[str], run_dir: Path) -> None:
+    """A classifier's classes must all be among run.json's labels (probabilities are mapped by name)."""
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        return
+    unknown = sorted({str(c) for c in classes} - set(labels))
+    if unknown:
+        raise ValueError(
+            f"{run_dir / RUN_FILE}: the model predicts {unknown}, which are not in the labels {list(labels)}; "
+            "restore the original run.json or retrain the run"
+        )

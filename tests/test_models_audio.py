@@ -225,7 +225,7 @@ def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     out = tmp_path / name
     metrics = pipeline.train(demo_dir, out, seed=3, model=name, smoke=True, progress=False)
     info = read_run_info(out)
-    assert (out / "model.joblib").is_file() and not (out / "model.keras").exists()
+    assert (out / "model.skops").is_file() and not (out / "model.keras").exists()
     assert info["model"] == name and info["feature_kind"] == pipeline.FEATURE_KINDS[name]
     for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "n", "split", "val"):
         assert key in metrics, key
@@ -282,7 +282,7 @@ def test_train_rejects_bad_requests(demo_dir, tmp_path):
         pipeline.train(tmp_path / "nowhere", tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="not an audio run"):
         (tmp_path / "text_run").mkdir()
-        (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": []}')
+        (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": ["joy", "fear"]}')
         pipeline.predict_table(tmp_path / "text_run", pd.DataFrame())
 
 

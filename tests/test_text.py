@@ -178,7 +178,7 @@ def test_train_evaluate_predict_classical(tmp_path: Path):
     data = write_csv(toy_frame(rows_per_label=30, seed=1), tmp_path / "toy.csv")
     run = tmp_path / "run"
     metrics = train(data, run, seed=5, smoke=True, model="svm")
-    assert {"model.joblib", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"} <= {
+    assert {"model.skops", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"} <= {
         p.name for p in run.iterdir()
     }
     assert metrics["model"] == "svm" and metrics["seed"] == 5
@@ -375,7 +375,7 @@ def test_svm_embedding_votes_learn_cache_and_reload(
             SVM_MPNET_WEIGHTS
         )
     saved = pd.read_csv(run / "predictions_test.csv", dtype={"clip_id": str})
-    # Reloaded from model.joblib (the network is not pickled) with every text cached: no encoder call.
+    # Reloaded from model.skops (the network is not stored there) with every text cached: no encoder call.
     monkeypatch.setattr(SentenceEmbeddings, "_encoder", lambda self: pytest.fail("cache missed"))
     again = predict_text(saved["text"].tolist(), run_dir=run)
     assert np.allclose(again["prob_joy"].to_numpy(), saved["prob_joy"].to_numpy(), atol=1e-6)
@@ -447,8 +447,6 @@ def skip_without_embeddings(name: str = "minilm") -> None:
 @pytest.mark.slow
 def test_finetuned_minilm_learns_is_seeded_and_reloads(tmp_path: Path):
     skip_without_embeddings()
-    import joblib
-
     from mer_utils.models.text_finetune import FineTunedMiniLM
 
     frame = stratified_split(load_frame(toy_frame(rows_per_label=6, seed=8)), seed=0)
@@ -465,13 +463,19 @@ def test_finetuned_minilm_learns_is_seeded_and_reloads(tmp_path: Path):
     assert probs.shape == (len(val_texts), 8) and np.allclose(probs.sum(axis=1), 1.0)
     assert (model.predict(val_texts) == model.classes_[probs.argmax(axis=1)]).all()
 
-    # The pickle holds no network; the weights folder brings it back with identical outputs.
-    joblib.dump(model, tmp_path / "model.joblib")
+    # The skops file (the run folder's format) holds no network; the weights folder brings it back.
+    import skops.io
+
+    from mer_utils.runs import skops_trusted_types
+
+    stored = skops.io.dumps(model)
     model.save(tmp_path / "weights")
-    restored = joblib.load(tmp_path / "model.joblib")
+    untrusted = skops.io.get_untrusted_types(data=stored)
+    assert skops_trusted_types(untrusted) == untrusted
+    restored = skops.io.loads(stored, trusted=untrusted)
     with pytest.raises(ValueError, match="not loaded"):
         restored.predict_proba(val_texts)
-    assert (tmp_path / "model.joblib").stat().st_size < 100_000
+    assert len(stored) < 100_000
     restored.load(tmp_path / "weights")
     assert np.allclose(restored.predict_proba(val_texts), probs, atol=1e-6)
     with pytest.raises(FileNotFoundError, match="no fine-tuned MiniLM weights"):
@@ -497,7 +501,7 @@ def test_svm_minilm_ft_run_folder_reloads_for_evaluate_and_predict(tmp_path: Pat
     assert metrics["model"] == "svm+minilm-ft" and list(metrics["models"]) == ["svm+minilm-ft"]
     params = metrics["models"]["svm+minilm-ft"]["best_params"]
     assert params["minilm_ft_weight"] in SVM_MINILM_FT_WEIGHTS and params["minilm-ft"]["best_epoch"] == 1
-    assert (run / "minilm-ft" / "head.pt").is_file() and (run / "model.joblib").stat().st_size < 1_000_000
+    assert (run / "minilm-ft" / "head.pt").is_file() and (run / "model.skops").stat().st_size < 1_000_000
     saved = pd.read_csv(run / "predictions_test.csv", dtype={"clip_id": str})
     probability_columns = [f"prob_{label}" for label in TEXT_LABELS]
     assert list(saved.columns[4:12]) == probability_columns

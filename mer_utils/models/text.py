@@ -14,11 +14,14 @@ the larger all-mpnet-base-v2) feed a small MLP that votes with the SVM, and a fi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+
+log = logging.getLogger(__name__)
 
 # The classical models by short name (the names `mer train text --model` accepts).
 CLASSICAL_MODELS: dict[str, str] = {
@@ -481,8 +484,13 @@ class SentenceEmbeddings(BaseEstimator, TransformerMixin):
         cache_file = self._cache_file()
         cached: dict = {}
         if cache_file.is_file():
-            with np.load(cache_file) as saved:
-                cached = dict(zip(saved["keys"].tolist(), saved["vectors"], strict=True))
+            try:
+                with np.load(cache_file, allow_pickle=False) as saved:
+                    cached = dict(zip(saved["keys"].tolist(), saved["vectors"], strict=True))
+            except Exception as error:  # a crash-damaged cache is a miss: rebuilt below, never trusted
+                log.debug("%s: unreadable embedding cache (%s); deleted", cache_file, error)
+                cache_file.unlink(missing_ok=True)
+                cached = {}
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cached}.items())
         if missing:
             vectors = self._encoder().encode(

@@ -84,7 +84,7 @@ class FineTunedMiniLM(BaseEstimator, ClassifierMixin):
     ``fit(texts, labels, val_texts, val_labels)`` trains (validation picks the epoch);
     ``predict_proba(texts)`` returns (n, K) probabilities in ``classes_`` order (sorted labels).
     The network is not pickled: :meth:`save` writes it to a folder and :meth:`load` reads it back
-    (the run folder keeps it next to model.joblib). Texts are expected cleaned already.
+    (the run folder keeps it next to model.skops). Texts are expected cleaned already.
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 Two families share the split, the run folder and the prediction functions: Keras models on MFCC
 sequences (cnn, lstm, bilstm, attention, their average ``ensemble``, ``stats``), and scikit-learn
-models on one vector per clip, saved as ``model.joblib``: ``whisper`` (the default: logistic
+models on one vector per clip, saved as ``model.skops``: ``whisper`` (the default: logistic
 regression on frozen Whisper-encoder embeddings, :mod:`mer_utils.whisper_encoder`), and ``logreg``
 and ``svm`` on hand-made utterance statistics (:func:`mer_utils.audio.utterance_features`).
 
@@ -26,6 +26,7 @@ Normalisation (``run.json`` key ``normalisation``):
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +66,14 @@ NORMALISATION_FILE = "normalisation.npz"
 HISTORY_FILE = "history.json"
 # Speaker normalisation modes.
 NORMALISATIONS = ("speaker", "global")
-# scikit-learn models on one vector per clip (saved as model.joblib): "logreg" (L2 logistic regression)
+# scikit-learn models on one vector per clip (saved as model.skops): "logreg" (L2 logistic regression)
 # and "svm" (RBF support vector machine with Platt probabilities) on utterance statistics, and
 # "whisper" (L2 logistic regression) on Whisper-encoder embeddings.
 SKLEARN_MODELS = ("logreg", "svm", "whisper")
 # What each scikit-learn model's vector is (run.json key ``feature_kind``).
 FEATURE_KINDS = {"logreg": "utterance", "svm": "utterance", "whisper": "whisper"}
-# Their saved pipeline (StandardScaler + classifier) inside the run folder.
-SKLEARN_MODEL_FILE = "model.joblib"
+# Their saved pipeline (StandardScaler + classifier) inside the run folder (skops: no code runs on load).
+SKLEARN_MODEL_FILE = "model.skops"
 # Inverse regularisation strengths, chosen on the validation actors 07, 10, 11 of the default split
 # (logistic regression C in {0.01, 0.1}, SVM C in {1, 3, 10}; see notebook 03's summary).
 LOGREG_C = 0.1
@@ -199,7 +200,7 @@ def train(
     from mer_utils.evaluation import table_metrics
     from mer_utils.models.audio import BUILDERS, SEQUENCE_MODELS, build_model
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_run_info
+    from mer_utils.runs import save_model, write_json, write_metrics, write_run_info
     from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
 
     name = model or DEFAULT_MODEL
@@ -284,13 +285,14 @@ def train(
         )
         members.append(network)
     network = _ensemble(members)
-    network.save(out / KERAS_MODEL_FILE)
-    np.savez(out / NORMALISATION_FILE, mean=mean, std=std)
+    save_model(out, network, "keras")
+    _save_normalisation(out, mean, std)
     split_actors = {s: sorted(int(a) for a in rows.loc[m, "actor"].unique()) for s, m in parts.items()}
     write_run_info(
         out,
         BRANCH,
         labels,
+        extra_model_files=(NORMALISATION_FILE,),
         model=name,
         features=params.to_dict(),
         num_frames=int(x_train.shape[1]),
@@ -390,12 +392,10 @@ def _train_sklearn(
     """
     import time
 
-    import joblib
-
     from mer_utils.config import set_seed
     from mer_utils.evaluation import table_metrics
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import write_metrics, write_run_info
+    from mer_utils.runs import save_model, write_metrics, write_run_info
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,7 +424,7 @@ def _train_sklearn(
     start = time.perf_counter()
     pipeline.fit(x_all[parts["train"]], y_all[parts["train"]])
     seconds = time.perf_counter() - start
-    joblib.dump(pipeline, out / SKLEARN_MODEL_FILE)
+    save_model(out, pipeline, "sklearn")
     split_actors = {s: sorted(int(a) for a in rows.loc[m, "actor"].unique()) for s, m in parts.items()}
     write_run_info(
         out,
@@ -535,10 +535,12 @@ def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
     """
     from mer_utils.evaluation import prediction_table, probabilities_of, table_metrics
     from mer_utils.runs import (
-        KERAS_MODEL_FILE,
+        FINGERPRINT_KEY,
+        MODEL_FILES_KEY,
         read_json,
         read_predictions,
         read_run_info,
+        save_model,
         write_json,
         write_metrics,
         write_predictions,
@@ -548,7 +550,7 @@ def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
     run_dirs = [Path(r) for r in run_dirs]
     if len(run_dirs) < 2:
         raise ValueError("combine_runs needs at least two run folders")
-    infos = [read_run_info(r) for r in run_dirs]
+    infos = [read_run_info(r, complete=True) for r in run_dirs]
     for run_dir, info in zip(run_dirs, infos, strict=True):
         for key in ("branch", "labels", "features", "normalisation", "split", "data"):
             if info.get(key) != infos[0].get(key):
@@ -562,12 +564,13 @@ def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     network = _ensemble([load_model(r) for r in run_dirs])
-    network.save(out / KERAS_MODEL_FILE)
-    np.savez(out / NORMALISATION_FILE, mean=statistics[0][0], std=statistics[0][1])
+    save_model(out, network, "keras")
+    _save_normalisation(out, statistics[0][0], statistics[0][1])
     members = [info["model"] for info in infos]
-    run_info = {k: v for k, v in infos[0].items() if k not in ("branch", "labels")}
+    written_at_save = ("branch", "labels", MODEL_FILES_KEY, FINGERPRINT_KEY)
+    run_info = {k: v for k, v in infos[0].items() if k not in written_at_save}
     run_info.update(model=ENSEMBLE_MODEL, members=members, combined_from=[str(r) for r in run_dirs])
-    write_run_info(out, BRANCH, infos[0]["labels"], **run_info)
+    write_run_info(out, BRANCH, infos[0]["labels"], extra_model_files=(NORMALISATION_FILE,), **run_info)
     labels = infos[0]["labels"]
     tables = {}
     for split in ("val", "test"):
@@ -611,31 +614,38 @@ def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
 
 
 def load_model(run_dir: str | Path):
-    """Load a run folder's model: Keras (model.keras) or a scikit-learn pipeline (model.joblib)."""
-    import keras
+    """Load a run folder's model: Keras (model.keras) or a scikit-learn pipeline (model.skops), checked."""
+    from mer_utils.runs import load_model_file, read_run_info
 
-    from mer_utils.models.audio import register_custom_layers
-    from mer_utils.runs import KERAS_MODEL_FILE, check_run_dir
+    info = read_run_info(run_dir, complete=True)
+    if info["branch"] != BRANCH:
+        raise ValueError(f"{run_dir}: is a {info['branch']!r} run, not an audio run")
+    if not _is_sklearn_run(info):
+        from mer_utils.models.audio import register_custom_layers
 
-    run_dir = check_run_dir(run_dir)
-    joblib_path = run_dir / SKLEARN_MODEL_FILE
-    if joblib_path.is_file() and not (run_dir / KERAS_MODEL_FILE).is_file():
-        import joblib
+        register_custom_layers()
+    return load_model_file(run_dir, info)
 
-        return joblib.load(joblib_path)
-    path = run_dir / KERAS_MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the run folder has no model; train one with `mer train audio`")
-    register_custom_layers()
-    return keras.models.load_model(path)
+
+def _save_normalisation(run_dir: Path, mean: np.ndarray, std: np.ndarray) -> None:
+    import io
+
+    from mer_utils.runs import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=mean, std=std)
+    atomic_write_bytes(run_dir / NORMALISATION_FILE, buffer.getvalue())
 
 
 def _load_normalisation(run_dir: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
     path = run_dir / info.get("normalisation_file", NORMALISATION_FILE)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: normalisation statistics missing from the run folder")
-    with np.load(path) as stored:
-        return stored["mean"], stored["std"]
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return stored["mean"], stored["std"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: corrupt normalisation statistics ({error}); retrain the run") from error
 
 
 def predict_table(
@@ -657,7 +667,7 @@ def predict_table(
     from mer_utils.training import predict_probabilities
 
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if info.get("branch") != BRANCH:
         raise ValueError(f"{run_dir}: is a {info.get('branch')!r} run, not an audio run")
     labels = info["labels"]
@@ -741,7 +751,7 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     from mer_utils.training import predict_probabilities
 
     run_dir, path = Path(run_dir), Path(path)
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if _is_sklearn_run(info):
         return _predict_file_sklearn(run_dir, info, path, model)
     params = _params_from(info)

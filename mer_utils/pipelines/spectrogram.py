@@ -384,7 +384,7 @@ def train(
     from mer_utils.config import set_seed
     from mer_utils.evaluation import table_metrics
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_predictions, write_run_info
+    from mer_utils.runs import save_model, write_json, write_metrics, write_predictions, write_run_info
     from mer_utils.training import count_parameters, encode_labels, fit_classifier
 
     model_name = model or "resnet18"
@@ -481,7 +481,7 @@ def train(
         network.set_weights(best.best_weights)
 
     out.mkdir(parents=True, exist_ok=True)
-    network.save(out / KERAS_MODEL_FILE)
+    save_model(out, network, "keras")
     write_run_info(
         out,
         BRANCH,
@@ -571,7 +571,7 @@ def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -
 def _run_params(run_dir: str | Path) -> tuple[dict, SpectrogramParams]:
     from mer_utils.runs import read_run_info
 
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if info.get("branch") != BRANCH:
         raise ValueError(f"{run_dir}: run of branch {info.get('branch')!r}, not {BRANCH!r}")
     fields = SpectrogramParams.__dataclass_fields__
@@ -579,15 +579,11 @@ def _run_params(run_dir: str | Path) -> tuple[dict, SpectrogramParams]:
 
 
 def load_model(run_dir: str | Path):
-    """Load the Keras model of a spectrogram run folder."""
-    import keras
+    """Load the Keras model of a spectrogram run folder (checksums and labels checked, ``safe_mode``)."""
+    from mer_utils.runs import load_model_file
 
-    from mer_utils.runs import KERAS_MODEL_FILE, check_run_dir
-
-    path = check_run_dir(run_dir) / KERAS_MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the run folder has no model; train it with `mer train spectrogram`")
-    return keras.models.load_model(path)
+    info, *_ = _run_params(run_dir)
+    return load_model_file(run_dir, info)
 
 
 def predict_table(

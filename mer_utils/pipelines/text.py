@@ -8,7 +8,7 @@ sentence-transformer models: frozen MiniLM or MPNet embeddings + MLP, and MiniLM
 its epoch chosen on validation, each also soft-voted with the SVM; the best model is chosen on the validation part
 (mean of accuracy and macro-F1: the issue sets a target on both) and reported once on test.
 
-Run folder: ``model.joblib`` (a scikit-learn Pipeline: cleaning -> TF-IDF -> classifier, with
+Run folder: ``model.skops`` (a scikit-learn Pipeline in skops format, loaded with an allow-list: cleaning -> TF-IDF -> classifier, with
 ``predict_proba``; fine-tuned MiniLM models add its weights in ``minilm-ft/``, reloaded from
 there) or ``model.keras`` + ``vocabulary.json`` for the BiLSTM, ``run.json``,
 ``metrics.json`` (test metrics, ``val``, ``data_cleaning`` counts, ``models`` comparison)
@@ -43,9 +43,11 @@ LEARNING_RATE = 2e-3
 PATIENCE = 2
 # Texts per BiLSTM inference call.
 PREDICT_BATCH = 512
-# Saved model files.
+# Saved model files: skops for the scikit-learn pipelines (no code runs on load).
+SKOPS_MODEL_FILE = "model.skops"
+# Runs written before skops held this pickle; it is refused unless MER_TRUST_PICKLE=1.
 JOBLIB_MODEL_FILE = "model.joblib"
-# Folder of the fine-tuned MiniLM weights in a run folder (beside model.joblib, which does not pickle them).
+# Folder of the fine-tuned MiniLM weights in a run folder (beside model.skops, which does not hold them).
 FINETUNED_DIR = "minilm-ft"
 VOCABULARY_FILE = "vocabulary.json"
 # Metrics copied into the model-comparison table for each candidate.
@@ -610,9 +612,10 @@ def train(
         out,
         BRANCH,
         labels,
+        extra_model_files=(VOCABULARY_FILE, FINETUNED_DIR),
         model=chosen,
         requested_model=requested,
-        model_file=JOBLIB_MODEL_FILE if chosen != SEQUENCE_MODEL else "model.keras",
+        model_file=SKOPS_MODEL_FILE if chosen != SEQUENCE_MODEL else "model.keras",
         cleaning=cleaning,
         seed=seed,
         smoke=smoke,
@@ -659,16 +662,13 @@ def _finetuned_parts(model) -> list:
 
 
 def save_text_model(model, run_dir: str | Path) -> Path:
-    """Write a text model into a run folder: model.joblib (+ minilm-ft/), or model.keras + vocabulary.json."""
-    import joblib
-
-    from mer_utils.runs import KERAS_MODEL_FILE, atomic_write_bytes, write_json
+    """Write a text model into a run folder: model.skops (+ minilm-ft/), or model.keras + vocabulary.json."""
+    from mer_utils.runs import save_model, write_json
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model, KerasTextModel):
-        path = run_dir / KERAS_MODEL_FILE
-        model.network.save(path)
+        path = save_model(run_dir, model.network, "keras")
         write_json(
             run_dir / VOCABULARY_FILE,
             {
@@ -679,48 +679,47 @@ def save_text_model(model, run_dir: str | Path) -> Path:
             },
         )
         return path
-    import io
-
     finetuned = _finetuned_parts(model)
     if len(finetuned) > 1:
         raise ValueError("a text model may hold one fine-tuned MiniLM (its weights go to one folder)")
     for part in finetuned:
-        # The network is not pickled into model.joblib (FineTunedMiniLM drops it); it lives here.
+        # The network is not stored in model.skops (FineTunedMiniLM drops it); it lives here.
         part.save(run_dir / FINETUNED_DIR)
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return atomic_write_bytes(run_dir / JOBLIB_MODEL_FILE, buffer.getvalue())
+    return save_model(run_dir, model, "sklearn")
 
 
 def load_text_model(run_dir: str | Path):
-    """Load a run folder's text model: an object with ``predict_proba(texts)`` and ``classes_``."""
-    from mer_utils.runs import KERAS_MODEL_FILE, read_json, read_run_info
+    """Load a run folder's text model: an object with ``predict_proba(texts)`` and ``classes_``.
+
+    Checked first: run.json, the recorded SHA-256 of every model file, the label order.
+    """
+    from mer_utils.runs import KERAS_MODEL_FILE, load_model_file, read_json, read_run_info
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    if info.get("branch") != BRANCH:
-        raise ValueError(f"{run_dir}: a '{info.get('branch')}' run, not a text run")
-    if (run_dir / JOBLIB_MODEL_FILE).is_file():
-        import joblib
-
-        model = joblib.load(run_dir / JOBLIB_MODEL_FILE)
-        for part in _finetuned_parts(model):
+    if info["branch"] != BRANCH:
+        raise ValueError(f"{run_dir}: a '{info['branch']}' run, not a text run")
+    loaded = load_model_file(run_dir, info)
+    if not (run_dir / KERAS_MODEL_FILE).is_file():
+        for part in _finetuned_parts(loaded):
             part.load(run_dir / FINETUNED_DIR)
-        return model
-    if (run_dir / KERAS_MODEL_FILE).is_file():
-        import keras
+        return loaded
+    import keras
 
-        saved = read_json(run_dir / VOCABULARY_FILE)
-        vectorizer = keras.layers.TextVectorization(
-            standardize=None,
-            split="whitespace",
-            output_sequence_length=saved["sequence_length"],
-            vocabulary=saved["vocabulary"][2:],  # without the padding '' and OOV '[UNK]' entries
-            name="tokenizer",
-        )
-        network = keras.models.load_model(run_dir / KERAS_MODEL_FILE)
-        return KerasTextModel(network, vectorizer, saved["labels"], saved["cleaning"])
-    raise FileNotFoundError(f"{run_dir}: no {JOBLIB_MODEL_FILE} or {KERAS_MODEL_FILE} in this text run")
+    saved = read_json(run_dir / VOCABULARY_FILE)
+    if not isinstance(saved, dict):
+        raise ValueError(f"{run_dir / VOCABULARY_FILE}: expected a JSON object; retrain the run")
+    missing = {"vocabulary", "sequence_length", "labels", "cleaning"} - set(saved)
+    if missing:
+        raise ValueError(f"{run_dir / VOCABULARY_FILE}: keys {sorted(missing)} missing; retrain the run")
+    vectorizer = keras.layers.TextVectorization(
+        standardize=None,
+        split="whitespace",
+        output_sequence_length=saved["sequence_length"],
+        vocabulary=saved["vocabulary"][2:],  # without the padding '' and OOV '[UNK]' entries
+        name="tokenizer",
+    )
+    return KerasTextModel(loaded, vectorizer, saved["labels"], saved["cleaning"])
 
 
 def predict_text(

@@ -214,7 +214,7 @@ def train(
     from mer_utils.faces import extract_faces
     from mer_utils.models.video import build_video_model, train_video_model
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import KERAS_MODEL_FILE, write_json, write_metrics, write_predictions, write_run_info
+    from mer_utils.runs import save_model, write_json, write_metrics, write_predictions, write_run_info
 
     settings = dict(SMOKE_SETTINGS if smoke else FULL_SETTINGS)
     unknown = set(overrides) - set(settings)
@@ -264,7 +264,7 @@ def train(
         verbose=verbose,
     )
     out.mkdir(parents=True, exist_ok=True)
-    network.save(out / KERAS_MODEL_FILE)
+    save_model(out, network, "keras")
     split_actors = {
         split: sorted(int(a) for a in index.loc[index["split"] == split, "actor"].unique())
         for split in ("train", "val", "test")
@@ -349,25 +349,27 @@ def _table_from_frames(network, frames: FrameSet, labels: list[str]) -> pd.DataF
 
 
 def load_model(run_dir: str | Path):
-    """The Keras model of a video run folder."""
-    import keras
+    """The Keras model of a video run folder (checksums and labels checked, ``safe_mode``)."""
+    from mer_utils.runs import load_model_file
 
-    from mer_utils.runs import KERAS_MODEL_FILE, check_run_dir
-
-    path = check_run_dir(run_dir) / KERAS_MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the run folder has no model; train it with `mer train video`")
-    return keras.models.load_model(path)
+    info, *_ = _run_params(run_dir)
+    return load_model_file(run_dir, info)
 
 
 def _run_params(run_dir: str | Path) -> tuple[dict, object, list[str]]:
     from mer_utils.faces import FaceParams
     from mer_utils.runs import read_run_info
 
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, complete=True)
     if info.get("branch") != BRANCH:
         raise ValueError(f"{run_dir}: is a '{info.get('branch')}' run, not a video run")
-    return info, FaceParams(**info["faces"]), list(info["labels"])
+    try:
+        faces = FaceParams(**info["faces"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"{Path(run_dir) / 'run.json'}: missing or malformed 'faces' parameters ({error}); retrain the run"
+        ) from error
+    return info, faces, list(info["labels"])
 
 
 def predict_table(

@@ -1,0 +1,714 @@
+"""Hostile but realistic inputs: what a user (or someone sending them a run folder) may hand `mer`.
+
+Every case builds its own tiny files and checks that `mer` answers with a clear error naming the
+file (one line, exit code 2, no traceback) or recovers, and that nothing loaded from a file runs
+code. The README's "Bad input" section lists the same cases.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mer_utils import cli, runs
+from mer_utils.config import RAVDESS_EMOTIONS
+
+LABELS = list(RAVDESS_EMOTIONS)
+
+
+# --- run folders, model files, caches, archives, CLI ---------------------------------------
+
+
+class _RunsCommand:
+    """Pickled, this object calls os.system on load: the classic hostile model file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _audio_params() -> dict:
+    from mer_utils.pipelines.audio import _vector_features
+
+    return {
+        "model": "logreg",
+        "feature_kind": "utterance",
+        "features": _vector_features("utterance"),
+        "normalisation": "global",
+        "seed": 0,
+    }
+
+
+def _fitted_pipeline(labels=LABELS):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4 * len(labels), 5))
+    y = np.repeat(labels, 4)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(x, y)
+
+
+def _write_val_predictions(run_dir: Path, labels=LABELS) -> None:
+    from mer_utils.evaluation import prediction_table
+
+    rng = np.random.default_rng(1)
+    probabilities = rng.dirichlet(np.ones(len(labels)), size=2 * len(labels))
+    truth = list(labels) * 2
+    ids = [f"01-01-01-01-01-{i:02d}" for i in range(len(truth))]
+    runs.write_predictions(run_dir, "val", prediction_table(probabilities, labels, ids, truth))
+
+
+def _sklearn_run(run_dir: Path) -> Path:
+    """A minimal new-format audio run: model.skops with checksums, as `mer train audio` writes it."""
+    runs.save_model(run_dir, _fitted_pipeline(), "sklearn")
+    runs.write_run_info(run_dir, "audio", LABELS, model_file="model.skops", **_audio_params())
+    _write_val_predictions(run_dir)
+    return run_dir
+
+
+def _old_pickle_run(run_dir: Path, model) -> Path:
+    """A run folder as written before skops: model.joblib and run.json without checksums."""
+    import joblib
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, run_dir / "model.joblib")
+    runs.write_json(run_dir / "run.json", {"branch": "audio", "labels": LABELS, **_audio_params()})
+    _write_val_predictions(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def keras_network():
+    import keras
+
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(len(LABELS), activation="softmax")(inputs))
+
+
+def _keras_run(run_dir: Path, network, checksums: bool = True) -> Path:
+    runs.save_model(run_dir, network, "keras")
+    if checksums:
+        runs.write_run_info(run_dir, "spectrogram", LABELS)
+    else:
+        runs.write_json(run_dir / "run.json", {"branch": "spectrogram", "labels": LABELS})
+    return run_dir
+
+
+@pytest.fixture()
+def one_clip_dir(tmp_path) -> Path:
+    from mer_utils.demo import make_demo_clip
+
+    folder = tmp_path / "clips"
+    make_demo_clip(folder / "Actor_01" / "01-01-01-01-01-01-01.mp4", "neutral", "normal", 1, 1)
+    return folder
+
+
+def _edit_run_json(run_dir: Path, **changes) -> None:
+    info = json.loads((run_dir / "run.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            info.pop(key, None)
+        else:
+            info[key] = value
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
+def _fails_cleanly(argv: list[str], capsys, *needles: str, code: int = 2) -> str:
+    """Run `mer argv`; check the exit code, ONE stderr line with the needles, and no traceback."""
+    assert cli.main([str(a) for a in argv]) == code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("WARNING", "INFO"))]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"mer {argv[0]}:"), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+    return lines[0]
+
+
+# Model files that could run code.
+
+
+def test_malicious_pickle_is_not_loaded_by_evaluate(tmp_path, one_clip_dir, capsys):
+    marker = tmp_path / "pwned"
+    run = _old_pickle_run(tmp_path / "run", _RunsCommand(marker))
+    line = _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "model.joblib", "retrain")
+    assert runs.TRUST_PICKLE_ENV in line
+    assert not marker.exists()
+
+
+def test_malicious_pickle_is_not_loaded_by_predict(tmp_path, one_clip_dir, capsys):
+    marker = tmp_path / "pwned"
+    run = _old_pickle_run(tmp_path / "run", _RunsCommand(marker))
+    clip = next(one_clip_dir.rglob("*.mp4"))
+    _fails_cleanly(["predict", clip, "--models", run], capsys, "model.joblib")
+    assert not marker.exists()
+
+
+def test_old_pickle_loads_only_with_explicit_trust(tmp_path, monkeypatch):
+    from mer_utils.pipelines import audio
+
+    run = _old_pickle_run(tmp_path / "run", _fitted_pipeline())
+    monkeypatch.delenv(runs.TRUST_PICKLE_ENV, raising=False)
+    with pytest.raises(runs.UnsafeModelError, match="pickled model"):
+        audio.load_model(run)
+    monkeypatch.setenv(runs.TRUST_PICKLE_ENV, "1")
+    assert list(audio.load_model(run).classes_) == sorted(LABELS)
+
+
+def test_trust_pickle_flag_is_scoped_to_one_command(tmp_path, one_clip_dir, capsys, monkeypatch):
+    monkeypatch.delenv(runs.TRUST_PICKLE_ENV, raising=False)
+    marker = tmp_path / "pwned"
+    run = _old_pickle_run(tmp_path / "run", _RunsCommand(marker))
+    # With the opt-in the pickle is loaded (and here runs its command): the flag means what it says.
+    cli.main(["--trust-pickle", "evaluate", str(run), "--data", str(one_clip_dir)])
+    capsys.readouterr()
+    assert marker.exists()
+    assert runs.TRUST_PICKLE_ENV not in os.environ
+
+
+def test_pickle_renamed_to_skops_is_refused_as_corrupt(tmp_path, capsys, one_clip_dir):
+    import joblib
+
+    marker = tmp_path / "pwned"
+    run = _old_pickle_run(tmp_path / "run", _fitted_pipeline())
+    (run / "model.joblib").unlink()
+    joblib.dump(_RunsCommand(marker), run / "model.skops")
+    _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "model.skops", "corrupt")
+    assert not marker.exists()
+
+
+def test_skops_file_calling_os_system_is_refused(tmp_path):
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mer_utils.pipelines import audio
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.skops").write_bytes(skops.io.dumps(FunctionTransformer(func=os.system)))
+    runs.write_run_info(run, "audio", LABELS, **_audio_params())
+    with pytest.raises(runs.UnsafeModelError, match=r"model\.skops.*allow-list.*system"):
+        audio.load_model(run)
+
+
+class _NotAModel:
+    pass
+
+
+def test_skops_file_with_an_unknown_class_is_refused(tmp_path, capsys, one_clip_dir):
+    import skops.io
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.skops").write_bytes(skops.io.dumps(_NotAModel()))
+    runs.write_run_info(run, "audio", LABELS, **_audio_params())
+    _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "model.skops", "_NotAModel")
+
+
+def test_new_runs_write_skops_with_checksums_and_reload(tmp_path):
+    from mer_utils.pipelines import audio
+
+    run = _sklearn_run(tmp_path / "run")
+    info = runs.read_run_info(run)
+    assert not (run / "model.joblib").exists()
+    assert info["model_files"] == {"model.skops": runs.file_sha256(run / "model.skops")}
+    assert info["model_fingerprint"] == runs.model_fingerprint(LABELS, info["model_files"])
+    x = np.random.default_rng(2).normal(size=(3, 5))
+    np.testing.assert_allclose(audio.load_model(run).predict_proba(x), _fitted_pipeline().predict_proba(x))
+
+
+def test_retraining_a_folder_with_another_model_type_leaves_one_model(tmp_path, keras_network):
+    from mer_utils.pipelines import audio
+
+    run = _keras_run(tmp_path / "run", keras_network)
+    _sklearn_run(run)
+    assert sorted(p.name for p in run.glob("model.*")) == ["model.skops"]
+    assert list(audio.load_model(run).classes_) == sorted(LABELS)
+
+
+def test_changed_skops_file_is_refused_by_checksum(tmp_path, capsys, one_clip_dir):
+    run = _sklearn_run(tmp_path / "run")
+    with (run / "model.skops").open("ab") as stream:
+        stream.write(b"\0")
+    _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "model.skops", "SHA-256")
+
+
+def test_model_file_added_after_training_is_refused(tmp_path, keras_network):
+    from mer_utils.pipelines import audio
+
+    run = _sklearn_run(tmp_path / "run")
+    keras_network.save(run / "model.keras")  # would be preferred over model.skops if trusted
+    with pytest.raises(runs.UnsafeModelError, match=r"model\.keras: not among the model files recorded"):
+        audio.load_model(run)
+
+
+def test_changed_keras_file_is_refused_by_checksum(tmp_path, keras_network):
+    from mer_utils.pipelines import spectrogram
+
+    run = _keras_run(tmp_path / "run", keras_network)
+    assert spectrogram.load_model(run).output_shape[-1] == len(LABELS)
+    with (run / "model.keras").open("ab") as stream:
+        stream.write(b"\0")
+    with pytest.raises(runs.UnsafeModelError, match=r"model\.keras: SHA-256"):
+        spectrogram.load_model(run)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a zip archive"], ids=["empty", "garbage"])
+def test_corrupt_keras_file_is_reported_as_corrupt_not_missing(tmp_path, keras_network, content):
+    from mer_utils.pipelines import spectrogram
+
+    run = _keras_run(tmp_path / "run", keras_network, checksums=False)
+    (run / "model.keras").write_bytes(content)
+    with pytest.raises(ValueError, match=r"model\.keras: corrupt") as caught:
+        spectrogram.load_model(run)
+    assert "not found" not in str(caught.value).lower()
+
+
+def test_keras_models_load_in_safe_mode(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda t: t * 2)(keras.layers.Dense(len(LABELS))(inputs))
+    run = _keras_run(tmp_path / "run", keras.Model(inputs, outputs))
+    from mer_utils.pipelines import spectrogram
+
+    # A Lambda layer holds Python bytecode: safe_mode refuses to deserialize it.
+    with pytest.raises(ValueError, match=r"(?i)model\.keras.*lambda"):
+        spectrogram.load_model(run)
+
+
+# run.json: validated on load, labels bound to the weights.
+
+
+def test_reversed_labels_are_detected(tmp_path, keras_network, capsys, one_clip_dir):
+    run = _keras_run(tmp_path / "run", keras_network)
+    _edit_run_json(run, labels=LABELS[::-1])
+    _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "run.json", "labels")
+
+
+def test_reordered_labels_of_a_sklearn_run_are_detected(tmp_path):
+    from mer_utils.pipelines import audio
+
+    run = _sklearn_run(tmp_path / "run")
+    swapped = LABELS[1:2] + LABELS[:1] + LABELS[2:]
+    _edit_run_json(run, labels=swapped)
+    with pytest.raises(runs.UnsafeModelError, match="not the ones the model was trained with"):
+        audio.load_model(run)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"labels": None}, "'labels' is missing"),
+        ({"branch": None}, "'branch' is missing"),
+        ({"branch": "smell"}, "unknown branch 'smell'"),
+        ({"labels": "neutral,calm"}, "list of label names"),
+        ({"labels": ["calm", "calm"]}, "distinct"),
+        ({"seed": "zero"}, "'seed' must be a JSON int"),
+        ({"features": None}, "'features' (audio runs) is missing"),
+        ({"model_files": {"model.skops": "not-a-hash"}}, "SHA-256 hex"),
+    ],
+    ids=[
+        "no-labels",
+        "no-branch",
+        "unknown-branch",
+        "labels-string",
+        "duplicate-labels",
+        "seed-type",
+        "no-features",
+        "bad-checksum-entry",
+    ],
+)
+def test_malformed_run_json_is_one_clear_line(tmp_path, capsys, one_clip_dir, changes, message):
+    run = _sklearn_run(tmp_path / "run")
+    _edit_run_json(run, **changes)
+    _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "run.json", message)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+    ],
+    ids=["broken", "list", "binary"],
+)
+def test_unreadable_run_json_is_one_clear_line(tmp_path, capsys, one_clip_dir, content, message):
+    run = _sklearn_run(tmp_path / "run")
+    (run / "run.json").write_bytes(content)
+    _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "run.json", message)
+
+
+def test_video_run_without_face_parameters(tmp_path, keras_network):
+    from mer_utils.pipelines import video
+
+    run = _keras_run(tmp_path / "run", keras_network)
+    _edit_run_json(run, branch="video", faces={"no_such_parameter": 1})
+    with pytest.raises(ValueError, match=r"run\.json.*'faces'"):
+        video.load_model(run)
+    _edit_run_json(run, faces=None)
+    with pytest.raises(ValueError, match=r"run\.json: the key 'faces'"):
+        video.load_model(run)
+
+
+def test_label_count_must_match_the_network_outputs(tmp_path, keras_network):
+    from mer_utils.pipelines import spectrogram
+
+    run = _keras_run(tmp_path / "run", keras_network, checksums=False)  # an old run: no fingerprint
+    _edit_run_json(run, labels=LABELS[:7])
+    with pytest.raises(ValueError, match="lists 7 labels but model.keras has 8 outputs"):
+        spectrogram.load_model(run)
+
+
+def test_sklearn_classes_must_be_among_the_labels(tmp_path, monkeypatch):
+    from mer_utils.pipelines import audio
+
+    monkeypatch.setenv(runs.TRUST_PICKLE_ENV, "1")
+    run = _old_pickle_run(tmp_path / "run", _fitted_pipeline())
+    _edit_run_json(run, labels=["furious" if label == "angry" else label for label in LABELS])
+    with pytest.raises(ValueError, match=r"predicts \['angry'\]"):
+        audio.load_model(run)
+
+
+def test_run_without_a_model_file(tmp_path, capsys, one_clip_dir):
+    run = _sklearn_run(tmp_path / "run")
+    (run / "model.skops").unlink()
+    _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "no model", "mer train audio")
+
+
+def test_recorded_extra_file_missing_is_named(tmp_path):
+    from mer_utils.pipelines import audio
+
+    run = tmp_path / "run"
+    runs.save_model(run, _fitted_pipeline(), "sklearn")
+    (run / "normalisation.npz").write_bytes(b"statistics")
+    runs.write_run_info(run, "audio", LABELS, extra_model_files=("normalisation.npz",), **_audio_params())
+    assert set(runs.read_run_info(run)["model_files"]) == {"model.skops", "normalisation.npz"}
+    (run / "normalisation.npz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"normalisation\.npz: model file missing"):
+        audio.load_model(run)
+
+
+def test_checksum_entry_outside_the_run_folder_is_refused(tmp_path):
+    from mer_utils.pipelines import audio
+
+    run = _sklearn_run(tmp_path / "run")
+    (tmp_path / "elsewhere.bin").write_bytes(b"x")
+    hashes = {"model.skops": runs.file_sha256(run / "model.skops"), "../elsewhere.bin": "0" * 64}
+    _edit_run_json(run, model_files=hashes, model_fingerprint=runs.model_fingerprint(LABELS, hashes))
+    with pytest.raises(runs.UnsafeModelError, match="outside the run folder"):
+        audio.load_model(run)
+
+
+def test_evaluate_on_wrong_paths(tmp_path, capsys):
+    _fails_cleanly(
+        ["evaluate", tmp_path / "no_such_run", "--data", tmp_path], capsys, "no_such_run", "does not exist"
+    )
+    _fails_cleanly(["evaluate", tmp_path, "--data", tmp_path], capsys, "not a run folder")
+    run = _sklearn_run(tmp_path / "run")
+    _fails_cleanly(["evaluate", run, "--data", tmp_path / "no_data"], capsys, "no_data", "does not exist")
+
+
+# The command line: one line per expected error, never a traceback.
+
+
+def _raising_command(monkeypatch, error: BaseException) -> None:
+    def command(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_index", command)
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
+    _raising_command(monkeypatch, KeyboardInterrupt())
+    _fails_cleanly(["index", tmp_path], capsys, "interrupted", code=130)
+
+
+def test_out_of_memory_is_reported_as_such(tmp_path, capsys, monkeypatch):
+    _raising_command(monkeypatch, MemoryError("Unable to allocate 21.1 GiB"))
+    _fails_cleanly(["index", tmp_path], capsys, "out of memory", "21.1 GiB")
+
+
+def test_permission_error_names_the_file(tmp_path, capsys, monkeypatch):
+    _raising_command(monkeypatch, PermissionError(13, "Permission denied", str(tmp_path / "locked.csv")))
+    _fails_cleanly(["index", tmp_path], capsys, "Permission denied", "locked.csv")
+
+
+def test_bad_zip_error_is_one_line(tmp_path, capsys, monkeypatch):
+    _raising_command(monkeypatch, zipfile.BadZipFile("File is not a zip file"))
+    _fails_cleanly(["index", tmp_path], capsys, "not a zip file")
+
+
+def test_a_bug_is_one_line_and_the_traceback_needs_debug(tmp_path, capsys, monkeypatch):
+    _raising_command(monkeypatch, TypeError("unsupported operand"))
+    _fails_cleanly(["index", tmp_path], capsys, "internal error", "TypeError", "-v DEBUG", code=1)
+    assert cli.main(["-v", "debug", "index", str(tmp_path)]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_unknown_log_level_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["-v", "LOUD", "index", "."])
+    assert caught.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_manifest_into_a_missing_folder_is_created(one_clip_dir, tmp_path, capsys):
+    (one_clip_dir / "notes.mp4").write_bytes(b"")
+    manifest = tmp_path / "reports" / "deep" / "skipped.csv"
+    assert cli.main(["index", str(one_clip_dir), "--manifest", str(manifest)]) == 0
+    assert "notes.mp4" in manifest.read_text()
+
+
+def test_one_actor_folder_needs_three_actors(one_clip_dir, tmp_path, capsys):
+    from mer_utils.ravdess import actor_disjoint_split, index_dataset
+
+    with pytest.raises(ValueError, match="at least 3 actors.*found 1 \\(actor 01\\)"):
+        actor_disjoint_split(index_dataset(one_clip_dir))
+    argv = [
+        "train",
+        "audio",
+        "--data",
+        one_clip_dir,
+        "--out",
+        tmp_path / "run",
+        "--model",
+        "logreg",
+        "--smoke",
+    ]
+    _fails_cleanly(argv, capsys, "at least 3 actors")
+
+
+def test_duplicate_files_are_skipped_and_listed(one_clip_dir, tmp_path, caplog):
+    from mer_utils.ravdess import index_dataset
+
+    original = next(one_clip_dir.rglob("*.mp4"))
+    copy = one_clip_dir / "copies" / original.name
+    copy.parent.mkdir()
+    copy.write_bytes(original.read_bytes())
+    manifest = tmp_path / "skipped.csv"
+    index = index_dataset(one_clip_dir, manifest=manifest)
+    assert len(index) == 1
+    ((path, reason),) = index.attrs["skipped"]
+    assert "duplicate of" in reason and original.name in reason
+    assert "duplicate of" in manifest.read_text() and "duplicate of" in caplog.text
+
+
+# Caches: a zero-byte or truncated file (what a crash leaves) is a miss, not a crash.
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_audio_feature_cache_recovers_from_partial_files(tmp_path, damage):
+    from mer_utils import audio
+
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"RIFF")
+    value = np.arange(50, dtype=np.float32)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return value
+
+    cache = tmp_path / "cache"
+    audio.cached_feature(clip, compute, {"kind": "test"}, cache)
+    (file,) = cache.glob("*.npy")
+    file.write_bytes(b"" if damage == "empty" else file.read_bytes()[:90])
+    np.testing.assert_array_equal(audio.cached_feature(clip, compute, {"kind": "test"}, cache), value)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(np.load(file), value)  # rewritten whole
+    audio.cached_feature(clip, compute, {"kind": "test"}, cache)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_face_cache_recovers_from_partial_files(tmp_path, monkeypatch, damage):
+    from mer_utils import faces
+
+    clip = tmp_path / "01-01-01-01-01-01-01.mp4"
+    clip.write_bytes(b"video")
+    crops = faces.ClipFaces(
+        faces=np.zeros((2, 8, 8, 3), dtype=np.uint8),
+        detectors=["mtcnn", "mtcnn"],
+        confidences=np.ones(2),
+        boxes=np.zeros((2, 4)),
+    )
+    monkeypatch.setattr(faces, "extract_clip_faces", lambda path, params: crops)
+    cache = tmp_path / "faces"
+    _, computed = faces.cached_clip_faces(clip, cache_dir=cache)
+    assert computed
+    (file,) = cache.glob("*.npz")
+    file.write_bytes(b"" if damage == "empty" else file.read_bytes()[:60])
+    again, computed = faces.cached_clip_faces(clip, cache_dir=cache)
+    assert computed and again.faces.shape == (2, 8, 8, 3)
+    assert faces.cached_clip_faces(clip, cache_dir=cache)[1] is False
+
+
+def test_text_embedding_cache_recovers_from_a_zero_byte_file(tmp_path, monkeypatch):
+    from mer_utils.models.text import SentenceEmbeddings
+
+    class Encoder:
+        def encode(self, texts, batch_size, normalize_embeddings):
+            return np.ones((len(texts), 384), dtype=np.float32)
+
+    embedder = SentenceEmbeddings(cache_dir=str(tmp_path))
+    monkeypatch.setattr(embedder, "_encoder", lambda: Encoder())
+    cache_file = embedder._cache_file()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_bytes(b"")
+    assert embedder.transform(["hello there"]).shape == (1, 384)
+    with np.load(cache_file) as saved:
+        assert len(saved["keys"]) == 1
+
+
+def test_cut_short_whisper_model_in_the_cache_is_joined_again(tmp_path, monkeypatch):
+    import hashlib
+
+    from mer_utils import whisper_encoder
+
+    data = tmp_path / "wheel"
+    data.mkdir()
+    halves = [b"first half " * 100, b"second half " * 100]
+    for number, half in enumerate(halves, start=1):
+        (data / f"model.bin.part{number}").write_bytes(half)
+    for name in whisper_encoder.PACKAGED_FILES:
+        (data / name).write_text(f"{name} contents")
+    monkeypatch.setattr(whisper_encoder, "_packaged_part", lambda module, name: data / name)
+    monkeypatch.setattr(whisper_encoder, "PACKAGED_SHA256", hashlib.sha256(b"".join(halves)).hexdigest())
+    monkeypatch.delenv(whisper_encoder.MODEL_DIR_ENV, raising=False)
+    folder = whisper_encoder.model_dir(tmp_path / "cache")
+    (folder / "model.bin").write_bytes(b"first half ")  # what a crash during an older join leaves
+    (folder / "config.json").write_bytes(b"")
+    assert whisper_encoder.model_dir(tmp_path / "cache") == folder
+    assert (folder / "model.bin").read_bytes() == b"".join(halves)
+    assert (folder / "config.json").read_text() == "config.json contents"
+
+
+def test_cache_writes_are_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "feature.npy"
+    runs.atomic_write_bytes(target, b"old")
+
+    def broken_replace(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        runs.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["feature.npy"]
+
+
+# Archives: verified member by member, extracted all or nothing.
+
+
+def _zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _corrupt_member(path: Path, data: bytes) -> None:
+    raw = path.read_bytes()
+    assert raw.count(data) == 1
+    path.write_bytes(raw.replace(data, bytes(255 - b for b in data)))
+
+
+def test_crc_corrupt_member_is_named_and_nothing_is_written(tmp_path):
+    from mer_utils.ravdess import safe_extract
+
+    good = b"A" * 64
+    bad = b"0123456789" * 10
+    archive = _zip(tmp_path / "a.zip", {"Actor_01/01-01-01-01-01-01-01.mp4": good, "Actor_01/02.mp4": bad})
+    _corrupt_member(archive, bad)
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError, match=r"member 'Actor_01/02\.mp4' is corrupt"):
+        safe_extract(archive, dest)
+    assert not dest.exists() or not any(dest.rglob("*"))
+
+
+def test_symlink_member_is_refused_before_anything_is_written(tmp_path):
+    from mer_utils.ravdess import safe_extract
+
+    archive = tmp_path / "links.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("Actor_01/01-01-01-01-01-01-01.mp4", b"video")
+        link = zipfile.ZipInfo("Actor_01/passwords")
+        link.external_attr = 0o120777 << 16
+        handle.writestr(link, "/etc/passwd")
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError, match=r"member 'Actor_01/passwords' is a symbolic link"):
+        safe_extract(archive, dest)
+    assert not dest.exists()
+
+
+def test_absolute_member_is_refused(tmp_path):
+    from mer_utils.ravdess import safe_extract
+
+    archive = _zip(tmp_path / "abs.zip", {"/tmp/evil.mp4": b"x"})
+    with pytest.raises(ValueError, match="outside"):
+        safe_extract(archive, tmp_path / "dest")
+
+
+def test_zero_byte_archive_is_named(tmp_path):
+    from mer_utils.ravdess import safe_extract
+
+    (tmp_path / "empty.zip").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.zip: not a valid zip archive"):
+        safe_extract(tmp_path / "empty.zip", tmp_path / "dest")
+
+
+def test_extraction_adds_to_an_existing_folder(tmp_path):
+    from mer_utils.ravdess import safe_extract
+
+    dest = tmp_path / "dest"
+    safe_extract(_zip(tmp_path / "a.zip", {"Actor_01/one.mp4": b"1"}), dest)
+    safe_extract(_zip(tmp_path / "b.zip", {"Actor_01/two.mp4": b"2", "Actor_02/three.mp4": b"3"}), dest)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "Actor_01/one.mp4",
+        "Actor_01/two.mp4",
+        "Actor_02/three.mp4",
+    ]
+
+
+@pytest.fixture()
+def loopback_url(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield served, f"http://127.0.0.1:{server.server_address[1]}/{{name}}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_of_a_corrupt_archive_names_the_member_and_drops_the_cache(loopback_url, tmp_path):
+    from mer_utils.ravdess import download_ravdess
+
+    served, url = loopback_url
+    bad = b"corrupted-video-bytes" * 4
+    archive = _zip(served / "Video_Speech_Actor_07.zip", {"Actor_07/01-01-01-01-01-01-07.mp4": bad})
+    _corrupt_member(archive, bad)
+    registry = {"video-speech-07": {"name": archive.name, "md5": None}}
+    dest = tmp_path / "ravdess"
+    with pytest.raises(ValueError, match=r"'Actor_07/01-01-01-01-01-01-07\.mp4' is corrupt"):
+        download_ravdess(
+            dest, actors=[7], base_url=url, registry=registry, progress=False, checksums_url=None
+        )
+    assert not list(dest.rglob("*.mp4")) and not (dest / "_downloads" / archive.name).exists()
