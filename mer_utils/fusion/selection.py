@@ -5,8 +5,9 @@ family (trust exponent gamma, confidence exponent alpha, kind of trust) is score
 stratified K-fold cross-validation *on the validation clips*: temperatures and trust are refitted
 on K-1 folds and the fused prediction scored on the held-out fold. Between candidates whose
 held-out accuracies differ by less than TIE_STANDARD_ERRORS standard errors of the paired
-per-clip difference (or by at most one point), the simpler one wins (the one-standard-error rule). The guard then keeps a
-fusion only when it beats the best single run on validation; otherwise that run answers alone.
+per-clip difference (or by at most one point), the simpler one wins (the one-standard-error rule).
+The guard: the best single run is the simplest candidate of all, so a fusion is kept only when it
+beats that run on validation by more than a tie; otherwise that run answers alone.
 """
 
 from __future__ import annotations
@@ -254,15 +255,15 @@ def select_method(
         right[present] = p[present].argmax(axis=1) == targets[present]
         singles[name] = right
         cv_accuracy[f"{single_prefix}{name}"] = float(right.mean())
-    single_score = cv_accuracy[f"{single_prefix}{best_run}"]
     rows = list(FAMILY_METHODS)
-    # The guard: only a fusion that beats the best single run on validation may be chosen.
-    eligible = [cv_accuracy[method] > single_score for method in rows]
-    pick = simplest_within_tie([row_correctness[method] for method in rows], eligible)
-    if pick < 0:
+    # The guard: the best single run is the simplest candidate of all, so a fusion is chosen only
+    # when it beats that run on validation by more than a tie.
+    candidates = [singles[best_run]] + [row_correctness[method] for method in rows]
+    pick = simplest_within_tie(candidates)
+    fallback = parameters[rows[simplest_within_tie(candidates[1:])]]
+    if pick == 0:
         chosen = f"{single_prefix}{best_run}"
-        fallback = parameters[rows[simplest_within_tie([row_correctness[m] for m in rows])]]
     else:
-        chosen = rows[pick]
+        chosen = rows[pick - 1]
         fallback = parameters[chosen]
     return Selection(parameters, cv_accuracy, chosen, fallback, f"{single_prefix}{best_run}")
