@@ -151,6 +151,8 @@ def format_prediction(result: dict, verbose: bool = False) -> str:
             f"{label} {p:.2f}" for label, p in zip(labels, result["fused_probabilities"], strict=True)
         )
     )
+    if result.get("method"):
+        lines.append(f"method:  {result['method']} (from fusion.json, chosen on validation)")
     for name, entry in result["modalities"].items():
         if not entry["available"]:
             lines.append(f"{name:12s} unavailable: {entry.get('reason')}")
