@@ -100,11 +100,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-    from mer_utils.fusion import fuse_runs
+    from mer_utils.fusion.io import DATA_FOLDER, fuse_runs
 
-    table = fuse_runs(args.run_dirs, args.out, seed=args.seed, trust=args.trust)
+    predict_data = None
+    if args.data is not None:
+        from mer_utils.predict import predict_tables
+
+        def predict_data(run_dirs):
+            return predict_tables(run_dirs, args.data)
+
+    table = fuse_runs(args.run_dirs, args.out, seed=args.seed, trust=args.trust, predict_data=predict_data)
     print(table.drop(columns=["description"], errors="ignore").round(3).to_string())
+    chosen = table.index[table["chosen"]].tolist()
+    print(f"default method (chosen on validation): {chosen[0] if chosen else '?'}")
     print(f"fusion results written to {args.out}")
+    if args.data is not None:
+        data_table = args.out / DATA_FOLDER / "fusion_table.csv"
+        print(f"scores on {args.data} written to {data_table}")
+        import pandas as pd
+
+        on_data = pd.read_csv(data_table, index_col="method")
+        print(on_data[["accuracy", "macro_f1", "n", "chosen"]].round(3).to_string())
     return 0
 
 
@@ -188,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--out", type=Path, required=True)
     fuse.add_argument("--trust", choices=("accuracy", "macro_f1"), default="macro_f1")
     fuse.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    fuse.add_argument(
+        "--data",
+        type=Path,
+        help="also score the fitted fusion and every baseline on this RAVDESS-format folder "
+        "(each run predicts it; results in OUT/data/fusion_table.csv)",
+    )
     fuse.set_defaults(func=cmd_fuse)
 
     predict = commands.add_parser("predict", help="predict the emotion of one new clip")

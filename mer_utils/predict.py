@@ -11,9 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mer_utils.pipelines import branch_module
 from mer_utils.runs import read_run_info
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Branches that can read a video clip (text models take sentences, not clips).
 CLIP_BRANCHES = ("video", "audio", "spectrogram")
@@ -26,7 +30,7 @@ def load_models(
 
     With ``warm_up`` each model predicts one synthetic clip first, so later clips run at steady speed.
     """
-    from mer_utils.fusion import fusion_parameters_for_runs
+    from mer_utils.fusion.io import fusion_parameters_for_runs
 
     if not run_dirs:
         raise ValueError("give at least one run folder with --models")
@@ -87,7 +91,8 @@ def predict_clip(
     Returns a JSON-ready dict: clip, label, fused_probabilities, modalities (per modality:
     available, reason, probabilities, confidence, trust, weight, details) and timings (s).
     """
-    from mer_utils.fusion import fuse_single, trust_and_temperatures
+    from mer_utils.fusion.methods import fuse_single
+    from mer_utils.fusion.parameters import single_clip_rule, trust_and_temperatures
 
     clip = Path(clip)
     if not clip.is_file():
@@ -108,7 +113,8 @@ def predict_clip(
         reasons = "; ".join(f"{n}: {o.get('reason')}" for n, o in outcomes.items())
         raise ValueError(f"{clip}: no modality could be used ({reasons})")
     start = time.perf_counter()
-    fused = fuse_single(probabilities, trust, temperatures, labels=loaded["labels"])
+    rule = single_clip_rule(loaded["parameters"])
+    fused = fuse_single(probabilities, trust, temperatures, labels=loaded["labels"], **rule)
     timings["fusion"] = time.perf_counter() - start
     timings["total after loading"] = time.perf_counter() - total
     for name, outcome in outcomes.items():
@@ -120,6 +126,7 @@ def predict_clip(
         "label": loaded["labels"][fused["label_index"]],
         "labels": loaded["labels"],
         "fused_probabilities": fused["fused_probabilities"],
+        "method": loaded["parameters"].get("method"),
         "modalities": fused["modalities"],
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
@@ -144,6 +151,8 @@ def format_prediction(result: dict, verbose: bool = False) -> str:
             f"{label} {p:.2f}" for label, p in zip(labels, result["fused_probabilities"], strict=True)
         )
     )
+    if result.get("method"):
+        lines.append(f"method:  {result['method']} (from fusion.json, chosen on validation)")
     for name, entry in result["modalities"].items():
         if not entry["available"]:
             lines.append(f"{name:12s} unavailable: {entry.get('reason')}")
@@ -163,3 +172,21 @@ def format_prediction(result: dict, verbose: bool = False) -> str:
     if verbose:
         lines.append("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result["timings"].items()))
     return "\n".join(lines)
+
+
+def predict_tables(run_dirs: dict[str, Path], data: str | Path) -> dict[str, pd.DataFrame]:
+    """Each run's prediction table on another data set (`mer fuse --data`), keyed like ``run_dirs``.
+
+    Each run predicts ``data`` itself through its branch's ``predict_table``; clips a run cannot
+    use (no face, no audio) are absent from that run's table only.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such data folder")
+    tables = {}
+    for name, run_dir in run_dirs.items():
+        branch = read_run_info(run_dir)["branch"]
+        if branch not in CLIP_BRANCHES:
+            raise ValueError(f"{run_dir}: a '{branch}' run cannot predict the clips of {data}")
+        tables[name] = branch_module(branch).predict_table(run_dir, data, progress=True)
+    return tables

@@ -451,7 +451,11 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
     for key in ("accuracy_ci_low", "accuracy_ci_high", "macro_f1_ci_low", "macro_f1_ci_high", "per_class"):
         assert key in metrics["entropy_trust"]
     mcnemar = json.loads((out / "mcnemar.json").read_text())
-    assert mcnemar["method_a"] == "entropy_trust" and mcnemar["method_b"] == "single_video"
+    parameters = fusion.load_fusion_parameters(out)
+    # McNemar tests the validation-chosen default (and the seed's rule) against the best single run.
+    assert mcnemar["method_a"] == parameters["method"] and mcnemar["method_b"] == "single_video"
+    assert mcnemar["seed_rule"]["method_a"] == "entropy_trust"
+    assert table.loc[parameters["method"], "chosen"] and table["chosen"].sum() == 1
     assert 0.0 <= mcnemar["p_value"] <= 1.0
     parameters = fusion.load_fusion_parameters(out)
     assert parameters["labels"] == LABELS and parameters["trust_metric"] == "accuracy"
@@ -481,7 +485,9 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
     assert single["unavailable"] == ["audio"] and single["modalities"]["video"]["weight"] == 1.0
     calibrated_video = fusion.apply_temperature(probabilities["video"][None], temperatures["video"])[0]
     assert np.allclose(single["fused_probabilities"], calibrated_video)
-    write_fake_run(tmp_path / "run_spectrogram", "spectrogram", val_tables["audio"], test_tables["audio"])
+    spectrogram_val = synthetic_tables(400, {"s": 1.5}, {"s": 1.0}, seed=11)["s"]
+    spectrogram_test = synthetic_tables(400, {"s": 1.5}, {"s": 1.0}, seed=12)["s"]
+    write_fake_run(tmp_path / "run_spectrogram", "spectrogram", spectrogram_val, spectrogram_test)
     with pytest.raises(ValueError, match=r"no trust/temperature for modalities \['spectrogram'\]"):
         fusion.fusion_parameters_for_runs([*runs, tmp_path / "run_spectrogram"], out)
     # Same inputs and seed -> the same table.

@@ -1,0 +1,236 @@
+"""Fit every fusion method on validation tables and apply any of them by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mer_utils.fusion.alignment import align_modalities, label_indices
+from mer_utils.fusion.calibration import (
+    apply_temperature,
+    calibrate,
+    expected_calibration_error,
+    fit_temperature,
+    present_rows,
+)
+from mer_utils.fusion.methods import (
+    StackingModel,
+    class_trust_from_validation,
+    confidence_fusion,
+    entropy_trust_fusion,
+    fit_stacking,
+    inverse_entropy_fusion,
+    majority_vote_fusion,
+    mean_fusion,
+    product_fusion,
+    trust_from_validation,
+    trust_fusion,
+)
+from mer_utils.fusion.selection import (
+    FAMILY_METHODS,
+    SEED_RULE,
+    FamilyParameters,
+    fuse_family,
+    select_method,
+)
+from mer_utils.fusion.statistics import score
+
+# The row that applies the validation choice, falling back to the best single run (the guard).
+GUARDED_METHOD = "entropy_trust_guarded"
+# The fusion methods compared in the table, in display order (single modalities come first).
+FUSION_METHODS = (
+    "mean",
+    "trust_only",
+    "confidence_only",
+    "inverse_entropy",
+    "product",
+    "majority_vote",
+    "stacking",
+    "entropy_trust_uncalibrated",
+    *FAMILY_METHODS,
+    GUARDED_METHOD,
+)
+# One line per method for the markdown table and the notebook.
+METHOD_DESCRIPTIONS = {
+    "mean": "plain mean of calibrated probabilities",
+    "trust_only": "weights = validation trust (fixed per modality)",
+    "confidence_only": "weights = per-clip confidence 1 - H/log K",
+    "inverse_entropy": "weights = 1/H (Misra, Bourlard & Tyagi, ICASSP 2003)",
+    "product": "product of calibrated probabilities (naive Bayes)",
+    "majority_vote": "majority vote of argmax labels (ties: mean probability)",
+    "stacking": "logistic regression on validation probabilities",
+    "entropy_trust_uncalibrated": "trust x confidence, raw probabilities",
+    "entropy_trust": "trust x confidence, temperature-calibrated (the seed's rule)",
+    "entropy_trust_gamma": "trust^gamma x confidence, gamma chosen on validation",
+    "entropy_trust_class": "per-class trust (precision or recall)^gamma x confidence, chosen on validation",
+    "entropy_trust_tuned": "trust^gamma x confidence^alpha, trust kind, gamma, alpha chosen on validation",
+    GUARDED_METHOD: "the validation choice; the best single run if no fusion beats it on validation",
+}
+# The seed's rule: the reference of the examples and the weights by emotion.
+MAIN_METHOD = "entropy_trust"
+# Prefix of the table rows that are a single modality on its own.
+SINGLE_PREFIX = "single_"
+# Fixed-weight rows that are members of the family, so `mer predict` can apply them too.
+FAMILY_ALIASES = {
+    "mean": FamilyParameters(0.0, 0.0),
+    "trust_only": FamilyParameters(1.0, 0.0),
+    "confidence_only": FamilyParameters(0.0, 1.0),
+}
+
+
+@dataclass
+class FittedFusion:
+    """Everything fitted on validation: trust, temperatures, stacking and the chosen method."""
+
+    labels: list[str]
+    trust: dict[str, float]
+    temperatures: dict[str, float]
+    trust_metric: str = "macro_f1"
+    stacking: StackingModel | None = None
+    validation: dict = field(default_factory=dict)  # per modality: accuracy, macro_f1, ECE before/after
+    class_trust: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # kind -> run -> (K,)
+    variants: dict[str, FamilyParameters] = field(default_factory=dict)  # family row -> parameters
+    chosen: str = MAIN_METHOD  # the default method (a table row), chosen on validation
+    fallback: FamilyParameters = SEED_RULE  # used where a chosen single run is missing
+    cv_accuracy: dict[str, float] = field(default_factory=dict)  # cross-validated, on validation
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names in table order."""
+        return list(self.trust)
+
+    def parameters_of(self, method: str) -> FamilyParameters:
+        """The family member a row applies (the seed's rule for an unfitted row)."""
+        if method in FAMILY_ALIASES:
+            return FAMILY_ALIASES[method]
+        if method == GUARDED_METHOD:
+            return self.fallback
+        return self.variants.get(method, SEED_RULE)
+
+
+def fit_fusion(
+    val_tables: Mapping[str, pd.DataFrame],
+    trust: str = "macro_f1",
+    seed: int = 42,
+    stacking: bool = True,
+    select: bool = True,
+) -> FittedFusion:
+    """Fit temperatures, trust, per-class trust, the stacking model and the method choice on validation.
+
+    ``stacking=False`` skips the stacking baseline; ``select=False`` skips the cross-validated
+    choice (every family row is then the seed's rule, which is also the default method).
+    """
+    aligned = align_modalities(val_tables)
+    targets = label_indices(aligned.true_labels, aligned.labels)
+    temperatures, validation = {}, {}
+    for name, p in aligned.probabilities.items():
+        present = present_rows(p)
+        temperatures[name] = fit_temperature(p[present], targets[present])
+        calibrated = apply_temperature(p[present], temperatures[name])
+        predictions = p[present].argmax(axis=1)
+        validation[name] = {
+            "accuracy": score(targets[present], predictions, "accuracy", p.shape[1]),
+            "macro_f1": score(targets[present], predictions, "macro_f1", p.shape[1]),
+            "ece_before": expected_calibration_error(p[present], targets[present]),
+            "ece_after": expected_calibration_error(calibrated, targets[present]),
+            "n": int(present.sum()),
+        }
+    trust_values = trust_from_validation(aligned.probabilities, targets, trust)
+    class_trust = {
+        kind: class_trust_from_validation(aligned.probabilities, targets, kind)
+        for kind in ("precision", "recall")
+    }
+    calibrated = calibrate(aligned.probabilities, temperatures)
+    stacker = fit_stacking(calibrated, targets, seed=seed) if stacking else None
+    fitted = FittedFusion(aligned.labels, trust_values, temperatures, trust, stacker, validation, class_trust)
+    if select:
+        selection = select_method(aligned.probabilities, targets, trust_values, trust, seed, SINGLE_PREFIX)
+        fitted.variants = dict(selection.parameters)
+        fitted.chosen = selection.chosen
+        fitted.fallback = selection.fallback
+        fitted.cv_accuracy = dict(selection.cv_accuracy)
+    else:
+        fitted.variants = {method: SEED_RULE for method in FAMILY_METHODS}
+    return fitted
+
+
+def fuse_with_method(
+    fitted: FittedFusion, probabilities: Mapping[str, np.ndarray], method: str
+) -> np.ndarray:
+    """Fused (n, K) scores of one method (a FUSION_METHODS name or 'single_<modality>').
+
+    A single modality gives NaN rows on clips where it is missing (it cannot answer).
+    """
+    unknown = [name for name in probabilities if name not in fitted.trust]
+    if unknown:
+        raise ValueError(f"modalities {unknown} were not fitted (fitted: {fitted.modalities})")
+    if method.startswith(SINGLE_PREFIX):
+        name = method[len(SINGLE_PREFIX) :]
+        if name not in probabilities:
+            raise ValueError(f"no modality '{name}' for method '{method}'")
+        return apply_temperature(probabilities[name], fitted.temperatures[name])
+    if method in FAMILY_METHODS:
+        return family_scores(fitted, probabilities, fitted.parameters_of(method))[0]
+    if method == GUARDED_METHOD:
+        return guarded_scores(fitted, probabilities)
+    calibrated = calibrate(probabilities, fitted.temperatures)
+    if method == "mean":
+        return mean_fusion(calibrated)
+    if method == "trust_only":
+        return trust_fusion(calibrated, fitted.trust)
+    if method == "confidence_only":
+        return confidence_fusion(calibrated)
+    if method == "inverse_entropy":
+        return inverse_entropy_fusion(calibrated)
+    if method == "product":
+        return product_fusion(calibrated)
+    if method == "majority_vote":
+        return majority_vote_fusion(calibrated)
+    if method == "stacking":
+        if fitted.stacking is None:
+            raise ValueError("stacking was not fitted")
+        return fitted.stacking.predict_proba(calibrated)
+    if method == "entropy_trust_uncalibrated":
+        return entropy_trust_fusion(probabilities, fitted.trust, None)[0]
+    raise ValueError(f"unknown fusion method '{method}'; choose one of {FUSION_METHODS} or single_<modality>")
+
+
+def family_scores(
+    fitted: FittedFusion, probabilities: Mapping[str, np.ndarray], parameters: FamilyParameters
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fused scores and per-clip weights of one family member with the fitted trust and temperatures."""
+    return fuse_family(probabilities, fitted.trust, fitted.temperatures, fitted.class_trust, parameters)
+
+
+def guarded_scores(fitted: FittedFusion, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The validation choice: a family row, or the chosen single run (the family where it is missing)."""
+    if not fitted.chosen.startswith(SINGLE_PREFIX):
+        return family_scores(fitted, probabilities, fitted.parameters_of(fitted.chosen))[0]
+    fused = family_scores(fitted, probabilities, fitted.fallback)[0]
+    alone = apply_temperature(
+        probabilities[fitted.chosen[len(SINGLE_PREFIX) :]],
+        fitted.temperatures[fitted.chosen[len(SINGLE_PREFIX) :]],
+    )
+    available = present_rows(alone)
+    fused[available] = alone[available]
+    return fused
+
+
+def chosen_weights(fitted: FittedFusion, probabilities: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-clip weights of the default method (a chosen single run weighs 1 wherever it is present)."""
+    if not fitted.chosen.startswith(SINGLE_PREFIX):
+        return family_scores(fitted, probabilities, fitted.parameters_of(fitted.chosen))[1]
+    weights = family_scores(fitted, probabilities, fitted.fallback)[1]
+    name = fitted.chosen[len(SINGLE_PREFIX) :]
+    available = present_rows(probabilities[name])
+    for other in weights:
+        weights[other] = np.where(available, float(other == name), weights[other])
+    return weights
+
+
+def method_names(modalities: Sequence[str]) -> list[str]:
+    """Table rows: each single modality, then every fusion method."""
+    return [f"{SINGLE_PREFIX}{name}" for name in modalities] + list(FUSION_METHODS)

@@ -1,0 +1,269 @@
+"""Choose the entropy x trust variant on validation: cross-validated, tie-aware, guarded.
+
+Validation sets are small (RAVDESS: three actors, 180 clips), so every hyper-parameter of the
+family (trust exponent gamma, confidence exponent alpha, kind of trust) is scored by repeated
+stratified K-fold cross-validation *on the validation clips*: temperatures and trust are refitted
+on K-1 folds and the fused prediction scored on the held-out fold. Between candidates whose
+held-out accuracies differ by less than TIE_STANDARD_ERRORS standard errors of the paired
+per-clip difference (or by at most one point), the simpler one wins (the one-standard-error rule).
+The guard: the best single run is the simplest candidate of all, so a fusion is kept only when it
+beats that run on validation by more than a tie; otherwise that run answers alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mer_utils.fusion.calibration import apply_temperature, entropy_confidence, fit_temperature, present_rows
+from mer_utils.fusion.methods import (
+    TRUST_KINDS,
+    class_trust_from_validation,
+    entropy_trust_fusion,
+    trust_from_validation,
+)
+
+# Trust exponents tried, simplest first (1 is the seed's rule; 0 drops trust; 32 ~ best run only).
+GAMMAS = (1.0, 2.0, 0.5, 4.0, 0.0, 8.0, 16.0, 32.0)
+# Confidence exponents tried, simplest first (0 turns the per-clip weights into fixed ones).
+CONFIDENCE_EXPONENTS = (1.0, 0.5, 2.0, 0.0)
+# Folds and repeats of the cross-validation on the validation clips.
+CV_FOLDS = 5
+CV_REPEATS = 4
+# Candidates within this many standard errors of the best count as tied; the simpler one wins.
+TIE_STANDARD_ERRORS = 1.0
+# ... and so do candidates at most this far below the best (one point of accuracy): with few
+# discordant clips the standard error alone would call a gain of two clips clear.
+TIE_MIN_GAIN = 0.01
+# The family's rows, simplest first, and the part of the grid each one may use.
+FAMILY_METHODS = ("entropy_trust", "entropy_trust_gamma", "entropy_trust_class", "entropy_trust_tuned")
+
+
+@dataclass(frozen=True)
+class FamilyParameters:
+    """One member of the entropy x trust family: weight = trust^gamma x confidence^alpha."""
+
+    gamma: float = 1.0
+    confidence_exponent: float = 1.0
+    trust_kind: str = "modality"  # "modality" (one trust per run), "precision" or "recall" per class
+
+    def as_dict(self) -> dict:
+        """JSON-ready parameters."""
+        return asdict(self)
+
+
+SEED_RULE = FamilyParameters()
+
+
+def family_grid(method: str) -> list[FamilyParameters]:
+    """The hyper-parameters a family row may choose from, simplest first."""
+    if method == "entropy_trust":
+        return [SEED_RULE]
+    if method == "entropy_trust_gamma":
+        return [FamilyParameters(gamma) for gamma in GAMMAS]
+    if method == "entropy_trust_class":
+        return [FamilyParameters(gamma, 1.0, kind) for kind in ("precision", "recall") for gamma in GAMMAS]
+    if method == "entropy_trust_tuned":
+        return [
+            FamilyParameters(gamma, alpha, kind)
+            for kind in TRUST_KINDS
+            for alpha in CONFIDENCE_EXPONENTS
+            for gamma in GAMMAS
+        ]
+    raise ValueError(f"'{method}' is not a row of the entropy x trust family {FAMILY_METHODS}")
+
+
+def fuse_family(
+    probabilities: Mapping[str, np.ndarray],
+    trust: Mapping[str, float],
+    temperatures: Mapping[str, float],
+    class_trust: Mapping[str, Mapping[str, np.ndarray]],
+    parameters: FamilyParameters,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fused scores and weights of one family member; ``class_trust`` maps trust kind -> run -> (K,)."""
+    per_class = None if parameters.trust_kind == "modality" else class_trust[parameters.trust_kind]
+    return entropy_trust_fusion(
+        probabilities,
+        trust,
+        temperatures,
+        gamma=parameters.gamma,
+        confidence_exponent=parameters.confidence_exponent,
+        class_trust=per_class,
+    )
+
+
+def fit_trust(
+    probabilities: Mapping[str, np.ndarray], targets: np.ndarray, metric: str
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, np.ndarray]]]:
+    """(temperatures, trust, per-class trust by kind) of each run, fitted on these clips."""
+    temperatures = {}
+    for name, p in probabilities.items():
+        present = present_rows(p)
+        temperatures[name] = fit_temperature(p[present], targets[present])
+    trust = trust_from_validation(probabilities, targets, metric)
+    class_trust = {
+        kind: class_trust_from_validation(probabilities, targets, kind) for kind in ("precision", "recall")
+    }
+    return temperatures, trust, class_trust
+
+
+def _folds(targets: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) index pairs of repeated stratified K-fold (plain K-fold for rare classes)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    counts = np.bincount(targets)
+    smallest = counts[counts > 0].min()
+    splits = int(min(CV_FOLDS, len(targets)))
+    if splits < 2:
+        raise ValueError(f"cross-validation needs at least 2 validation clips, got {len(targets)}")
+    folds = []
+    for repeat in range(CV_REPEATS):
+        if smallest >= splits:
+            splitter = StratifiedKFold(splits, shuffle=True, random_state=seed + repeat)
+            folds.extend(splitter.split(np.zeros(len(targets)), targets))
+        else:
+            folds.extend(KFold(splits, shuffle=True, random_state=seed + repeat).split(targets))
+    return folds
+
+
+def grid_predictions(
+    probabilities: Mapping[str, np.ndarray],
+    trust: Mapping[str, float],
+    temperatures: Mapping[str, float],
+    class_trust: Mapping[str, Mapping[str, np.ndarray]],
+    grid: Sequence[FamilyParameters],
+) -> np.ndarray:
+    """(len(grid), n) fused labels of many family members at once (as :func:`fuse_family`, batched).
+
+    The calibration, confidences and per-clip trusts are computed once and only the exponents vary.
+    """
+    names = list(probabilities)
+    calibrated = {name: apply_temperature(probabilities[name], temperatures[name]) for name in names}
+    stacked = np.stack([calibrated[name] for name in names])  # (M, n, K)
+    present = ~np.isnan(stacked).any(axis=2)  # (M, n)
+    if not present.any(axis=0).all():
+        raise ValueError("some clips have no modality to fuse")
+    filled = np.nan_to_num(stacked)
+    confidence = np.nan_to_num(np.stack([entropy_confidence(calibrated[name]) for name in names]))
+    argmax = filled.argmax(axis=2)
+    clip_trust = {"modality": np.stack([np.full(present.shape[1], float(trust[n])) for n in names])}
+    for kind, per_run in class_trust.items():
+        clip_trust[kind] = np.stack(
+            [np.asarray(per_run[n], dtype=float)[argmax[m]] for m, n in enumerate(names)]
+        )
+    labels = np.empty((len(grid), present.shape[1]), dtype=int)
+    for g, parameters in enumerate(grid):
+        weights = np.power(clip_trust[parameters.trust_kind], parameters.gamma) * np.power(
+            confidence, parameters.confidence_exponent
+        )
+        weights = np.where(present, np.clip(weights, 0.0, None), 0.0)
+        # Equal shares where every present run has zero weight, as weighted_fusion does.
+        weights = np.where(weights.sum(axis=0) > 0, weights, present.astype(float))
+        weights = weights / weights.sum(axis=0)
+        labels[g] = np.einsum("mn,mnk->nk", weights, filled).argmax(axis=1)
+    return labels
+
+
+def cross_validated_correctness(
+    probabilities: Mapping[str, np.ndarray],
+    targets: Sequence[int],
+    grid: Sequence[FamilyParameters],
+    trust_metric: str = "macro_f1",
+    seed: int = 42,
+) -> np.ndarray:
+    """(len(grid), n) share of repeats in which each family member got each validation clip right.
+
+    Temperatures and trust are refitted on the training folds, so every clip is scored by a
+    fusion that did not see it.
+    """
+    targets = np.asarray(targets, dtype=int)
+    correct = np.zeros((len(grid), len(targets)))
+    scored = np.zeros(len(targets))
+    for train, held in _folds(targets, seed):
+        train_probabilities = {name: p[train] for name, p in probabilities.items()}
+        if any(not present_rows(p).any() for p in train_probabilities.values()):
+            continue  # a run absent from every training clip of this fold cannot be fitted
+        temperatures, trust, class_trust = fit_trust(train_probabilities, targets[train], trust_metric)
+        held_probabilities = {name: p[held] for name, p in probabilities.items()}
+        predictions = grid_predictions(held_probabilities, trust, temperatures, class_trust, grid)
+        correct[:, held] += predictions == targets[held]
+        scored[held] += 1
+    if not scored.any():
+        raise ValueError("cross-validation could not fit any fold; give more validation clips")
+    return correct / np.maximum(scored, 1)
+
+
+def simplest_within_tie(correctness: Sequence[np.ndarray], eligible: Sequence[bool] | None = None) -> int:
+    """Index of the first (simplest) candidate tied with the best; candidates are ordered simplest first.
+
+    Tied: the mean paired per-clip difference to the best is at most TIE_STANDARD_ERRORS standard
+    errors, or at most TIE_MIN_GAIN. ``eligible`` restricts the answer (not the best) to some candidates; -1 if none is.
+    """
+    scores = np.array([np.mean(c) for c in correctness])
+    best = int(np.argmax(scores))
+    for index, candidate in enumerate(correctness):
+        if eligible is not None and not eligible[index]:
+            continue
+        difference = np.asarray(correctness[best]) - np.asarray(candidate)
+        error = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
+        if difference.mean() <= max(TIE_STANDARD_ERRORS * error, TIE_MIN_GAIN) + 1e-12:
+            return index
+    if eligible is not None:
+        return -1
+    return best
+
+
+@dataclass
+class Selection:
+    """What validation chose: each family row's parameters and scores, and the default method."""
+
+    parameters: dict[str, FamilyParameters]  # family row -> its chosen hyper-parameters
+    cv_accuracy: dict[str, float]  # family row or single run -> cross-validated accuracy
+    chosen: str  # the default method: a family row, or "single_<run>" when the guard fell back
+    fallback: FamilyParameters  # the family member used where a chosen single run is missing
+    best_single: str
+
+
+def select_method(
+    probabilities: Mapping[str, np.ndarray],
+    targets: Sequence[int],
+    trust: Mapping[str, float],
+    trust_metric: str = "macro_f1",
+    seed: int = 42,
+    single_prefix: str = "single_",
+) -> Selection:
+    """Choose each family row's hyper-parameters, then the default method, on validation clips."""
+    targets = np.asarray(targets, dtype=int)
+    grid = family_grid("entropy_trust_tuned")
+    position = {parameters: g for g, parameters in enumerate(grid)}
+    correctness = cross_validated_correctness(probabilities, targets, grid, trust_metric, seed)
+    parameters, row_correctness, cv_accuracy = {}, {}, {}
+    for method in FAMILY_METHODS:
+        candidates = [position[p] for p in family_grid(method)]
+        pick = candidates[simplest_within_tie([correctness[g] for g in candidates])]
+        parameters[method] = grid[pick]
+        row_correctness[method] = correctness[pick]
+        cv_accuracy[method] = float(correctness[pick].mean())
+    # The best single run is chosen by its validation trust, as the comparison table does.
+    best_run = max(trust, key=lambda name: trust[name])
+    singles = {}
+    for name, p in probabilities.items():
+        present = present_rows(p)
+        right = np.zeros(len(targets))
+        right[present] = p[present].argmax(axis=1) == targets[present]
+        singles[name] = right
+        cv_accuracy[f"{single_prefix}{name}"] = float(right.mean())
+    rows = list(FAMILY_METHODS)
+    # The guard: the best single run is the simplest candidate of all, so a fusion is chosen only
+    # when it beats that run on validation by more than a tie.
+    candidates = [singles[best_run]] + [row_correctness[method] for method in rows]
+    pick = simplest_within_tie(candidates)
+    fallback = parameters[rows[simplest_within_tie(candidates[1:])]]
+    if pick == 0:
+        chosen = f"{single_prefix}{best_run}"
+    else:
+        chosen = rows[pick - 1]
+        fallback = parameters[chosen]
+    return Selection(parameters, cv_accuracy, chosen, fallback, f"{single_prefix}{best_run}")

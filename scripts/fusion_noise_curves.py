@@ -1,0 +1,89 @@
+"""Robustness of every fusion method when one run's audio gets noisier (real recordings).
+
+The fusion (temperatures, trust, the validation choice) is fitted on the runs' clean validation
+predictions, as `mer fuse` does. Then the run named by --noisy re-predicts its own test clips with
+white noise added at each SNR (its branch's ``predict_table(noise_snr_db=...)``), the other runs keep
+their clean test predictions, and every method is scored at every level. Usage (about 1 min per
+level for a Whisper run on 2 shared CPU cores):
+
+    python scripts/fusion_noise_curves.py runs/audio_whisper runs/audio_logreg runs/spectrogram \
+        --noisy audio_whisper --data ../shared/data/ravdess_speech_16k --out /tmp/noise \
+        --figure figures/reference/06_degraded_audio_real.png
+
+Writes ``degraded_curve.csv`` and ``degraded_curve.png`` in --out (and --figure if given), and
+prints the accuracy of each method per SNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from mer_utils import fusion
+from mer_utils.config import DEFAULT_SEED
+from mer_utils.pipelines import branch_module
+from mer_utils.plotting import pyplot, save_figure
+from mer_utils.ravdess import index_dataset
+from mer_utils.runs import read_run_info
+
+# White-noise levels (dB SNR), clean to very noisy.
+SNR_LEVELS_DB = (30, 20, 10, 5, 0, -5)
+
+
+def test_files(table: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """The index rows of the files a run scored in its test table (matched by file name)."""
+    names = {Path(path).name for path in table["path"].dropna().astype(str)}
+    return index[index["path"].map(lambda path: Path(path).name).isin(names)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit the fusion on clean validation, degrade one run's test audio, score every method."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", type=Path, nargs="+")
+    parser.add_argument("--noisy", required=True, help="folder name of the run whose audio gets noise")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="the RAVDESS folder the runs were trained on"
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--snr", type=float, nargs="+", default=list(SNR_LEVELS_DB))
+    parser.add_argument("--figure", type=Path, help="also copy the figure here")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    args = parser.parse_args(argv)
+
+    val_tables, test_tables, names = fusion.read_run_tables(fusion.drop_duplicate_runs(args.run_dirs))
+    by_folder = {run_dir.name: name for name, run_dir in names.items()}
+    if args.noisy not in by_folder:
+        parser.error(f"--noisy {args.noisy!r} is not one of the run folders {sorted(by_folder)}")
+    name = by_folder[args.noisy]
+    fitted = fusion.fit_fusion(val_tables, seed=args.seed)
+    print(f"chosen on validation: {fitted.chosen}")
+    run_dir = names[name]
+    module = branch_module(read_run_info(run_dir)["branch"])
+    files = test_files(test_tables[name], index_dataset(args.data))
+    levels = {}
+    for level in args.snr:
+        levels[level] = module.predict_table(run_dir, files, noise_snr_db=level, progress=True)
+        print(f"{name} at {level:g} dB: {len(levels[level])} clips", flush=True)
+    curve = fusion.degraded_modality_curve(fitted, test_tables, name, levels)
+    args.out.mkdir(parents=True, exist_ok=True)
+    curve.to_csv(args.out / "degraded_curve.csv", index=False)
+    figure = fusion.plot_robustness_curves(
+        curve, "level", "modality", "{} with white noise", xlabel="SNR (dB)"
+    )
+    figure.axes[0].invert_xaxis()  # clean on the left, noisier to the right
+    path = save_figure(figure, "degraded_curve", folder=args.out)
+    pyplot().close(figure)
+    if args.figure is not None:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, args.figure)
+    table = curve.pivot_table(index="method", columns="level", values="accuracy")
+    print(table[sorted(table.columns, reverse=True)].round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
