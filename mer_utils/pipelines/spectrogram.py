@@ -638,13 +638,20 @@ def evaluate(run_dir: str | Path, data: str | Path) -> dict:
 
 
 def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Predict one clip: probabilities in run.json's label order, or ``available`` False with the reason."""
+    """Predict one clip: probabilities in run.json's label order, or ``available`` False with the reason.
+
+    Unavailable for unreadable clips, clips without sound and clips without speech
+    (:func:`mer_utils.voice.clip_voice_activity`).
+    """
     from mer_utils.media import MediaError
+    from mer_utils.voice import clip_voice_activity
 
     info, params = _run_params(run_dir)
     path = Path(path)
     start = time.perf_counter()
     try:
+        # No speech (silence, hiss, a 0.2 s clip): nothing for the model to read, say so.
+        activity = clip_voice_activity(path, params.sr)
         log_mel = clip_log_mel(path, params, seed=int(info.get("seed", DEFAULT_SEED)))
     except (MediaError, FileNotFoundError, ValueError) as error:
         return {
@@ -668,6 +675,7 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
             "path": str(path),
             "label": labels[int(probabilities.argmax())],
             "speaker_norm": "this clip only" if params.speaker_norm else None,
+            "voice_seconds": round(activity.seconds, 2),
             "feature_seconds": round(feature_seconds, 4),
             "model_seconds": round(time.perf_counter() - start, 4),
         },
