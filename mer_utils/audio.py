@@ -48,6 +48,9 @@ MFCC_MELS = 64
 # Lowest / highest pitch searched by the YIN pitch tracker (Hz): covers adult speech.
 PITCH_FMIN = 60.0
 PITCH_FMAX = 500.0
+# Most seconds of a clip's sound track read for any audio feature: memory stays bounded (7.7 MB of
+# 16 kHz float samples) whatever the clip length; RAVDESS clips last 3-5 s, Whisper reads 30 s windows.
+MAX_AUDIO_SECONDS = 120.0
 # Sub-folder of CACHE_DIR holding audio features.
 CACHE_SUBDIR = "audio"
 
@@ -58,15 +61,17 @@ CACHE_STATS = {"hits": 0, "misses": 0}
 # --- loading and waveform operations ---------------------------------------------------------
 
 
-def load_clip_audio(path: str | Path, sr: int = TARGET_SR) -> np.ndarray:
+def load_clip_audio(
+    path: str | Path, sr: int = TARGET_SR, max_seconds: float | None = MAX_AUDIO_SECONDS
+) -> np.ndarray:
     """Mono float32 audio of a clip (.mp4 with an audio track or .wav) at ``sr`` Hz.
 
-    Raises ``FileNotFoundError`` for a missing file, :class:`media.NoAudioStreamError` for a
+    At most ``max_seconds`` are read (the start of the clip; None reads everything). Raises ``FileNotFoundError`` for a missing file, :class:`media.NoAudioStreamError` for a
     video-only clip and :class:`media.MediaError` for an empty or corrupt one.
     """
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
-    audio = media.read_audio(path, sr=sr)
+    audio = media.read_audio(path, sr=sr, max_seconds=max_seconds)
     if audio.size == 0 or not np.isfinite(audio).all():
         raise media.MediaError(f"{path}: audio stream is empty or holds non-finite samples")
     return audio

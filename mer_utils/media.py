@@ -6,9 +6,12 @@ every container goes through it. Errors name the file and what is wrong with it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class MediaError(ValueError):
@@ -81,6 +84,70 @@ def frame_positions(total: int, num_frames: int, start: float = 0.0, stop: float
     return np.clip(np.floor(centres).astype(int), 0, total - 1)
 
 
+class MediaWarning(UserWarning):
+    """A clip was read only in part (truncated or damaged): results rest on what could be decoded."""
+
+
+def notice(message: str) -> None:
+    """Log a reading problem and raise it as a :class:`MediaWarning` (``mer predict`` shows them)."""
+    import warnings
+
+    log.warning(message)
+    warnings.warn(message, MediaWarning, stacklevel=3)
+
+
+def _out_of_memory(path: Path, what: str, error: BaseException) -> MemoryError:
+    return MemoryError(f"{path}: out of memory while decoding the {what} ({error or 'no detail'})")
+
+
+def _expected_frames(container, stream) -> int | None:
+    """Frame count from the container (stored count, else duration x frame rate), without decoding."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / 1_000_000
+    else:
+        return None
+    return max(1, int(round(seconds * float(rate)))) if rate else None
+
+
+def _count_video_packets(path: Path) -> int:
+    """Frames of a container that states neither count nor duration: its video packets, not decoded."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _decode_positions(path: Path, positions: np.ndarray, convert) -> tuple[dict, int, Exception | None]:
+    """Decode up to the last wanted frame, keeping only ``positions`` (converted at once).
+
+    Returns the kept frames by index, the number of frames decoded and the error that ended
+    decoding early (None when it ended normally). Memory holds the kept frames only.
+    """
+    wanted = set(int(i) for i in positions)
+    last = max(wanted)
+    kept: dict[int, np.ndarray] = {}
+    count, failure = 0, None
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                if count in wanted:
+                    kept[count] = convert(frame)
+                count += 1
+                if count > last:
+                    break
+        except MemoryError as error:  # av.error.MemoryError is one too
+            raise _out_of_memory(path, "video", error) from error
+        except Exception as error:  # noqa: BLE001 - PyAV raises several FFmpeg error types mid-decode
+            failure = error
+    return kept, count, failure
+
+
 def read_frames(
     path: str | Path,
     num_frames: int,
@@ -92,6 +159,10 @@ def read_frames(
 
     ``size`` resizes frames to (width, height) (an int means square). ``start`` / ``stop``
     restrict sampling to a fraction of the clip (e.g. 0.15-0.85 skips the neutral edges).
+    Streams: the frame count comes from the container (or its packets), frames are decoded up to
+    the last sampled one and only the sampled ones are kept, so memory does not grow with the
+    clip's length. A clip that decodes only in part (truncated download) is sampled over the
+    part that decodes, with a :class:`MediaWarning`; out of memory raises ``MemoryError``.
     """
     import cv2
 
@@ -99,45 +170,98 @@ def read_frames(
     with _open(path) as container:
         if not container.streams.video:
             raise NoVideoStreamError(f"{path}: has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-        except Exception as error:  # PyAV raises several FFmpeg error types mid-decode
-            raise MediaError(f"{path}: video stream is corrupt ({error})") from error
-    if not decoded:
-        raise MediaError(f"{path}: video stream holds no decodable frames")
-    frames = np.stack([decoded[i] for i in frame_positions(len(decoded), num_frames, start, stop)])
+        expected = _expected_frames(container, container.streams.video[0])
+    width = height = None
     if size is not None:
         width, height = (size, size) if isinstance(size, int) else size
-        frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
-    return frames
+
+    def convert(frame) -> np.ndarray:
+        image = frame.to_ndarray(format="rgb24")
+        if width is not None:
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return image
+
+    total = expected if expected is not None else _count_video_packets(path)
+    if total < 1:
+        raise MediaError(f"{path}: video stream holds no decodable frames")
+    positions = frame_positions(total, num_frames, start, stop)
+    kept, decoded, failure = _decode_positions(path, positions, convert)
+    if len(kept) < len(set(positions.tolist())):
+        if decoded == 0:
+            reason = (
+                f"video stream is corrupt ({failure})"
+                if failure
+                else "video stream holds no decodable frames"
+            )
+            raise MediaError(f"{path}: {reason}")
+        # The stream ended before the last sampled frame: a truncated or damaged file, or a
+        # container that overstates its length. Sample again within the frames that decode.
+        if decoded < 0.9 * total or failure is not None:
+            notice(
+                f"{path}: the video decodes only {decoded} of {total} frames"
+                f"{f' ({failure})' if failure else ''}; the file looks truncated, frames come from the decoded part"
+            )
+        positions = frame_positions(decoded, num_frames, start, stop)
+        kept, _, _ = _decode_positions(path, positions, convert)
+        if len(kept) < len(set(positions.tolist())):
+            raise MediaError(
+                f"{path}: video stream decodes differently on a second pass; the file is damaged"
+            )
+    return np.stack([kept[int(i)] for i in positions])
 
 
-def read_audio(path: str | Path, sr: int = 16_000) -> np.ndarray:
-    """Mono float32 audio in [-1, 1] resampled to ``sr`` Hz, from an .mp4 audio track or a .wav."""
+def read_audio(path: str | Path, sr: int = 16_000, max_seconds: float | None = None) -> np.ndarray:
+    """Mono float32 audio in [-1, 1] resampled to ``sr`` Hz, from an .mp4 audio track or a .wav.
+
+    ``max_seconds`` stops decoding after that much audio (the start of the clip), so memory stays
+    bounded for long clips. A track that decodes only in part gives a :class:`MediaWarning`.
+    """
     import av
 
     path = _check_file(path)
+    limit = None if max_seconds is None else max(1, int(round(max_seconds * sr)))
     with _open(path) as container:
         if not container.streams.audio:
             raise NoAudioStreamError(
                 f"{path}: has no audio stream (RAVDESS video-only clips, modality 02, carry no sound)"
             )
         stream = container.streams.audio[0]
+        if stream.duration and stream.time_base:
+            expected = float(stream.duration * stream.time_base)
+        else:
+            expected = container.duration / 1_000_000 if container.duration else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        chunks = []
+        chunks, samples, failure = [], 0, None
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except Exception as error:  # PyAV raises several FFmpeg error types mid-decode
-            raise MediaError(f"{path}: audio stream is corrupt ({error})") from error
+                    samples += chunks[-1].size
+                if limit is not None and samples >= limit:
+                    break
+            else:
+                for out in resampler.resample(None):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    samples += chunks[-1].size
+        except MemoryError as error:  # av.error.MemoryError is one too
+            raise _out_of_memory(path, "audio", error) from error
+        except Exception as error:  # noqa: BLE001 - PyAV raises several FFmpeg error types mid-decode
+            if not chunks:
+                raise MediaError(f"{path}: audio stream is corrupt ({error})") from error
+            failure = error
     if not chunks:
         raise MediaError(f"{path}: audio stream holds no samples")
-    return np.concatenate(chunks).astype(np.float32)
+    y = np.concatenate(chunks).astype(np.float32)
+    if limit is not None:
+        y = y[:limit]
+    decoded = y.size / sr
+    reached_limit = limit is not None and y.size >= limit
+    if failure is not None or (not reached_limit and expected and decoded < 0.9 * expected - 0.25):
+        notice(
+            f"{path}: the audio decodes only {decoded:.1f} s of {expected or 0:.1f} s"
+            f"{f' ({failure})' if failure else ''}; the file looks truncated, the decoded part is used"
+        )
+    return y
 
 
 def write_mp4(

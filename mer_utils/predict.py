@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 CLIP_BRANCHES = ("video", "audio", "spectrogram")
 
 
+class NoModalityError(ValueError):
+    """No model could read the clip (no face, no speech, no readable stream): nothing to fuse."""
+
+
 def load_models(
     run_dirs: Sequence[str | Path], fusion: str | Path | None = None, warm_up: bool = True
 ) -> dict:
@@ -91,8 +95,11 @@ def predict_clip(
     Returns a JSON-ready dict: clip, label, fused_probabilities, modalities (per modality:
     available, reason, probabilities, confidence, trust, weight, details) and timings (s).
     """
+    import warnings
+
     from mer_utils.fusion.methods import fuse_single
     from mer_utils.fusion.parameters import single_clip_rule, trust_and_temperatures
+    from mer_utils.media import MediaWarning
 
     clip = Path(clip)
     if not clip.is_file():
@@ -105,13 +112,19 @@ def predict_clip(
     total = time.perf_counter()
     for name, entry in loaded["models"].items():
         start = time.perf_counter()
-        outcome = entry["module"].predict_file(entry["run_dir"], clip, model=entry["model"])
+        with warnings.catch_warnings(record=True) as caught:
+            # Reading problems (a truncated file that decodes only in part) travel with the result.
+            warnings.simplefilter("always", MediaWarning)
+            outcome = entry["module"].predict_file(entry["run_dir"], clip, model=entry["model"])
+        notices = sorted({str(w.message) for w in caught if issubclass(w.category, MediaWarning)})
+        if notices:
+            outcome.setdefault("details", {})["warnings"] = notices
         timings[f"predict {name}"] = time.perf_counter() - start
         outcomes[name] = outcome
         probabilities[name] = outcome["probabilities"] if outcome["available"] else None
     if not any(p is not None for p in probabilities.values()):
         reasons = "; ".join(f"{n}: {o.get('reason')}" for n, o in outcomes.items())
-        raise ValueError(f"{clip}: no modality could be used ({reasons})")
+        raise NoModalityError(f"{clip}: no modality could be used ({reasons})")
     start = time.perf_counter()
     rule = single_clip_rule(loaded["parameters"])
     fused = fuse_single(probabilities, trust, temperatures, labels=loaded["labels"], **rule)
@@ -154,6 +167,8 @@ def format_prediction(result: dict, verbose: bool = False) -> str:
     if result.get("method"):
         lines.append(f"method:  {result['method']} (from fusion.json, chosen on validation)")
     for name, entry in result["modalities"].items():
+        for message in entry.get("details", {}).get("warnings", []):
+            lines.append(f"{name:12s} warning: {message}")
         if not entry["available"]:
             lines.append(f"{name:12s} unavailable: {entry.get('reason')}")
             continue

@@ -42,7 +42,7 @@ SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP_LENGTH = 160
 N_MELS = 80
-# The encoder's context (30 s = 3000 mel frames); longer clips are cut to their first 30 s.
+# The encoder's context (30 s = 3000 mel frames); longer clips give the 30 s from their first voice.
 MAX_FRAMES = 3000
 # Fewer mel frames than this (0.1 s) carry no usable speech for the encoder.
 MIN_FRAMES = 10
@@ -219,6 +219,23 @@ def embed(y: np.ndarray, encoder=None) -> np.ndarray:
     return np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
 
 
+def speech_window(y: np.ndarray) -> np.ndarray:
+    """At most the encoder's 30 s of a clip, starting at its first voice when it is longer.
+
+    A clip of 30 s or less is returned whole (silence kept, see :func:`clip_embedding`); a longer
+    one (a 10-minute recording: only its first 2 minutes are read, ``audio.MAX_AUDIO_SECONDS``)
+    gives the 30 s from the first voice frame of :func:`mer_utils.voice.voice_activity` on.
+    """
+    window = MAX_FRAMES * HOP_LENGTH
+    if y.size <= window:
+        return y
+    from mer_utils.voice import voice_activity
+
+    start = int(voice_activity(y, SAMPLE_RATE).first_voice_seconds() * SAMPLE_RATE)
+    start = max(0, min(start, y.size - window))
+    return y[start : start + window]
+
+
 def clip_embedding(
     path: str | Path, noise_snr_db: float | None = None, seed: int = DEFAULT_SEED, encoder=None
 ) -> np.ndarray:
@@ -227,7 +244,7 @@ def clip_embedding(
     Leading and trailing silence are kept on purpose: on the real RAVDESS validation folds the
     untrimmed clips scored 0.82 against 0.76 for trimmed ones. ``noise_snr_db`` adds white noise.
     """
-    y = audio.load_clip_audio(path, SAMPLE_RATE)
+    y = speech_window(audio.load_clip_audio(path, SAMPLE_RATE))
     if noise_snr_db is not None:
         y = audio.add_noise(y, noise_snr_db, np.random.default_rng(seed))
     try:

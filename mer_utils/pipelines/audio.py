@@ -19,7 +19,10 @@ Normalisation (``run.json`` key ``normalisation``):
   statistics. It uses no labels, only unlabelled audio of the same speaker, so it is
   legitimate on unseen actors too: at evaluation time the statistics come from the clips
   being scored (all clips of each actor in the folder); a single file is normalised with
-  the other clips of its actor found in its folder, or with itself alone if there are none.
+  the other clips of its actor found in its folder. A speaker with fewer than
+  :data:`mer_utils.speakers.MIN_SPEAKER_CLIPS` clips (a user's own recording, any
+  non-RAVDESS name) is normalised with statistics shrunk towards the training speakers'
+  average, stored in the run folder (``speaker_population.npz``); see :mod:`mer_utils.speakers`.
 * ``"global"``: only the training split's global mean / std.
 """
 
@@ -33,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import audio
+from mer_utils import speakers as speakers_module
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -127,6 +131,20 @@ def _normalise(
     if mode == "global":
         return features
     raise ValueError(f"unknown normalisation {mode!r}; expected one of {NORMALISATIONS}")
+
+
+def _normalise_for_prediction(
+    features: np.ndarray, speakers: np.ndarray, mode: str, run_dir: Path
+) -> np.ndarray:
+    """Normalisation of clips being scored: a speaker with few clips is shrunk towards the training population.
+
+    Speakers with at least ``speakers.MIN_SPEAKER_CLIPS`` clips (every RAVDESS actor folder) get
+    exactly the training-time treatment, their own statistics.
+    """
+    if mode != "speaker":
+        return _normalise(features, speakers, mode)
+    population = speakers_module.load_population(run_dir, features.shape[-1])
+    return speakers_module.normalise_speakers(features, speakers, population)
 
 
 def _masked_copies(features: np.ndarray, seed: int) -> np.ndarray:
@@ -231,6 +249,12 @@ def train(
     labels = list(RAVDESS_EMOTIONS)
     speakers = rows["actor"].to_numpy()
     statistics = audio.speaker_statistics(batch.features, speakers) if normalisation == "speaker" else None
+    train_mask = (rows["split"] == "train").to_numpy()
+    population = (
+        speakers_module.population_statistics(batch.features[train_mask], speakers[train_mask])
+        if normalisation == "speaker" and train_mask.any()
+        else None
+    )
     x_all = _normalise(batch.features, speakers, normalisation, statistics)
     y_all = encode_labels(rows["emotion"], labels)
     parts = {split: (rows["split"] == split).to_numpy() for split in ("train", "val", "test")}
@@ -287,14 +311,17 @@ def train(
     network = _ensemble(members)
     save_model(out, network, "keras")
     _save_normalisation(out, mean, std)
+    if population is not None:
+        speakers_module.save_population(out, *population)
     split_actors = {s: sorted(int(a) for a in rows.loc[m, "actor"].unique()) for s, m in parts.items()}
     write_run_info(
         out,
         BRANCH,
         labels,
-        extra_model_files=(NORMALISATION_FILE,),
+        extra_model_files=(NORMALISATION_FILE,) + _population_files(population),
         model=name,
         features=params.to_dict(),
+        speaker_population_file=speakers_module.POPULATION_FILE if population is not None else None,
         num_frames=int(x_train.shape[1]),
         num_features=int(x_train.shape[2]),
         normalisation=normalisation,
@@ -425,13 +452,22 @@ def _train_sklearn(
     pipeline.fit(x_all[parts["train"]], y_all[parts["train"]])
     seconds = time.perf_counter() - start
     save_model(out, pipeline, "sklearn")
+    population = None
+    if normalisation == "speaker":
+        # The average training speaker: what a lone clip of an unknown speaker is normalised towards.
+        population = speakers_module.population_statistics(
+            batch.features[parts["train"]], rows.loc[parts["train"], "actor"].to_numpy()
+        )
+        speakers_module.save_population(out, *population)
     split_actors = {s: sorted(int(a) for a in rows.loc[m, "actor"].unique()) for s, m in parts.items()}
     write_run_info(
         out,
         BRANCH,
         labels,
+        extra_model_files=_population_files(population),
         model=name,
         model_file=SKLEARN_MODEL_FILE,
+        speaker_population_file=speakers_module.POPULATION_FILE if population is not None else None,
         feature_kind=kind,
         features=features,
         num_features=int(x_all.shape[1]),
@@ -566,11 +602,24 @@ def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
     network = _ensemble([load_model(r) for r in run_dirs])
     save_model(out, network, "keras")
     _save_normalisation(out, statistics[0][0], statistics[0][1])
+    population_files: tuple[str, ...] = ()
+    if infos[0].get("speaker_population_file"):
+        # Members share the training split, so the first member's training-speaker statistics serve all.
+        population = speakers_module.load_population(Path(run_dirs[0]), statistics[0][0].shape[-1])
+        if population is not None:
+            speakers_module.save_population(out, *population)
+            population_files = (speakers_module.POPULATION_FILE,)
     members = [info["model"] for info in infos]
     written_at_save = ("branch", "labels", MODEL_FILES_KEY, FINGERPRINT_KEY)
     run_info = {k: v for k, v in infos[0].items() if k not in written_at_save}
     run_info.update(model=ENSEMBLE_MODEL, members=members, combined_from=[str(r) for r in run_dirs])
-    write_run_info(out, BRANCH, infos[0]["labels"], extra_model_files=(NORMALISATION_FILE,), **run_info)
+    write_run_info(
+        out,
+        BRANCH,
+        infos[0]["labels"],
+        extra_model_files=(NORMALISATION_FILE,) + population_files,
+        **run_info,
+    )
     labels = infos[0]["labels"]
     tables = {}
     for split in ("val", "test"):
@@ -627,6 +676,11 @@ def load_model(run_dir: str | Path):
     return load_model_file(run_dir, info)
 
 
+def _population_files(population) -> tuple[str, ...]:
+    """The training-speaker statistics file to hash with the model, when the run stores one."""
+    return (speakers_module.POPULATION_FILE,) if population is not None else ()
+
+
 def _save_normalisation(run_dir: Path, mean: np.ndarray, std: np.ndarray) -> None:
     import io
 
@@ -680,7 +734,9 @@ def predict_table(
             kind, info["features"], index, noise_snr_db=noise_snr_db, seed=info["seed"], progress=progress
         )
         rows = batch.rows
-        x = _utterance_vectors(batch, info["normalisation"], rows["actor"].to_numpy())
+        x = _normalise_for_prediction(
+            batch.features, rows["actor"].to_numpy(), info["normalisation"], run_dir
+        )
         probabilities = sklearn_probabilities(pipeline, x, labels)
         true_labels = [e if e in labels else "" for e in rows["emotion"].astype(str)]
         table = prediction_table(
@@ -695,7 +751,7 @@ def predict_table(
     )
     skipped += batch.skipped
     rows = batch.rows
-    x = _normalise(batch.features, rows["actor"].to_numpy(), info["normalisation"])
+    x = _normalise_for_prediction(batch.features, rows["actor"].to_numpy(), info["normalisation"], run_dir)
     probabilities = predict_probabilities(network, audio.apply_standardiser(x, mean, std))
     true_labels = [e if e in labels else "" for e in rows["emotion"].astype(str)]
     table = prediction_table(
@@ -742,11 +798,63 @@ def _reference_clips(path: Path) -> list[Path]:
     return found[:MAX_REFERENCE_CLIPS]
 
 
+def _unavailable(reason: str, details: dict | None = None) -> dict:
+    return {"available": False, "reason": reason, "probabilities": None, "details": details or {}}
+
+
+def _speaker_normalised(
+    features: np.ndarray, path: Path, reference_of, run_dir: Path, details: dict
+) -> np.ndarray | None:
+    """One clip's features normalised for its speaker (see :mod:`mer_utils.speakers`); None if impossible.
+
+    ``reference_of(other)`` gives another clip's features (cached). The same-speaker clips come
+    from :func:`_reference_clips` (RAVDESS names in the same folder); with too few of them the
+    statistics are shrunk towards the training population stored in the run folder.
+    """
+    from mer_utils import media
+
+    reference = [features]
+    for other in _reference_clips(path):
+        try:
+            reference.append(reference_of(other))
+        except (media.MediaError, FileNotFoundError, ValueError):
+            continue
+    population = speakers_module.load_population(run_dir, features.shape[-1])
+    mean, std, how = speakers_module.speaker_moments(np.stack(reference), population)
+    details["speaker_reference_clips"] = len(reference)
+    details["speaker_normalisation"] = how
+    if how == "shrunk":
+        details["note"] = (
+            f"{len(reference)} clip(s) of this speaker: normalised with statistics shrunk towards the "
+            "training speakers' average"
+        )
+    elif how == "self":
+        if features.ndim == 1 and len(reference) == 1:
+            # A vector standardised against itself is all zeros: every clip would get one answer.
+            return None
+        details["note"] = (
+            "this run stores no training-speaker statistics (trained by an older version): "
+            f"normalised with {len(reference)} clip(s) of this speaker only"
+        )
+    return ((features - mean) / std).astype(np.float32)
+
+
+# Reason given when a run without stored training-speaker statistics meets a lone clip.
+LONE_CLIP_REASON = (
+    "{run}: this run predates stored training-speaker statistics, so a clip without other clips of "
+    "its speaker cannot be normalised; retrain it with `mer train audio`"
+)
+
+
 def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Emotion probabilities of one clip: available False (with the reason) when it has no usable audio."""
+    """Emotion probabilities of one clip: available False (with the reason) when it has no usable audio.
+
+    No speech (under :data:`mer_utils.voice.MIN_SPEECH_SECONDS` of voice: silence, hiss, a
+    0.2 s clip) makes the model unavailable, as does an unreadable clip or one without sound.
+    """
     import time
 
-    from mer_utils import media
+    from mer_utils import media, voice
     from mer_utils.runs import read_run_info
     from mer_utils.training import predict_probabilities
 
@@ -757,29 +865,23 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     params = _params_from(info)
     start = time.perf_counter()
     try:
+        activity = voice.clip_voice_activity(path)
         features = audio.clip_mfcc(path, params)
     except (media.MediaError, FileNotFoundError, ValueError) as error:
-        return {"available": False, "reason": str(error), "probabilities": None, "details": {}}
-    feature_seconds = time.perf_counter() - start
-    details: dict = {"feature_seconds": feature_seconds, "normalisation": info["normalisation"]}
+        return _unavailable(str(error))
+    details: dict = {
+        "feature_seconds": time.perf_counter() - start,
+        "normalisation": info["normalisation"],
+        "voice_seconds": round(activity.seconds, 2),
+    }
     if info["normalisation"] == "speaker":
-        reference = [features]
-        for other in _reference_clips(path):
-            try:
-                reference.append(
-                    audio.cached_feature(
-                        other, lambda o=other: audio.clip_mfcc(o, params), audio.mfcc_cache_params(params)
-                    )
-                )
-            except (media.MediaError, FileNotFoundError, ValueError):
-                continue
-        details["speaker_reference_clips"] = len(reference)
-        if len(reference) == 1:
-            details["note"] = (
-                "no other clips of this speaker found: normalised with the clip's own statistics"
+
+        def reference_of(other: Path) -> np.ndarray:
+            return audio.cached_feature(
+                other, lambda: audio.clip_mfcc(other, params), audio.mfcc_cache_params(params)
             )
-        mean_s, std_s = audio.fit_standardiser(np.stack(reference))
-        features = audio.apply_standardiser(features, mean_s, std_s)
+
+        features = _speaker_normalised(features, path, reference_of, run_dir, details)
     mean, std = _load_normalisation(run_dir, info)
     network = model if model is not None else load_model(run_dir)
     start = time.perf_counter()
@@ -792,30 +894,27 @@ def _predict_file_sklearn(run_dir: Path, info: dict, path: Path, model=None) -> 
     """:func:`predict_file` for a scikit-learn run on clip vectors (utterance statistics or Whisper)."""
     import time
 
-    from mer_utils import media
+    from mer_utils import media, voice
 
     kind, features = info["feature_kind"], info["features"]
     _check_encoder(kind, features, run_dir)
     start = time.perf_counter()
     try:
+        activity = voice.clip_voice_activity(path)
         vector = _clip_vector(kind, features, path)
     except (media.MediaError, FileNotFoundError, ValueError) as error:
-        return {"available": False, "reason": str(error), "probabilities": None, "details": {}}
-    details: dict = {"feature_seconds": time.perf_counter() - start, "normalisation": info["normalisation"]}
+        return _unavailable(str(error))
+    details: dict = {
+        "feature_seconds": time.perf_counter() - start,
+        "normalisation": info["normalisation"],
+        "voice_seconds": round(activity.seconds, 2),
+    }
     if info["normalisation"] == "speaker":
-        reference = [vector]
-        for other in _reference_clips(path):
-            try:
-                reference.append(_clip_vector(kind, features, other, cached=True))
-            except (media.MediaError, FileNotFoundError, ValueError):
-                continue
-        details["speaker_reference_clips"] = len(reference)
-        if len(reference) == 1:
-            details["note"] = (
-                "no other clips of this speaker found: normalised with the clip's own statistics"
-            )
-        mean_s, std_s = audio.fit_standardiser(np.stack(reference)[:, None, :])
-        vector = audio.apply_standardiser(vector, mean_s, std_s)
+        vector = _speaker_normalised(
+            vector, path, lambda other: _clip_vector(kind, features, other, cached=True), run_dir, details
+        )
+        if vector is None:
+            return _unavailable(LONE_CLIP_REASON.format(run=run_dir), details)
     pipeline = model if model is not None else load_model(run_dir)
     start = time.perf_counter()
     probabilities = sklearn_probabilities(pipeline, vector[None], info["labels"])[0]

@@ -633,14 +633,37 @@ def evaluate(run_dir: str | Path, data: str | Path) -> dict:
     return metrics
 
 
-def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Predict one clip: probabilities in run.json's label order, or ``available`` False with the reason."""
+def _reference_log_mels(path: Path, params: SpectrogramParams, seed: int) -> list[np.ndarray]:
+    """Cached log-mels of the other clips of the file's RAVDESS actor in its folder."""
+    from mer_utils.audio import cached_feature
     from mer_utils.media import MediaError
+    from mer_utils.pipelines.audio import _reference_clips
+
+    key = {"kind": "log_mel", **params.feature_key(), "noise_snr_db": None, "seed": seed}
+    maps = []
+    for other in _reference_clips(path):
+        try:
+            maps.append(cached_feature(other, lambda o=other: clip_log_mel(o, params, seed=seed), key))
+        except (MediaError, FileNotFoundError, ValueError):
+            continue
+    return maps
+
+
+def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
+    """Predict one clip: probabilities in run.json's label order, or ``available`` False with the reason.
+
+    Unavailable for unreadable clips, clips without sound and clips without speech
+    (:func:`mer_utils.voice.clip_voice_activity`).
+    """
+    from mer_utils.media import MediaError
+    from mer_utils.voice import clip_voice_activity
 
     info, params = _run_params(run_dir)
     path = Path(path)
     start = time.perf_counter()
     try:
+        # No speech (silence, hiss, a 0.2 s clip): nothing for the model to read, say so.
+        activity = clip_voice_activity(path, params.sr)
         log_mel = clip_log_mel(path, params, seed=int(info.get("seed", DEFAULT_SEED)))
     except (MediaError, FileNotFoundError, ValueError) as error:
         return {
@@ -651,8 +674,14 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
         }
     feature_seconds = time.perf_counter() - start
     network = model if model is not None else load_model(run_dir)
-    # One clip of an unknown speaker: speaker normalisation can only use the clip itself.
-    image = render_images(log_mel[None], [0], params)
+    means, reference = None, 1
+    if params.speaker_norm:
+        # As in evaluation: the speaker's mean spectrum over their clips in the folder (RAVDESS
+        # names); a clip without any is normalised with its own mean spectrum.
+        maps = [log_mel] + _reference_log_mels(path, params, int(info.get("seed", DEFAULT_SEED)))
+        reference = len(maps)
+        means = speaker_mean_spectra(np.stack(maps), [0] * reference, params.db_range)
+    image = render_images(log_mel[None], [0], params, means)
     start = time.perf_counter()
     probabilities = np.asarray(network(image.astype(np.float32), training=False))[0].astype(float)
     labels = list(info["labels"])
@@ -663,7 +692,12 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
         "details": {
             "path": str(path),
             "label": labels[int(probabilities.argmax())],
-            "speaker_norm": "this clip only" if params.speaker_norm else None,
+            "speaker_norm": (
+                (f"{reference} clips of this speaker" if reference > 1 else "this clip only")
+                if params.speaker_norm
+                else None
+            ),
+            "voice_seconds": round(activity.seconds, 2),
             "feature_seconds": round(feature_seconds, 4),
             "model_seconds": round(time.perf_counter() - start, 4),
         },

@@ -12,8 +12,10 @@ start). Smoke mode always uses ``resnet50-scratch`` at a small input size, so it
 Missing faces and occlusion: a frame whose face is occluded (``predict_table(occlusion=...)``)
 or not found by any detector is dropped from its clip's mean; a clip left without any frame
 keeps its row with NaN probabilities and an empty ``pred_label`` and is listed in
-``table.attrs["skipped"]``. With the default detector chain (MTCNN, Haar, centre crop) every
-readable frame yields a crop; ``details.fallback_share`` tells how many were not MTCNN faces.
+``table.attrs["skipped"]``. Training and ``predict_table`` (``mer evaluate``) use the run's
+detector chain (MTCNN, Haar, centre crop), so every readable frame yields a crop there;
+``predict_file`` (``mer predict``) drops the centre crop: a frame without a detected face is
+left out, and a clip without any is "video unavailable" with the reason.
 """
 
 from __future__ import annotations
@@ -430,14 +432,21 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     """Predict one clip: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
 
     ``available`` is False (with the reason) for a missing or unreadable file, a clip without a
-    video stream, or no face in any frame; centre-crop fallbacks still predict, and
-    ``details["fallback_share"]`` says how many frames were not MTCNN faces.
+    video stream, or no face in any frame. Only detected faces count (MTCNN, then the Haar
+    fallback): the centre-crop fallback of training is never called a face here, so frames
+    without a detected face are dropped and ``details["frames_with_face"]`` says how many were kept;
+    ``details["fallback_share"]`` says how many kept frames were not MTCNN faces.
     """
+    from dataclasses import replace
+
     from mer_utils.faces import extract_clip_faces
     from mer_utils.models.video import clip_probabilities
     from mer_utils.training import predict_probabilities
 
     _, params, labels = _run_params(run_dir)
+    # A centre crop of a wall is not a face: prediction uses the run's real detectors only.
+    detectors = tuple(d for d in params.detectors if d != "center") or ("mtcnn", "haar")
+    params = replace(params, detectors=detectors)
     started = time.perf_counter()
     try:
         clip = extract_clip_faces(path, params)
@@ -450,18 +459,21 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
         }
     face_seconds = time.perf_counter() - started
     counts = pd.Series(clip.detectors).value_counts().to_dict()
+    keep = np.array([d != "none" for d in clip.detectors])
+    found = [d for d in clip.detectors if d != "none"]
     details = {
         "path": str(path),
         "frames": len(clip.detectors),
+        "frames_with_face": int(keep.sum()),
         "detectors": {str(k): int(v) for k, v in counts.items()},
-        "fallback_share": clip.fallback_share,
+        "fallback_share": float(np.mean([d != "mtcnn" for d in found])) if found else float("nan"),
         "face_seconds": round(face_seconds, 3),
     }
-    keep = np.array([d != "none" for d in clip.detectors])
     if not keep.any():
         return {
             "available": False,
-            "reason": f"{path}: no face found in any frame",
+            "reason": f"{path}: no face found in any of the {len(clip.detectors)} sampled frames "
+            f"(detectors: {', '.join(detectors)})",
             "probabilities": None,
             "details": details,
         }
