@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,20 @@ def real_text_csv() -> Path:
     if not path.is_file():
         pytest.skip(f"real text CSV not found at {path}")
     return path
+
+
+@pytest.fixture()
+def loopback_server(tmp_path):
+    """A static HTTP server on 127.0.0.1 serving a temporary folder: (folder, URL template with {name})."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served, f"http://127.0.0.1:{server.server_address[1]}/{{name}}"
+    finally:
+        server.shutdown()
+        server.server_close()

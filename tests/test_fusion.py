@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import softmax
 
 from mer_utils import fusion
 from mer_utils.config import RAVDESS_EMOTIONS
@@ -18,13 +19,6 @@ from mer_utils.runs import write_predictions, write_run_info
 
 LABELS = list(RAVDESS_EMOTIONS)
 NUM_CLASSES = len(LABELS)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 def synthetic_tables(
@@ -43,7 +37,9 @@ def synthetic_tables(
     for name in signal:
         logits = generator.normal(0.0, 1.0, (num_clips, NUM_CLASSES))
         logits[np.arange(num_clips), targets] += signal[name]
-        tables[name] = prediction_table(softmax(logits * sharpen[name]), LABELS, clip_ids, true_labels)
+        tables[name] = prediction_table(
+            softmax(logits * sharpen[name], axis=1), LABELS, clip_ids, true_labels
+        )
     return tables
 
 
@@ -66,10 +62,10 @@ def test_entropy_confidence_is_one_for_one_hot_zero_for_uniform_nan_for_missing(
 def test_fit_temperature_recovers_known_temperature_and_lowers_ece():
     generator = np.random.default_rng(0)
     logits = generator.normal(0.0, 1.5, (4000, NUM_CLASSES))
-    calibrated = softmax(logits)
+    calibrated = softmax(logits, axis=1)
     # Labels drawn from the calibrated distribution, so T = 3 exactly undoes the sharpening below.
     targets = np.array([generator.choice(NUM_CLASSES, p=p) for p in calibrated])
-    over_confident = softmax(3.0 * logits)
+    over_confident = softmax(3.0 * logits, axis=1)
     temperature = fusion.fit_temperature(over_confident, targets)
     assert temperature == pytest.approx(3.0, rel=0.1)
     before = fusion.expected_calibration_error(over_confident, targets)
@@ -160,8 +156,8 @@ def test_entropy_trust_beats_plain_mean_with_a_confident_correct_and_a_noisy_mod
     good_logits = generator.normal(0.0, 1.0, (num_clips, NUM_CLASSES))
     good_logits[np.arange(num_clips), targets] += 2.5
     # Noisy modality: confident peaks on random classes, right only by chance.
-    noisy = softmax(generator.normal(0.0, 3.0, (num_clips, NUM_CLASSES)))
-    probabilities = {"face": softmax(good_logits), "voice": noisy}
+    noisy = softmax(generator.normal(0.0, 3.0, (num_clips, NUM_CLASSES)), axis=1)
+    probabilities = {"face": softmax(good_logits, axis=1), "voice": noisy}
     trust = fusion.trust_from_validation(probabilities, targets, "accuracy")
     assert trust["face"] > 0.7 > 0.3 > trust["voice"]
     fused, weights = fusion.entropy_trust_fusion(probabilities, trust)

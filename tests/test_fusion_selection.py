@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from mer_utils import fusion
 from mer_utils.config import RAVDESS_EMOTIONS
@@ -13,18 +14,14 @@ LABELS = list(RAVDESS_EMOTIONS)
 NUM_CLASSES = len(LABELS)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
-
-
 def tables_from_logits(logits: dict[str, np.ndarray], targets: np.ndarray, prefix: str) -> dict:
     """Prediction tables of several runs on the same clips."""
     clip_ids = [f"{prefix}-{i:04d}" for i in range(len(targets))]
     true_labels = [LABELS[t] for t in targets]
-    return {name: prediction_table(softmax(z), LABELS, clip_ids, true_labels) for name, z in logits.items()}
+    return {
+        name: prediction_table(softmax(z, axis=1), LABELS, clip_ids, true_labels)
+        for name, z in logits.items()
+    }
 
 
 def one_good_and_four_echoes(num_clips: int, seed: int) -> dict:

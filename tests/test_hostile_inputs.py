@@ -7,12 +7,9 @@ code. The README's "Bad input" section lists the same cases.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
-import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -687,25 +684,10 @@ def test_extraction_adds_to_an_existing_folder(tmp_path):
     ]
 
 
-@pytest.fixture()
-def loopback_url(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield served, f"http://127.0.0.1:{server.server_address[1]}/{{name}}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_download_of_a_corrupt_archive_names_the_member_and_drops_the_cache(loopback_url, tmp_path):
+def test_download_of_a_corrupt_archive_names_the_member_and_drops_the_cache(loopback_server, tmp_path):
     from mer_utils.ravdess import download_ravdess
 
-    served, url = loopback_url
+    served, url = loopback_server
     bad = b"corrupted-video-bytes" * 4
     archive = _zip(served / "Video_Speech_Actor_07.zip", {"Actor_07/01-01-01-01-01-01-07.mp4": bad})
     _corrupt_member(archive, bad)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 import zipfile
 from pathlib import Path
 
@@ -176,22 +173,6 @@ def test_safe_extract_rejects_a_non_zip(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="broken.zip"):
         ravdess.safe_extract(bad, tmp_path / "out")
-
-
-@pytest.fixture()
-def loopback_server(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield served, f"http://127.0.0.1:{server.server_address[1]}/{{name}}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_download_ravdess_from_loopback_checks_md5_and_indexes(loopback_server, tmp_path):
