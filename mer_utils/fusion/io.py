@@ -93,12 +93,9 @@ def _model_fingerprint(run_dir: Path) -> str | None:
     files = sorted(path for path in run_dir.glob("model.*") if path.is_file())
     if not files:
         return None
-    digest = hashlib.sha256()
-    for path in files:
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    from mer_utils.runs import file_sha256
+
+    return hashlib.sha256("".join(file_sha256(path) for path in files).encode()).hexdigest()
 
 
 def _prediction_fingerprint(run_dir: Path) -> str | None:
