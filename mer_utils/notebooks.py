@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mer_utils.config import CACHE_DIR, CHECKOUT_ROOT, FIGURES_DIR, PROJECT_ROOT, RUNS_DIR
+from mer_utils.config import CHECKOUT_ROOT, FIGURES_DIR, PROJECT_ROOT, RUNS_DIR
 
 # The notebooks ship with a checkout of the repository, not with an installed package.
 NOTEBOOK_DIR = (CHECKOUT_ROOT or PROJECT_ROOT) / "notebooks"
@@ -23,8 +23,9 @@ NOTEBOOK_DIR = (CHECKOUT_ROOT or PROJECT_ROOT) / "notebooks"
 QUIET_KERNEL_ENV = {
     # TensorFlow's C++ INFO / WARNING lines (its oneDNN banner ignores this; see the log file).
     "TF_CPP_MIN_LOG_LEVEL": "2",
-    # Python warnings that say nothing about the notebook's own code (library deprecations).
-    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+    # Python warnings that say nothing about the notebook's own code: library deprecations, and
+    # tqdm.auto's "IProgress not found" (no ipywidgets: a text bar is what a headless run wants).
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore:IProgress not found",
 }
 # ipykernel would forward low-level (C++) stderr into the notebook; it goes to the log file instead.
 KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
@@ -194,11 +195,15 @@ def run_notebooks(
         start = time.perf_counter()
         status, error = "ok", ""
         try:
-            execute_notebook(path, smoke=smoke, timeout=timeout, runs_dir=runs_dir, progress=sys.stderr.isatty())
+            execute_notebook(
+                path, smoke=smoke, timeout=timeout, runs_dir=runs_dir, progress=sys.stderr.isatty()
+            )
         except Exception as exc:  # report every failure, then go on with the next notebook
             status, error = "failed", error_line(exc)
         seconds = time.perf_counter() - start
-        results.append({"notebook": path.name, "status": status, "seconds": round(seconds, 1), "error": error})
+        results.append(
+            {"notebook": path.name, "status": status, "seconds": round(seconds, 1), "error": error}
+        )
         print(f"{path.name:42s} {status:6s} {seconds:7.1f} s  {error}".rstrip(), flush=True)
     failed = sum(r["status"] != "ok" for r in results)
     print(
