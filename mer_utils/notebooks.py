@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -96,8 +98,12 @@ def _quiet_kernel_manager(env: dict[str, str], log_path: Path):
 
     class QuietKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
-            # Local sockets: no TCP ports (and no "running over TCP without encryption" warning).
+            # Local sockets: no TCP ports (and no "running over TCP without encryption" warning), in a
+            # short private folder (socket paths are limited to about 100 characters; the default
+            # would put them into the notebooks' folder).
+            self._mer_socket_dir = tempfile.mkdtemp(prefix="mer-kernel-")
             kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", os.path.join(self._mer_socket_dir, "ipc"))
             super().__init__(**kwargs)
 
         async def start_kernel(self, **kwargs):
@@ -111,6 +117,8 @@ def _quiet_kernel_manager(env: dict[str, str], log_path: Path):
             log = getattr(self, "_mer_log", None)
             if log is not None:
                 log.close()
+            if not restart:
+                shutil.rmtree(self._mer_socket_dir, ignore_errors=True)
 
     return QuietKernelManager
 

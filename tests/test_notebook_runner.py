@@ -114,3 +114,5 @@ def test_run_notebooks_isolates_runs_reports_each_and_stays_quiet(tmp_path, caps
     assert any("probe done" in "".join(o.get("text", "")) for o in outputs)
     assert not any("oneDNN" in "".join(o.get("text", "")) for o in outputs)
     assert "oneDNN" in (runs / "executed" / "logs" / "01_probe.log").read_text()
+    # The kernels talked over local sockets in a private folder, none left in the notebooks' folder.
+    assert sorted(p.name for p in notebooks.iterdir()) == ["01_probe.ipynb", "02_fails.ipynb"]
