@@ -1,6 +1,7 @@
 # mer: two commands set everything up and run it on a fresh machine with Python 3.11:
-#   make demo   venv + install + demo data + execute every notebook headless (writes figures/)
-#   make test   venv + install + tests, including every notebook in smoke mode
+#   make demo   venv + install + demo data + execute every notebook headless (writes figures/;
+#               runs, caches and executed copies in runs/notebooks/full)
+#   make test   venv + install + tests, including every notebook in smoke mode (in a temporary folder)
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -36,11 +37,12 @@ demo-data: $(STAMP)
 demo: demo-data
 	$(BIN)/mer notebooks
 
-# The test command CI runs: unit tests, then every notebook headless in smoke mode.
+# The test command CI runs: unit tests, then every notebook headless in smoke mode; the 20 slowest
+# tests are listed at the end so a test that grows slow is seen.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python scripts/check_notebooks_clean.py
-	MER_SMOKE_TEST=1 $(BIN)/python -m pytest
+	MER_SMOKE_TEST=1 $(BIN)/python -m pytest --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebooks"

@@ -6,18 +6,43 @@ import os
 import random
 from pathlib import Path
 
-# The repository root (the folder holding mer_utils/, notebooks/, figures/).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The folder holding the mer_utils package: the repository root in a checkout (or an editable
+# install), site-packages when the package is installed like any other.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+# Files that sit next to mer_utils/ only in a checkout of the repository.
+CHECKOUT_MARKERS: tuple[str, ...] = ("pyproject.toml", "notebooks")
+
+
+def checkout_root(package_parent: Path = PACKAGE_PARENT) -> Path | None:
+    """The repository folder when mer_utils lives in a checkout (its markers beside it), else None."""
+    if all((package_parent / marker).exists() for marker in CHECKOUT_MARKERS):
+        return package_parent
+    return None
+
+
+def project_root(environ: dict | None = None, package_parent: Path = PACKAGE_PARENT) -> Path:
+    """Where data/, runs/, figures/ and .cache/ live: MER_HOME, else the checkout, else the working folder."""
+    environ = os.environ if environ is None else environ
+    if environ.get("MER_HOME"):
+        return Path(environ["MER_HOME"]).expanduser().resolve()
+    return checkout_root(package_parent) or Path.cwd().resolve()
+
+
+# The repository checkout, or None for a package installed outside one (no notebooks then).
+CHECKOUT_ROOT = checkout_root()
+# The project folder: data/, runs/, figures/ and .cache/ resolve here (see project_root).
+PROJECT_ROOT = project_root()
 # Where data lives unless MER_DATA_DIR says otherwise (never committed to git).
-DATA_DIR = Path(os.environ.get("MER_DATA_DIR", PROJECT_ROOT / "data")).expanduser()
+DATA_DIR = Path(os.environ.get("MER_DATA_DIR") or PROJECT_ROOT / "data").expanduser()
 # The embedded synthetic demo data set written by `mer demo-data` / `make demo-data`.
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"
-# Figures written by the notebooks and the CLI on the current run.
-FIGURES_DIR = PROJECT_ROOT / "figures"
-# Runs written by the notebooks (one folder per trained model).
-RUNS_DIR = PROJECT_ROOT / "runs"
+# Figures written by the notebooks and the CLI on the current run (MER_FIGURES_DIR overrides).
+FIGURES_DIR = Path(os.environ.get("MER_FIGURES_DIR") or PROJECT_ROOT / "figures").expanduser()
+# Runs written by the notebooks (one folder per trained model); `mer notebooks` sets MER_RUNS_DIR
+# to a folder of its own per mode, so its runs never mix with yours or with the other mode's.
+RUNS_DIR = Path(os.environ.get("MER_RUNS_DIR") or PROJECT_ROOT / "runs").expanduser()
 # Disk cache for faces and audio features, keyed by clip and parameters.
-CACHE_DIR = Path(os.environ.get("MER_CACHE_DIR", PROJECT_ROOT / ".cache")).expanduser()
+CACHE_DIR = Path(os.environ.get("MER_CACHE_DIR") or PROJECT_ROOT / ".cache").expanduser()
 
 # RAVDESS emotions in code order (code 01 = neutral ... 08 = surprised).
 RAVDESS_EMOTIONS: tuple[str, ...] = (

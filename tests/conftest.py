@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mer_utils.config import PROJECT_ROOT
+from mer_utils.config import PACKAGE_PARENT
 
-# Real data for development lives beside the project (never inside it); MER_REAL_DATA overrides.
-REAL_DATA = Path(os.environ.get("MER_REAL_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+# Real data for development lives beside the checkout (never inside it); MER_REAL_DATA overrides.
+REAL_DATA = Path(os.environ.get("MER_REAL_DATA", PACKAGE_PARENT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
