@@ -15,8 +15,9 @@ from pathlib import Path
 from mer_utils.pipelines import branch_module
 from mer_utils.runs import read_run_info
 
-# Branches that can read a video clip (text models take sentences, not clips).
-CLIP_BRANCHES = ("video", "audio", "spectrogram")
+# Branches that can read a video clip (text models take sentences, not clips); a faces run is the
+# video modality: frames -> detected faces -> frame probabilities -> clip mean.
+CLIP_BRANCHES = ("video", "audio", "spectrogram", "faces")
 
 
 def load_models(

@@ -94,6 +94,38 @@ def build_face_model(
     raise ValueError(f"unknown faces model {model!r}; expected one of {sorted(MODELS)}")
 
 
+def init_from_face_run(run_dir: str | Path, num_classes: int = 8, seed: int | None = None):
+    """A fresh network of a face run's architecture and input size holding the run's weights.
+
+    Used by ``mer train video --init FACE_RUN``. Returns ``(network, run info)``.
+    """
+    from mer_utils.models.video import build_face_cnn, build_video_model
+
+    info = run_info(run_dir)
+    if len(info["labels"]) != num_classes:
+        raise ValueError(
+            f"{run_dir}: the face run has {len(info['labels'])} labels, the video model {num_classes}"
+        )
+    if info["model"] == "cnn":
+        network = build_face_cnn(int(info["input_size"]), num_classes, seed=seed)
+    elif info["model"] == "resnet50":
+        # The run's weights replace whatever start ImageNet would give, so no download is needed.
+        network = build_video_model(
+            None, int(info["input_size"]), num_classes, seed=seed, standardize=info["weights"] is None
+        )
+    else:
+        raise ValueError(f"{run_dir}: unknown faces model {info['model']!r} in run.json")
+    trained = load_model(run_dir)
+    copied = 0
+    for layer in trained.layers:
+        if layer.weights:
+            network.get_layer(layer.name).set_weights(layer.get_weights())
+            copied += 1
+    if copied == 0:
+        raise ValueError(f"{run_dir}: the face model has no weights to copy")
+    return network, info
+
+
 def prepare_images(images: np.ndarray) -> np.ndarray:
     """Model inputs from uint8 faces (n, S, S, 1 or 3): RGB, then ``preprocess_faces`` like the video model."""
     from mer_utils.face_images import gray_to_rgb
