@@ -121,7 +121,7 @@ def build_face_cnn(
     widths: Sequence[int] = FACE_CNN_WIDTHS,
     repeats: Sequence[int] | None = None,
     dense: int = FACE_CNN_DENSE,
-    dropout: float = 0.4,
+    dropout: float = 0.25,
     augment: bool = True,
     seed: int | None = None,
 ):
