@@ -122,7 +122,7 @@ def build_face_cnn(
     repeats: Sequence[int] | None = None,
     dense: int = FACE_CNN_DENSE,
     dropout: float = 0.25,
-    augment: bool = True,
+    augment: bool | str = True,
     seed: int | None = None,
 ):
     """A compact VGG-style CNN for small grey faces (FER2013's 48 px), same inputs as the ResNet50.
@@ -130,8 +130,8 @@ def build_face_cnn(
     Inputs are ``preprocess_input`` outputs of shape (input_size, input_size, 3), exactly what
     :func:`mer_utils.faces.preprocess_faces` gives the ResNet50, so a face run and the video
     model read the same crops. A fixed 1x1 convolution turns them grey (FER2013 is grey, video
-    frames are colour: grey keeps the two alike); ``augment`` adds flip, rotation, shift and zoom,
-    active only in training; each image is standardised (zero mean, unit variance); then
+    frames are colour: grey keeps the two alike); ``augment`` adds flip, rotation, shift and zoom
+    (``"light"``: flip and shift only), active only in training; each image is standardised (zero mean, unit variance); then
     ``len(widths)`` stages of conv-BatchNorm-ReLU (``repeats`` convs each) and 2x2 max-pooling,
     flatten, dense, dropout and softmax. About 1 M parameters at the defaults.
     """
@@ -148,11 +148,15 @@ def build_face_cnn(
     gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="gray")
     x = gray(inputs)
     gray.set_weights([np.asarray(BGR_LUMA, dtype=np.float32).reshape(1, 1, 3, 1)])
+    if augment not in (True, False, "light"):
+        raise ValueError(f"augment must be True, False or 'light', got {augment!r}")
     if augment:
         x = keras.layers.RandomFlip("horizontal", seed=seed, name="flip")(x)
-        x = keras.layers.RandomRotation(ROTATION, fill_mode="nearest", seed=seed, name="rotate")(x)
+        if augment != "light":
+            x = keras.layers.RandomRotation(ROTATION, fill_mode="nearest", seed=seed, name="rotate")(x)
         x = keras.layers.RandomTranslation(SHIFT, SHIFT, fill_mode="nearest", seed=seed, name="shift")(x)
-        x = keras.layers.RandomZoom(ZOOM, fill_mode="nearest", seed=seed, name="zoom")(x)
+        if augment != "light":
+            x = keras.layers.RandomZoom(ZOOM, fill_mode="nearest", seed=seed, name="zoom")(x)
     x = keras.layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="standardize")(x)
     features_in = keras.Input(x.shape[1:], name="gray_face")
     h = features_in

@@ -52,6 +52,8 @@ FULL_SETTINGS = {
     "val_share": 0.1,
     "test_share": 0.1,
     "max_images_per_label": None,
+    "dropout": 0.25,
+    "augmentation": "full",
 }
 # Smoke settings (CI, quick checks): a few images per label and epochs.
 SMOKE_SETTINGS = {**FULL_SETTINGS, "epochs": 3, "batch_size": 16, "max_images_per_label": 24}
@@ -72,16 +74,27 @@ SEED = DEFAULT_SEED
 
 
 def build_face_model(
-    model: str, input_size: int, num_classes: int, seed: int | None = None, augment: bool = True
+    model: str,
+    input_size: int,
+    num_classes: int,
+    seed: int | None = None,
+    augment: bool = True,
+    dropout: float = 0.25,
+    augmentation: str = "full",
 ):
     """The network of a face run: ``cnn`` or ``resnet50`` (ImageNet when loadable, else scratch).
 
+    ``dropout`` and ``augmentation`` (``"full"`` or ``"light"``: flip and shift only) shape the CNN only.
     Returns ``(network, weights)`` with ``weights`` the start actually used ("imagenet" or None).
     """
     from mer_utils.models.video import PretrainedWeightsError, build_face_cnn, build_video_model
 
     if model == "cnn":
-        return build_face_cnn(input_size, num_classes, augment=augment, seed=seed), None
+        if augmentation not in ("full", "light"):
+            raise ValueError(f"augmentation must be 'full' or 'light', got {augmentation!r}")
+        augment_mode = (True if augmentation == "full" else "light") if augment else False
+        network = build_face_cnn(input_size, num_classes, dropout=dropout, augment=augment_mode, seed=seed)
+        return network, None
     if model == "resnet50":
         try:
             return build_video_model(
@@ -107,7 +120,15 @@ def init_from_face_run(run_dir: str | Path, num_classes: int = 8, seed: int | No
             f"{run_dir}: the face run has {len(info['labels'])} labels, the video model {num_classes}"
         )
     if info["model"] == "cnn":
-        network = build_face_cnn(int(info["input_size"]), num_classes, seed=seed)
+        settings = info.get("settings", {})
+        augment = True if settings.get("augmentation", "full") == "full" else "light"
+        network = build_face_cnn(
+            int(info["input_size"]),
+            num_classes,
+            dropout=settings.get("dropout", 0.25),
+            augment=augment,
+            seed=seed,
+        )
     elif info["model"] == "resnet50":
         # The run's weights replace whatever start ImageNet would give, so no download is needed.
         network = build_video_model(
@@ -309,7 +330,14 @@ def train(
     present = [bool((y[masks["train"]] == k).any()) for k in range(len(labels))]
 
     set_seed(seed, keras=True)
-    network, weights = build_face_model(model_name, input_size, len(labels), seed=seed)
+    network, weights = build_face_model(
+        model_name,
+        input_size,
+        len(labels),
+        seed=seed,
+        dropout=settings["dropout"],
+        augmentation=settings["augmentation"],
+    )
     fit = fit_face_model(
         network,
         prepare_images(decoded.images[masks["train"]]),
