@@ -79,7 +79,16 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     module = branch_module(args.branch)
-    metrics = module.train(args.data, args.out, seed=args.seed, smoke=args.smoke, model=args.model)
+    extra = {}
+    if args.epochs is not None:
+        if args.branch != "faces":
+            raise ValueError(f"--epochs applies to `mer train faces`, not to '{args.branch}'")
+        extra["epochs"] = args.epochs
+    if args.init is not None:
+        if args.branch != "video":
+            raise ValueError(f"--init applies to `mer train video`, not to '{args.branch}'")
+        extra["init"] = args.init
+    metrics = module.train(args.data, args.out, seed=args.seed, smoke=args.smoke, model=args.model, **extra)
     print(f"run written to {args.out}")
     _print_json({k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics})
     return 0
@@ -179,18 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(func=cmd_index)
 
     train = commands.add_parser("train", help="train one branch and write a run folder")
-    train.add_argument("branch", choices=("video", "audio", "spectrogram", "text"))
-    train.add_argument("--data", type=Path, required=True, help="RAVDESS folder, or text CSV for 'text'")
+    train.add_argument("branch", choices=("video", "audio", "spectrogram", "text", "faces"))
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="RAVDESS folder, text CSV for 'text', labelled face-image folder for 'faces'",
+    )
     train.add_argument("--out", type=Path, required=True, help="run folder to write")
     train.add_argument(
         "--model",
         default=None,
-        help="variant: video resnet50|resnet50-scratch; audio whisper|logreg|svm|cnn|lstm|bilstm|attention|stats|ensemble; "
+        help="variant: video resnet50|resnet50-scratch; faces cnn|resnet50; audio whisper|logreg|svm|cnn|lstm|bilstm|attention|stats|ensemble; "
         "spectrogram resnet18|resnet18_speaker_norm|resnet18_imagenet; text best|lr|dt|rf|nb|svm|lr+svm|bilstm|minilm|svm+minilm|minilm-ft|svm+minilm-ft|mpnet|svm+mpnet "
         "(default: the branch's best on real data)",
     )
     train.add_argument("--seed", type=int, default=DEFAULT_SEED)
     train.add_argument("--smoke", action="store_true", help="tiny, fast run (CI and checks)")
+    train.add_argument("--epochs", type=int, default=None, help="faces only: training epochs (default 20)")
+    train.add_argument(
+        "--init", type=Path, default=None, help="video only: start from a `mer train faces` run's weights"
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="score a saved run on every sample of another data set")

