@@ -141,6 +141,7 @@ def predict_clip(
         "labels": loaded["labels"],
         "fused_probabilities": fused["fused_probabilities"],
         "method": loaded["parameters"].get("method"),
+        "method_chosen_by": loaded["parameters"].get("chosen_by", "the seed's rule"),
         "modalities": fused["modalities"],
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
@@ -166,7 +167,7 @@ def format_prediction(result: dict, verbose: bool = False) -> str:
         )
     )
     if result.get("method"):
-        lines.append(f"method:  {result['method']} (from fusion.json, chosen on validation)")
+        lines.append(f"method:  {result['method']} ({result.get('method_chosen_by', 'chosen on validation')})")
     for name, entry in result["modalities"].items():
         for message in entry.get("details", {}).get("warnings", []):
             lines.append(f"{name:12s} warning: {message}")

@@ -25,6 +25,8 @@ from typing import Any
 
 import pandas as pd
 
+from mer_utils.config import BRANCHES
+
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 KERAS_MODEL_FILE = "model.keras"
@@ -138,14 +140,13 @@ def read_predictions(run_dir: str | Path, split: str) -> pd.DataFrame:
 
 # --- model files: safe formats, checksums, the label fingerprint ------------------------------
 
-# Branches a run.json may name (the modules under mer_utils.pipelines).
-BRANCHES = ("video", "audio", "spectrogram", "text")
 # Keys (and their JSON types) each branch reads from run.json besides branch and labels.
 BRANCH_KEYS: dict[str, dict[str, type]] = {
     "video": {"faces": dict},
     "audio": {"features": dict, "normalisation": str, "seed": int},
     "spectrogram": {},
     "text": {},
+    "faces": {"faces": dict, "input_size": int},
 }
 # scikit-learn models are written with skops, which rebuilds objects without running their code.
 SKOPS_MODEL_FILE = "model.skops"

@@ -193,3 +193,20 @@ def test_mer_fuse_data_on_the_demo_clips_with_tiny_trained_runs(demo_dir, tmp_pa
     assert on_data["accuracy"].between(0.0, 1.0).all()
     chosen = fusion.load_fusion_parameters(out)["method"]
     assert bool(on_data.loc[chosen, "chosen"])
+
+
+def test_runs_validated_on_different_samples_get_their_own_trust_and_temperature(tmp_path):
+    # A faces run is validated on face images, an audio run on RAVDESS clips: no clip in common.
+    faces = tables(200, {"faces": 2.5}, 6)["faces"].assign(clip_id=lambda t: "image-" + t["clip_id"])
+    audio = tables(200, {"audio": 0.5}, 7)["audio"]
+    write_run(tmp_path / "faces", "faces", faces, faces)
+    write_run(tmp_path / "audio", "audio", audio, audio)
+    parameters = fusion.io.fusion_parameters_for_runs([tmp_path / "faces", tmp_path / "audio"])
+    assert parameters["method"] == "entropy_trust"
+    assert "no clip in common" in parameters["chosen_by"]
+    trust = {name: entry["trust"] for name, entry in parameters["modalities"].items()}
+    # Each run's trust is its own validation score: the sharper faces run is trusted more.
+    assert trust["faces"] > trust["audio"] > 0
+    alone = fusion.fit_fusion_parameters({"faces": faces})["modalities"]["faces"]
+    assert parameters["modalities"]["faces"]["temperature"] == pytest.approx(alone["temperature"])
+    assert parameters["modalities"]["faces"]["run_dir"] == str((tmp_path / "faces").resolve())

@@ -20,6 +20,7 @@ from mer_utils.fusion.comparison import (
     weight_examples,
     weights_by_emotion,
 )
+from mer_utils.fusion.fitting import MAIN_METHOD
 from mer_utils.fusion.parameters import (
     FUSION_FILE,
     fit_fusion_parameters,
@@ -28,6 +29,7 @@ from mer_utils.fusion.parameters import (
 )
 from mer_utils.fusion.plots import plot_reliability_diagrams, plot_robustness_curves, plot_weights_by_emotion
 from mer_utils.fusion.robustness import missing_modality_curve
+from mer_utils.fusion.selection import SEED_RULE
 from mer_utils.fusion.statistics import BOOTSTRAP_SAMPLES
 
 LOGGER = logging.getLogger(__name__)
@@ -171,10 +173,41 @@ def fusion_parameters_for_runs(
         parameters["modalities"] = {name: dict(parameters["modalities"][name]) for name in names}
     else:
         val_tables = read_run_tables(list(names.values()), splits=("val",))[0]
-        parameters = fit_fusion_parameters(val_tables, trust=trust)
+        if len(val_tables) > 1 and not _share_clips(val_tables):
+            parameters = _independent_parameters(val_tables, trust)
+        else:
+            parameters = fit_fusion_parameters(val_tables, trust=trust)
     for name, run_dir in names.items():
         parameters["modalities"][name]["run_dir"] = str(Path(run_dir).resolve())
     return parameters
+
+
+def _share_clips(tables: Mapping[str, pd.DataFrame]) -> bool:
+    """True when every pair of validation tables has clips in common (runs of the same clips)."""
+    clip_sets = [set(table["clip_id"].astype(str)) for table in tables.values()]
+    return all(a & b for i, a in enumerate(clip_sets) for b in clip_sets[i + 1 :])
+
+
+def _independent_parameters(val_tables: Mapping[str, pd.DataFrame], trust: str) -> dict:
+    """Fusion parameters for runs validated on different samples (a faces run scored on face images
+    beside RAVDESS clip runs): each run's temperature and trust come from its own validation part,
+    and the seed's entropy x trust rule combines them, since no method can be chosen on shared clips."""
+    modalities, labels = {}, None
+    for name, table in val_tables.items():
+        fitted = fit_fusion_parameters({name: table}, trust=trust)
+        if labels is not None and fitted["labels"] != labels:
+            raise ValueError(f"run {name!r}: label order {fitted['labels']} differs from {labels}")
+        labels = fitted["labels"]
+        modalities[name] = fitted["modalities"][name]
+    return {
+        "method": MAIN_METHOD,
+        "parameters": SEED_RULE.as_dict(),
+        "chosen_by": "the runs were validated on different samples (no clip in common), so each run's "
+        "temperature and trust are fitted on its own validation part and the seed's rule combines them",
+        "labels": labels,
+        "trust_metric": trust,
+        "modalities": modalities,
+    }
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:

@@ -6,7 +6,7 @@ its test metrics) and ``evaluate(run_dir, data) -> dict`` (scores a saved run on
 sample of another data set). Branch modules are imported lazily by the CLI.
 """
 
-BRANCHES = ("video", "audio", "spectrogram", "text", "faces")
+from mer_utils.config import BRANCHES
 
 
 def branch_module(branch: str):

@@ -298,8 +298,8 @@ def train(
     from mer_utils.evaluation import table_metrics
     from mer_utils.face_images import index_face_images, load_face_images, split_face_images
     from mer_utils.runs import (
-        KERAS_MODEL_FILE,
         atomic_write_bytes,
+        save_model,
         write_json,
         write_metrics,
         write_predictions,
@@ -365,7 +365,7 @@ def train(
         verbose=verbose,
     )
     out.mkdir(parents=True, exist_ok=True)
-    network.save(out / KERAS_MODEL_FILE)
+    save_model(out, network, "keras")
     counts = {split: int(mask.sum()) for split, mask in masks.items()}
     write_run_info(
         out,
@@ -451,15 +451,10 @@ def _protocol(index: pd.DataFrame) -> str:
 
 
 def load_model(run_dir: str | Path):
-    """The Keras model of a faces run folder."""
-    import keras
+    """The Keras model of a faces run folder (checksums and labels checked, ``safe_mode``)."""
+    from mer_utils.runs import load_model_file
 
-    from mer_utils.runs import KERAS_MODEL_FILE, check_run_dir
-
-    path = check_run_dir(run_dir) / KERAS_MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the run folder has no model; train it with `mer train faces`")
-    return keras.models.load_model(path)
+    return load_model_file(run_dir, run_info(run_dir))
 
 
 def run_info(run_dir: str | Path) -> dict:
