@@ -66,7 +66,12 @@ def test_run_folder_io(tmp_path):
         runs.read_run_info(run)
     runs.write_run_info(run, "audio", LABELS, sample_rate=16000, mean=np.float32(0.5))
     info = runs.read_run_info(run)
+    checksums = {key: info.pop(key) for key in (runs.MODEL_FILES_KEY, runs.FINGERPRINT_KEY)}
     assert info == {"branch": "audio", "labels": LABELS, "sample_rate": 16000, "mean": 0.5}
+    # No model file saved yet: nothing hashed, but the label order is still bound by the fingerprint.
+    assert checksums[runs.MODEL_FILES_KEY] == {}
+    assert checksums[runs.FINGERPRINT_KEY] == runs.model_fingerprint(LABELS, {})
+    assert runs.model_fingerprint(LABELS[::-1], {}) != checksums[runs.FINGERPRINT_KEY]
     (run / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json"):
         runs.read_json(run / "broken.json")
