@@ -12,7 +12,6 @@ so later epochs and re-runs never decode again. This is a data module: it knows 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -265,7 +264,7 @@ def load_face_images(
     """Decode every image of ``index`` (cached on disk, written atomically); unreadable ones are skipped."""
     from tqdm.auto import tqdm
 
-    from mer_utils.runs import atomic_write_bytes
+    from mer_utils.runs import atomic_write_npz
 
     if size < 8:
         raise ValueError(f"image size must be at least 8 pixels, got {size}")
@@ -295,14 +294,12 @@ def load_face_images(
             bad_paths.append(path)
             bad_reasons.append(str(error))
     images = images[good]
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
+    atomic_write_npz(
+        target,
         images=images,
         bad_paths=np.asarray(bad_paths, dtype=str),
         bad_reasons=np.asarray(bad_reasons, dtype=str),
     )
-    atomic_write_bytes(target, buffer.getvalue())
     return _decoded(index, images, bad_paths, bad_reasons, cached=False)
 
 

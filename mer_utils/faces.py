@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -352,17 +351,16 @@ def face_cache_path(path: str | Path, params: FaceParams, cache_dir: str | Path 
 
 def save_clip_faces(target: Path, clip: ClipFaces) -> Path:
     """Write crops and per-frame detector records as compressed .npz, atomically."""
-    from mer_utils.runs import atomic_write_bytes
+    from mer_utils.runs import atomic_write_npz
 
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
+    return atomic_write_npz(
+        target,
+        compressed=True,
         faces=clip.faces,
         detectors=np.asarray(clip.detectors, dtype=str),
         confidences=clip.confidences,
         boxes=clip.boxes,
     )
-    return atomic_write_bytes(target, buffer.getvalue())
 
 
 def load_clip_faces(target: Path) -> ClipFaces:

@@ -167,7 +167,9 @@ def format_prediction(result: dict, verbose: bool = False) -> str:
         )
     )
     if result.get("method"):
-        lines.append(f"method:  {result['method']} ({result.get('method_chosen_by', 'chosen on validation')})")
+        lines.append(
+            f"method:  {result['method']} ({result.get('method_chosen_by', 'chosen on validation')})"
+        )
     for name, entry in result["modalities"].items():
         for message in entry.get("details", {}).get("warnings", []):
             lines.append(f"{name:12s} warning: {message}")

@@ -49,6 +49,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_write_npz(path: str | Path, compressed: bool = False, **arrays: Any) -> Path:
+    """Write NumPy arrays as one .npz file atomically (``compressed`` uses ``savez_compressed``)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write JSON atomically (indented, keys in insertion order)."""
     text = json.dumps(data, indent=2, default=_json_default) + "\n"

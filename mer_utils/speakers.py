@@ -94,13 +94,11 @@ def normalise_speakers(
 
 def save_population(run_dir: str | Path, mean: np.ndarray, std: np.ndarray) -> Path:
     """Write the training population's statistics into the run folder (atomically)."""
-    import io
+    from mer_utils.runs import atomic_write_npz
 
-    from mer_utils.runs import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    np.savez(buffer, mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32))
-    return atomic_write_bytes(Path(run_dir) / POPULATION_FILE, buffer.getvalue())
+    return atomic_write_npz(
+        Path(run_dir) / POPULATION_FILE, mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32)
+    )
 
 
 def load_population(

@@ -473,11 +473,10 @@ class SentenceEmbeddings(BaseEstimator, TransformerMixin):
     def transform(self, texts):
         """(n, d) float32 embeddings of the texts, computing only those not cached yet."""
         import hashlib
-        import io
 
         import numpy as np
 
-        from mer_utils.runs import atomic_write_bytes
+        from mer_utils.runs import atomic_write_npz
 
         texts = [str(t) for t in texts]
         keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
@@ -497,10 +496,9 @@ class SentenceEmbeddings(BaseEstimator, TransformerMixin):
                 [t for _, t in missing], batch_size=self.batch_size, normalize_embeddings=True
             )
             cached.update(zip([k for k, _ in missing], np.asarray(vectors, dtype=np.float32), strict=True))
-            buffer = io.BytesIO()
-            np.savez(buffer, keys=np.asarray(list(cached)), vectors=np.stack(list(cached.values())))
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(cache_file, buffer.getvalue())
+            atomic_write_npz(
+                cache_file, keys=np.asarray(list(cached)), vectors=np.stack(list(cached.values()))
+            )
         if not texts:
             return np.zeros((0, ENCODERS[self._encoder_key()][1]), dtype=np.float32)
         return np.stack([cached[k] for k in keys]).astype(np.float32)

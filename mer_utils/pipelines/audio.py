@@ -682,13 +682,9 @@ def _population_files(population) -> tuple[str, ...]:
 
 
 def _save_normalisation(run_dir: Path, mean: np.ndarray, std: np.ndarray) -> None:
-    import io
+    from mer_utils.runs import atomic_write_npz
 
-    from mer_utils.runs import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    np.savez(buffer, mean=mean, std=std)
-    atomic_write_bytes(run_dir / NORMALISATION_FILE, buffer.getvalue())
+    atomic_write_npz(run_dir / NORMALISATION_FILE, mean=mean, std=std)
 
 
 def _load_normalisation(run_dir: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
