@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=DEFAULT_SEED)
     train.add_argument("--smoke", action="store_true", help="tiny, fast run (CI and checks)")
-    train.add_argument("--epochs", type=int, default=None, help="faces only: training epochs (default 20)")
+    train.add_argument("--epochs", type=int, default=None, help="faces only: training epochs (default 30)")
     train.add_argument(
         "--init", type=Path, default=None, help="video only: start from a `mer train faces` run's weights"
     )
