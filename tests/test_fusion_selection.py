@@ -9,6 +9,7 @@ from scipy.special import softmax
 from mer_utils import fusion
 from mer_utils.config import RAVDESS_EMOTIONS
 from mer_utils.evaluation import prediction_table
+from mer_utils.fusion.alignment import label_indices
 
 LABELS = list(RAVDESS_EMOTIONS)
 NUM_CLASSES = len(LABELS)
@@ -167,3 +168,36 @@ def test_tie_rule_prefers_the_simpler_candidate_unless_the_gain_is_clear():
     much_better[np.flatnonzero(simple == 0)[:30]] = 1.0  # +15 points
     assert fusion.simplest_within_tie([simple, much_better]) == 1
     assert fusion.simplest_within_tie([simple, much_better], eligible=[False, False]) == -1
+
+
+def test_validation_clips_of_ravdess_speakers_are_folded_speaker_disjoint():
+    generator = np.random.default_rng(11)
+    actors = np.repeat([7, 10, 11], 60)
+    targets = generator.integers(0, NUM_CLASSES, len(actors))
+    logits = {}
+    for name in ("a", "b"):
+        z = generator.normal(0.0, 1.0, (len(actors), NUM_CLASSES))
+        z[np.arange(len(actors)), targets] += 1.5
+        logits[name] = z
+    # Take ids VV-EE-II-SS-RR-AA: the last field is the actor.
+    take_ids = [f"01-{i // 10 % 100:02d}-01-{i % 10:02d}-01-{a:02d}" for i, a in enumerate(actors)]
+    tables = {
+        name: prediction_table(softmax(z, axis=1), LABELS, take_ids, [LABELS[t] for t in targets])
+        for name, z in logits.items()
+    }
+    aligned = fusion.align_modalities(tables)
+    groups = fusion.alignment.clip_groups(aligned.clip_ids)
+    assert sorted(set(groups)) == [7, 10, 11]
+    folds = fusion.selection._folds(label_indices(aligned.true_labels, LABELS), 0, groups)
+    assert len(folds) == 3
+    held_out = np.concatenate([held for _, held in folds])
+    assert sorted(held_out) == list(range(len(actors)))  # every clip scored exactly once
+    for train, held in folds:
+        assert not set(groups[train]) & set(groups[held])
+    fitted = fusion.fit_fusion(tables, stacking=False)
+    assert fitted.cv_folds == "speaker-disjoint 3-fold over 3 speakers"
+    assert fusion.fusion_parameters(fitted)["cv_folds"] == fitted.cv_folds
+    # Clip ids that are not take ids carry no speaker: repeated stratified folds.
+    plain = fusion.fit_fusion(tables_from_logits(logits, targets, "clip"), stacking=False)
+    assert plain.cv_folds.endswith("stratified 5-fold")
+    assert fusion.alignment.clip_groups(["01-01-01-01-01-07", "myclip"]) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -82,6 +83,22 @@ def align_modalities(tables: Mapping[str, pd.DataFrame]) -> AlignedProbabilities
     return AlignedProbabilities(
         np.asarray(all_clips, dtype=object), true_labels.to_numpy(dtype=object), probabilities, labels
     )
+
+
+# A RAVDESS take id: vocal channel, emotion, intensity, statement, repetition, actor.
+TAKE_ID = re.compile(r"^\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-(\d{2})$")
+
+
+def clip_groups(clip_ids: Sequence[str]) -> np.ndarray | None:
+    """The speaker (RAVDESS actor) of each clip, or None when any clip id is not a take id.
+
+    Fusion parameters chosen by cross-validation on validation clips must be scored on speakers
+    they were not fitted on, as the runs themselves are: these are the groups of that split.
+    """
+    actors = [TAKE_ID.match(str(clip)) for clip in clip_ids]
+    if not actors or any(match is None for match in actors):
+        return None
+    return np.asarray([int(match.group(1)) for match in actors])
 
 
 def label_indices(true_labels: Sequence[str], labels: Sequence[str]) -> np.ndarray:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mer_utils.fusion.alignment import align_modalities, label_indices
+from mer_utils.fusion.alignment import align_modalities, clip_groups, label_indices
 from mer_utils.fusion.calibration import (
     apply_temperature,
     calibrate,
@@ -96,6 +96,7 @@ class FittedFusion:
     chosen: str = MAIN_METHOD  # the default method (a table row), chosen on validation
     fallback: FamilyParameters = SEED_RULE  # used where a chosen single run is missing
     cv_accuracy: dict[str, float] = field(default_factory=dict)  # cross-validated, on validation
+    cv_folds: str = ""  # how the validation clips were folded for cv_accuracy
 
     @property
     def modalities(self) -> list[str]:
@@ -147,11 +148,15 @@ def fit_fusion(
     stacker = fit_stacking(calibrated, targets, seed=seed) if stacking else None
     fitted = FittedFusion(aligned.labels, trust_values, temperatures, trust, stacker, validation, class_trust)
     if select:
-        selection = select_method(aligned.probabilities, targets, trust_values, trust, seed, SINGLE_PREFIX)
+        groups = clip_groups(aligned.clip_ids)
+        selection = select_method(
+            aligned.probabilities, targets, trust_values, trust, seed, SINGLE_PREFIX, groups
+        )
         fitted.variants = dict(selection.parameters)
         fitted.chosen = selection.chosen
         fitted.fallback = selection.fallback
         fitted.cv_accuracy = dict(selection.cv_accuracy)
+        fitted.cv_folds = selection.folds
     else:
         fitted.variants = {method: SEED_RULE for method in FAMILY_METHODS}
     return fitted

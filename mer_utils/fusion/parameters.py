@@ -54,6 +54,7 @@ def fusion_parameters(
         "chosen_by": "cross-validated accuracy on the validation clips (one-standard-error rule, "
         "guarded by the best single run)",
         "val_cv_accuracy": dict(fitted.cv_accuracy),
+        "cv_folds": fitted.cv_folds,
         "variants": {method: p.as_dict() for method, p in fitted.variants.items()},
         "labels": list(fitted.labels),
         "trust_metric": fitted.trust_metric,

@@ -1,9 +1,12 @@
 """Choose the entropy x trust variant on validation: cross-validated, tie-aware, guarded.
 
 Validation sets are small (RAVDESS: three actors, 180 clips), so every hyper-parameter of the
-family (trust exponent gamma, confidence exponent alpha, kind of trust) is scored by repeated
-stratified K-fold cross-validation *on the validation clips*: temperatures and trust are refitted
-on K-1 folds and the fused prediction scored on the held-out fold. Between candidates whose
+family (trust exponent gamma, confidence exponent alpha, kind of trust) is scored by
+cross-validation *on the validation clips*: temperatures and trust are refitted on the training
+folds and the fused prediction scored on the held-out fold. When the clips carry speakers
+(RAVDESS take ids) the folds are speaker-disjoint (leave one actor out, like every RAVDESS
+split of the project): folds that share actors score a fusion on the voices it was fitted on
+and overstate its gain. Otherwise: repeated stratified K-fold. Between candidates whose
 held-out accuracies differ by less than TIE_STANDARD_ERRORS standard errors of the paired
 per-clip difference (or by at most one point), the simpler one wins (the one-standard-error rule).
 The guard: the best single run is the simplest candidate of all, so a fusion is kept only when it
@@ -109,10 +112,21 @@ def fit_trust(
     return temperatures, trust, class_trust
 
 
-def _folds(targets: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, held-out) index pairs of repeated stratified K-fold (plain K-fold for rare classes)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+def _folds(
+    targets: np.ndarray, seed: int, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) index pairs: group K-fold over ``groups`` (speakers) when there are two or
+    more, else repeated stratified K-fold (plain K-fold for rare classes)."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(targets):
+            raise ValueError(f"got {len(groups)} groups for {len(targets)} validation clips")
+        distinct = len(np.unique(groups))
+        if distinct >= 2:
+            splitter = GroupKFold(min(CV_FOLDS, distinct))
+            return list(splitter.split(np.zeros(len(targets)), targets, groups))
     counts = np.bincount(targets)
     smallest = counts[counts > 0].min()
     splits = int(min(CV_FOLDS, len(targets)))
@@ -172,16 +186,17 @@ def cross_validated_correctness(
     grid: Sequence[FamilyParameters],
     trust_metric: str = "macro_f1",
     seed: int = 42,
+    groups: Sequence[int] | None = None,
 ) -> np.ndarray:
     """(len(grid), n) share of repeats in which each family member got each validation clip right.
 
     Temperatures and trust are refitted on the training folds, so every clip is scored by a
-    fusion that did not see it.
+    fusion that did not see it (nor, with ``groups``, its speaker).
     """
     targets = np.asarray(targets, dtype=int)
     correct = np.zeros((len(grid), len(targets)))
     scored = np.zeros(len(targets))
-    for train, held in _folds(targets, seed):
+    for train, held in _folds(targets, seed, None if groups is None else np.asarray(groups)):
         train_probabilities = {name: p[train] for name, p in probabilities.items()}
         if any(not present_rows(p).any() for p in train_probabilities.values()):
             continue  # a run absent from every training clip of this fold cannot be fitted
@@ -224,6 +239,7 @@ class Selection:
     chosen: str  # the default method: a family row, or "single_<run>" when the guard fell back
     fallback: FamilyParameters  # the family member used where a chosen single run is missing
     best_single: str
+    folds: str = ""  # how the validation clips were folded
 
 
 def select_method(
@@ -233,12 +249,16 @@ def select_method(
     trust_metric: str = "macro_f1",
     seed: int = 42,
     single_prefix: str = "single_",
+    groups: Sequence[int] | None = None,
 ) -> Selection:
-    """Choose each family row's hyper-parameters, then the default method, on validation clips."""
+    """Choose each family row's hyper-parameters, then the default method, on validation clips.
+
+    ``groups`` (the speaker of each clip) makes the cross-validation speaker-disjoint.
+    """
     targets = np.asarray(targets, dtype=int)
     grid = family_grid("entropy_trust_tuned")
     position = {parameters: g for g, parameters in enumerate(grid)}
-    correctness = cross_validated_correctness(probabilities, targets, grid, trust_metric, seed)
+    correctness = cross_validated_correctness(probabilities, targets, grid, trust_metric, seed, groups)
     parameters, row_correctness, cv_accuracy = {}, {}, {}
     for method in FAMILY_METHODS:
         candidates = [position[p] for p in family_grid(method)]
@@ -266,4 +286,19 @@ def select_method(
     else:
         chosen = rows[pick - 1]
         fallback = parameters[chosen]
-    return Selection(parameters, cv_accuracy, chosen, fallback, f"{single_prefix}{best_run}")
+    return Selection(
+        parameters,
+        cv_accuracy,
+        chosen,
+        fallback,
+        f"{single_prefix}{best_run}",
+        describe_folds(targets, groups),
+    )
+
+
+def describe_folds(targets: Sequence[int], groups: Sequence[int] | None = None) -> str:
+    """How :func:`cross_validated_correctness` folds these validation clips, in words."""
+    distinct = 0 if groups is None else len(np.unique(np.asarray(groups)))
+    if distinct >= 2:
+        return f"speaker-disjoint {min(CV_FOLDS, distinct)}-fold over {distinct} speakers"
+    return f"{CV_REPEATS} x stratified {int(min(CV_FOLDS, len(targets)))}-fold"
