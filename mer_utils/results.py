@@ -15,8 +15,9 @@ Each entry of ``metrics`` is one table row: ``name``, then any of ``accuracy``, 
 recorded by the run), ``other_seeds`` (``{"1": {"accuracy": ..., "macro_f1": ...}}``),
 ``per_class_recall`` (``{label: recall}``), ``values`` (more columns: a number, a string or
 ``{"mean": m, "sd": s}``), ``command`` (when the row was made by another command than the file's),
-``source`` (where a number comes from when no command made it, or a caveat), ``key`` (the model id
-a script matches rows by), ``bold``, ``decimals`` and ``details`` (kept, not shown). Optional
+``source`` (where a number comes from when no command made it, or a caveat), ``reference`` (true
+for a number from elsewhere, made by no command of this project), ``key`` (the model id a script
+matches rows by), ``bold``, ``decimals`` and ``details`` (kept, not shown). Optional
 top-level keys: ``title``, ``source``, ``row_label`` and ``accuracy_label`` (column headers),
 ``value_decimals`` (``{column: decimals}`` for ``values`` columns) and ``details``. The scripts that measure results write them with :func:`write_results`; the README's
 results section is rendered from the files by :func:`render_readme` (``scripts/render_results.py``)
@@ -29,7 +30,9 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +115,44 @@ def result_names(folder: str | Path | None = None) -> list[str]:
     """Names of the results files in ``folder`` (sorted)."""
     folder = Path(folder if folder is not None else results_dir())
     return sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def command_line(script: str | Path, argv: Sequence[str] | None = None) -> str:
+    """The command that ran ``script`` with ``argv`` (default: this process's arguments), for a results file."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    path = Path(script).resolve()
+    root = CHECKOUT_ROOT or PROJECT_ROOT
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    return shlex.join(["python", str(shown), *arguments])
+
+
+def update_results(
+    name: str, rows: list[dict], command: str, defaults: dict, folder: str | Path | None = None
+) -> Path:
+    """Write ``rows`` into results file ``name``: rows with the same ``key`` replaced, other rows kept.
+
+    ``defaults`` gives data and protocol for a new file; an existing file keeps its own, with the
+    keys of ``defaults["protocol_update"]`` (if any) applied. ``command`` becomes the file's command.
+    """
+    path = results_path(name, folder)
+    if path.is_file():
+        record = load_results(name, folder)
+        record["protocol"] = {**record["protocol"], **defaults.get("protocol_update", {})}
+    else:
+        record = {
+            "data": defaults["data"],
+            "protocol": {**defaults["protocol"], **defaults.get("protocol_update", {})},
+        }
+        record["metrics"] = []
+    old_command, fresh = record.get("command"), {row.get("key") for row in rows}
+    record["command"] = command
+    for row in record["metrics"]:
+        # Rows this run did not re-measure keep the command that made them (references have none).
+        kept = row.get("key") not in fresh and not row.get("reference") and not row.get("command")
+        if kept and old_command != command:
+            row["command"] = old_command
+    record["metrics"] = merge_rows(record["metrics"], rows)
+    return write_results(name, record, folder)
 
 
 def merge_rows(old_rows: Iterable[dict], new_rows: Iterable[dict], key: str = "key") -> list[dict]:
