@@ -155,18 +155,23 @@ def update_results(
     return write_results(name, record, folder)
 
 
-def merge_rows(old_rows: Iterable[dict], new_rows: Iterable[dict], key: str = "key") -> list[dict]:
+def merge_rows(
+    old_rows: Iterable[dict],
+    new_rows: Iterable[dict],
+    key: str = "key",
+    keep: Sequence[str] = ("name", "bold", "decimals"),
+) -> list[dict]:
     """Rows of ``old_rows`` with the ones ``new_rows`` re-measured (same ``key``) replaced, new ones appended.
 
     A script that measures some of a file's rows keeps the others (references, other models).
-    Fields the script does not measure (the row's display ``name``, ``bold``) are kept from the old row.
+    Fields the script does not measure (``keep``: the row's display ``name``, ``bold``) stay as they were.
     """
     new_rows = list(new_rows)
     fresh = {row[key]: row for row in new_rows if key in row}
     merged, used = [], set()
     for row in old_rows:
         if row.get(key) in fresh:
-            kept = {field: row[field] for field in ("name", "bold", "decimals") if field in row}
+            kept = {field: row[field] for field in keep if field in row}
             merged.append(fresh[row[key]] | kept)
             used.add(row[key])
         else:

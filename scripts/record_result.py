@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         record = new_record(args.run_dir, args.command, args.data_description)
     row["command"] = args.command
-    record["metrics"] = merge_rows(record["metrics"], [row])
+    keep = ("bold", "decimals") if args.row else ("name", "bold", "decimals")
+    record["metrics"] = merge_rows(record["metrics"], [row], keep=keep)
     path = write_results(args.name, record, args.results_dir)
     print(f"{path}: row {key!r}: accuracy {row['accuracy']:.3f}")
     return 0
