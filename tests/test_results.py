@@ -337,3 +337,70 @@ def test_record_result_refuses_a_folder_without_metrics(tmp_path):
         _script("record_result").main(
             ["x", str(tmp_path), "--command", "mer train", "--results-dir", str(tmp_path)]
         )
+
+
+# --- the benchmark scripts write through write_results -----------------------------------------
+
+
+def test_benchmark_text_records_every_model_with_the_other_seeds(tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path))
+    write_results("text", _record(), tmp_path)
+
+    def seed_metrics(shift: float) -> dict:
+        scores = {"accuracy": 0.5 + shift, "macro_f1": 0.4 + shift, "macro_auc": 0.8}
+        return {"model": "svm", "n": 100, "models": {"svm": {"test": scores}, "lr": {"test": scores}}}
+
+    _script("benchmark_text").record_results(
+        "text", Path("x.csv"), [42, 1], {42: seed_metrics(0), 1: seed_metrics(0.1)}
+    )
+    result = load_results("text", tmp_path)
+    rows = {row["key"]: row for row in result["metrics"]}
+    assert rows["svm"]["accuracy"] == 0.5 and rows["svm"]["other_seeds"]["1"]["accuracy"] == 0.6
+    assert rows["svm"]["values"] == {"macro AUC": 0.8} and "values" not in rows["lr"]
+    assert "seed 42 in the main columns, seeds 1 beside them" in result["protocol"]["test"]
+    assert result["command"].startswith("python scripts/benchmark_text.py")
+
+
+def test_benchmark_audio_records_mean_and_sd_over_folds(tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path))
+    table = pd.DataFrame({"fold": [0, 1, 0, 1], "model": ["svc_stats", "svc_stats", "logreg", "logreg"]})
+    table["accuracy"] = [0.5, 0.7, 0.6, 0.6]
+    args = ["--data", "d", "--out", "o", "--models", "logreg"]
+    _script("benchmark_audio").record_results("kfold", table, Path("d"), args)
+    result = load_results("kfold", tmp_path)
+    rows = {row["key"]: row for row in result["metrics"]}
+    assert rows["svc_stats"]["values"]["2-fold accuracy"] == pytest.approx(
+        {"mean": 0.6, "sd": 0.1414}, abs=1e-4
+    )
+    assert rows["logreg"]["details"]["folds"] == [0.6, 0.6]
+    assert result["command"] == "python scripts/benchmark_audio.py --data d --out o --models logreg"
+
+
+def test_fusion_noise_curves_records_accuracy_per_level(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path))
+    curve = pd.DataFrame(
+        {"level": [20.0, -5.0, 20.0, -5.0], "method": ["single_audio", "single_audio", "mean", "mean"]}
+    )
+    curve["accuracy"] = [0.6, 0.4, 0.65, 0.55]
+    args = argparse.Namespace(run_dirs=[Path("runs/a"), Path("runs/b")], data=Path("d"))
+    _script("fusion_noise_curves").record_results("noise", curve, args, "audio", ["runs/a", "runs/b"])
+    rows = {row["key"]: row["values"] for row in load_results("noise", tmp_path)["metrics"]}
+    assert rows == {"single_audio": {"20 dB": 0.6, "-5 dB": 0.4}, "mean": {"20 dB": 0.65, "-5 dB": 0.55}}
+
+
+def test_benchmark_faces_records_speed_and_the_fer_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path))
+    faces = _script("benchmark_faces")
+    faces.record_speed(
+        "speed",
+        [{"name": "decode (cold)", "key": "decode (cold)", "values": {"images/s": 900}}],
+        Path("d"),
+        "2 cores",
+    )
+    assert load_results("speed", tmp_path)["metrics"][0]["values"] == {"images/s": 900}
+    fer = {"accuracy": 0.58, "macro_f1": 0.5, "n": 10, "recall": {"happy": 0.8}}
+    faces.record_fer_scores("faces", fer, Path("d"))
+    (row,) = load_results("faces", tmp_path)["metrics"]
+    assert row["key"] == "fer" and row["accuracy"] == 0.58 and row["per_class_recall"] == {"happy": 0.8}
