@@ -6,7 +6,7 @@
         --command "mer fuse runs/audio_whisper runs/audio_logreg runs/spectrogram --out runs/fusion_real"
 
 A training run gives one row: test accuracy, macro-F1, n, a 95% bootstrap interval of accuracy from
-``predictions_test.csv``, validation accuracy (and per-class recall with ``--per-class``). A fusion
+``predictions_test.csv``, macro AUC and validation accuracy (and per-class recall with ``--per-class``). A fusion
 folder (it holds fusion.json) gives one row for the fused runs: the default's test accuracy and
 interval, the validation choice, the best single run, the plain mean, product, stacking and the
 seed's entropy x trust rule. The row replaces the one with the same ``--key`` (other rows stay);
@@ -43,7 +43,8 @@ def accuracy_interval(run_dir: Path, seed: int = 42) -> list[float] | None:
 
     if not (run_dir / "predictions_test.csv").is_file():
         return None
-    table = read_predictions(run_dir, "test")
+    # In clip order, as `mer fuse` resamples, so both give the same interval for the same predictions.
+    table = read_predictions(run_dir, "test").sort_values("clip_id", kind="stable")
     labels = sorted(set(table["true_label"].astype(str)) | set(table["pred_label"].astype(str)))
     targets = np.array([labels.index(label) for label in table["true_label"].astype(str)])
     predictions = np.array([labels.index(label) for label in table["pred_label"].astype(str)])
@@ -59,11 +60,14 @@ def run_row(run_dir: Path, key: str, per_class: bool) -> dict:
     interval = accuracy_interval(run_dir, int(metrics.get("seed", 42)))
     if interval:
         row["ci95"] = {"accuracy": interval}
-    if isinstance(metrics.get("val"), dict) and "accuracy" in metrics["val"]:
-        row["values"] = {"val accuracy": metrics["val"]["accuracy"]}
+    values = {"macro AUC": metrics.get("macro_auc")}
+    if isinstance(metrics.get("val"), dict):
+        values["val accuracy"] = metrics["val"].get("accuracy")
+    row["values"] = {name: value for name, value in values.items() if value is not None}
     if per_class:
         row["per_class_recall"] = {label: scores["recall"] for label, scores in metrics["per_class"].items()}
-    row["details"] = {"run": str(run_dir), "model": metrics.get("model"), "seed": metrics.get("seed")}
+    row["details"] = {key: metrics.get(key) for key in ("model", "seed", "train_seconds") if key in metrics}
+    row["details"]["run"] = str(run_dir)
     return row
 
 
