@@ -81,9 +81,12 @@ def fusion_row(fusion_dir: Path, key: str) -> dict:
     chosen = str(parameters.get("method", GUARDED_METHOD))
     trust = {name: entry.get("trust", 0.0) for name, entry in parameters.get("modalities", {}).items()}
     best_single = f"{SINGLE_PREFIX}{max(trust, key=trust.get)}" if trust else None
-    values = {
-        "chosen": chosen.removeprefix(SINGLE_PREFIX) + (" alone" if chosen.startswith(SINGLE_PREFIX) else "")
-    }
+    values = {"chosen": f"`{chosen}`"}
+    if chosen.startswith(SINGLE_PREFIX):
+        # A single run is named by its folder (the modality name may repeat the branch: audio-audio_x).
+        entry = parameters.get("modalities", {}).get(chosen.removeprefix(SINGLE_PREFIX), {})
+        run = Path(entry["run_dir"]).name if entry.get("run_dir") else chosen.removeprefix(SINGLE_PREFIX)
+        values["chosen"] = f"{run} alone"
     values["best single"] = metrics[best_single]["accuracy"] if best_single in metrics else None
     values |= {
         column: metrics[method]["accuracy"] for column, method in FUSION_COLUMNS.items() if method in metrics

@@ -311,7 +311,7 @@ def test_record_result_copies_a_fusion_folder(tmp_path):
     }
     parameters = {
         "method": "single_audio",
-        "modalities": {"audio": {"trust": 0.7}, "video": {"trust": 0.5}},
+        "modalities": {"audio": {"trust": 0.7, "run_dir": "/x/runs/audio_whisper"}, "video": {"trust": 0.5}},
         "val_cv_accuracy": {"entropy_trust": 0.65},
     }
     (fusion_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
@@ -324,7 +324,7 @@ def test_record_result_copies_a_fusion_folder(tmp_path):
     assert row["name"] == "audio + video" and row["accuracy"] == 0.6
     assert row["ci95"] == {"accuracy": [0.3, 0.9]}
     assert row["values"] == {
-        "chosen": "audio alone",
+        "chosen": "audio_whisper alone",
         "best single": 0.6,
         "plain mean": 0.5,
         "entropy x trust": 0.55,
