@@ -100,6 +100,8 @@ def fusion_row(fusion_dir: Path, key: str) -> dict:
     row["details"] = {
         "fusion_dir": str(fusion_dir),
         "methods": {m: v["accuracy"] for m, v in metrics.items()},
+        "val_cv_accuracy": parameters.get("val_cv_accuracy", {}),
+        "variants": parameters.get("variants", {}),
     }
     return row
 
