@@ -72,6 +72,10 @@ def test_results_file_is_complete(name):
     for key in REQUIRED_KEYS:
         assert record[key], f"{name}: empty {key}"
     assert record["metrics"], name
+    keys = [row.get("key") for row in record["metrics"]]
+    assert None not in keys and len(set(keys)) == len(keys), (
+        f"{name}: rows need unique keys (record_result --key)"
+    )
     for row in record["metrics"]:
         ci = (row.get("ci95") or {}).get("accuracy")
         if ci:
