@@ -131,18 +131,17 @@ def update_results(
 ) -> Path:
     """Write ``rows`` into results file ``name``: rows with the same ``key`` replaced, other rows kept.
 
-    ``defaults`` gives data and protocol for a new file; an existing file keeps its own, with the
-    keys of ``defaults["protocol_update"]`` (if any) applied. ``command`` becomes the file's command.
+    ``defaults`` gives data, protocol (and any other top-level key, e.g. ``row_label``) for a new
+    file; an existing file keeps its own, with the keys of ``defaults["protocol_update"]`` applied.
+    ``command`` becomes the file's command.
     """
     path = results_path(name, folder)
     if path.is_file():
         record = load_results(name, folder)
         record["protocol"] = {**record["protocol"], **defaults.get("protocol_update", {})}
     else:
-        record = {
-            "data": defaults["data"],
-            "protocol": {**defaults["protocol"], **defaults.get("protocol_update", {})},
-        }
+        record = {key: value for key, value in defaults.items() if key != "protocol_update"}
+        record["protocol"] = {**defaults["protocol"], **defaults.get("protocol_update", {})}
         record["metrics"] = []
     old_command, fresh = record.get("command"), {row.get("key") for row in rows}
     record["command"] = command

@@ -196,6 +196,7 @@ def record_speed(name: str, rows: list[dict], data: Path, machine: str) -> Path:
     from mer_utils.results import command_line, update_results
 
     defaults = {
+        "row_label": "step",
         "data": {"path": str(data), "description": "labelled face images"},
         "protocol": {"test": "batch 64, augmentation on, as in the full run"},
         "protocol_update": {"split": f"{machine}; a shared CPU gives pessimistic figures"},

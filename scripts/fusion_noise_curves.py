@@ -106,6 +106,7 @@ def record_results(
         rows.append({"name": method, "key": method, "values": values})
     runs = ", ".join(str(run_dir) for run_dir in args.run_dirs)
     defaults = {
+        "row_label": "method",
         "data": {"path": str(args.data), "description": f"RAVDESS, runs {runs}"},
         "protocol": {
             "split": "fusion fitted on the runs' clean validation predictions",

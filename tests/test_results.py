@@ -390,7 +390,9 @@ def test_fusion_noise_curves_records_accuracy_per_level(tmp_path, monkeypatch):
     curve["accuracy"] = [0.6, 0.4, 0.65, 0.55]
     args = argparse.Namespace(run_dirs=[Path("runs/a"), Path("runs/b")], data=Path("d"))
     _script("fusion_noise_curves").record_results("noise", curve, args, "audio", ["runs/a", "runs/b"])
-    rows = {row["key"]: row["values"] for row in load_results("noise", tmp_path)["metrics"]}
+    result = load_results("noise", tmp_path)
+    assert result["row_label"] == "method"
+    rows = {row["key"]: row["values"] for row in result["metrics"]}
     assert rows == {"single_audio": {"20 dB": 0.6, "-5 dB": 0.4}, "mean": {"20 dB": 0.65, "-5 dB": 0.55}}
 
 
