@@ -201,3 +201,27 @@ def test_validation_clips_of_ravdess_speakers_are_folded_speaker_disjoint():
     plain = fusion.fit_fusion(tables_from_logits(logits, targets, "clip"), stacking=False)
     assert plain.cv_folds.endswith("stratified 5-fold")
     assert fusion.alignment.clip_groups(["01-01-01-01-01-07", "myclip"]) is None
+
+
+def paired(wins: int, losses: int, ties: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-clip correctness of a candidate and a baseline that disagree on wins + losses clips."""
+    candidate = np.r_[np.ones(wins), np.zeros(losses), np.ones(ties)]
+    baseline = np.r_[np.zeros(wins), np.ones(losses), np.ones(ties)]
+    return candidate, baseline
+
+
+def test_guard_needs_an_exact_significant_gain_over_the_best_single_run():
+    beats = fusion.selection.beats_significantly
+    # 8 against 3 of 180: +2.8 points, but the exact sign test gives p = 0.11.
+    assert not beats(*paired(8, 3, 169))
+    assert beats(*paired(10, 0, 170))  # p = 0.001
+    assert beats(*paired(12, 3, 165))  # p = 0.018
+    assert not beats(*paired(3, 8, 169))  # a loss is never a gain
+    # Significant but below one point of accuracy: not worth a fusion.
+    assert not beats(*paired(6, 0, 994))
+    # Fractional correctness (repeated folds) is rounded to whole discordant clips.
+    candidate, baseline = paired(10, 0, 170)
+    candidate[:10] = 0.95  # right in 19 of 20 repeats
+    assert beats(candidate, baseline)
+    candidate[:10] = 0.3  # 3 clips' worth of wins: p = 0.125
+    assert not beats(candidate, baseline)
