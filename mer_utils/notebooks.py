@@ -8,6 +8,7 @@ file per notebook (``<mode folder>/logs/``), not into the terminal or the execut
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ QUIET_KERNEL_ENV = {
 }
 # ipykernel would forward low-level (C++) stderr into the notebook; it goes to the log file instead.
 KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
+# MIME type of the key numbers a notebook records (:func:`record_results`); tests read them back.
+RESULTS_MIME = "application/vnd.mer.results+json"
 
 
 class NoNotebooksError(FileNotFoundError):
@@ -219,4 +222,44 @@ def run_notebooks(
         f"(executed copies and kernel logs in {runs_dir / 'executed'})",
         flush=True,
     )
+    return results
+
+
+def _plain(value):
+    """JSON form of the numpy scalars, arrays and paths a notebook's results hold."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot record a {type(value).__name__} as JSON: {value!r}")
+
+
+def record_results(values: Mapping[str, object]) -> dict:
+    """Show a notebook's key numbers as one JSON output that :func:`read_results` finds again.
+
+    Call it in the last cell; the numbers travel in the executed notebook (a display output of
+    type :data:`RESULTS_MIME`, with the same JSON as text), so no extra package is needed.
+    """
+    from IPython.display import display
+
+    plain = json.loads(json.dumps(dict(values), default=_plain))
+    display({RESULTS_MIME: plain, "text/plain": json.dumps(plain, indent=1)}, raw=True)
+    return plain
+
+
+def read_results(executed: Path) -> dict:
+    """The key numbers an executed notebook recorded with :func:`record_results` (merged, later wins).
+
+    Raises ``ValueError`` naming the notebook when it recorded none.
+    """
+    notebook = json.loads(Path(executed).read_text())
+    results: dict = {}
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if RESULTS_MIME in data:
+                value = data[RESULTS_MIME]
+                results.update(json.loads(value) if isinstance(value, str) else value)
+    if not results:
+        raise ValueError(f"{executed}: no recorded results (a cell calling record_results)")
     return results
