@@ -77,7 +77,7 @@ def time_model(model: str, data: Path | None, steps: int) -> dict[str, float]:
     images, y = sample_images(data, batch * (steps + 2), size)
     x = faces.prepare_images(images)
     present = [True] * len(_labels())
-    network, _ = faces.build_face_model(model, size, len(present), seed=0)
+    network, _ = faces.build_face_model(model, size, len(present), seed=0, repeats=settings["repeats"])
     common = dict(
         batch_size=batch,
         learning_rate=settings["learning_rate"],

@@ -55,7 +55,15 @@ def accuracy_interval(run_dir: Path, seed: int = 42) -> list[float] | None:
 def run_row(run_dir: Path, key: str, per_class: bool) -> dict:
     """The results row of a `mer train` run folder."""
     metrics = read_json(run_dir / "metrics.json")
-    row = {"name": key, "key": key, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    # A run trained without some labels (a faces run has no calm) is scored over the labels it
+    # knows, as other models of that data are.
+    present = metrics.get("present_labels") if isinstance(metrics.get("present_labels"), dict) else {}
+    row = {
+        "name": key,
+        "key": key,
+        "accuracy": present.get("accuracy", metrics["accuracy"]),
+        "macro_f1": present.get("macro_f1", metrics["macro_f1"]),
+    }
     row["n"] = metrics["n"]
     interval = accuracy_interval(run_dir, int(metrics.get("seed", 42)))
     if interval:
@@ -65,8 +73,13 @@ def run_row(run_dir: Path, key: str, per_class: bool) -> dict:
         values["val accuracy"] = metrics["val"].get("accuracy")
     row["values"] = {name: value for name, value in values.items() if value is not None}
     if per_class:
-        row["per_class_recall"] = {label: scores["recall"] for label, scores in metrics["per_class"].items()}
-    row["details"] = {key: metrics.get(key) for key in ("model", "seed", "train_seconds") if key in metrics}
+        row["per_class_recall"] = {
+            label: scores["recall"]
+            for label, scores in metrics["per_class"].items()
+            if not present or scores.get("support", 1) > 0
+        }
+    kept = ("model", "seed", "train_seconds", "train_images_per_second", "epochs")
+    row["details"] = {key: metrics.get(key) for key in kept if key in metrics}
     row["details"]["run"] = str(run_dir)
     return row
 
