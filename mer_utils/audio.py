@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import media
-from mer_utils.config import CACHE_DIR, DEFAULT_SEED
+from mer_utils.config import DEFAULT_SEED
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +413,9 @@ def cached_feature(
 
     if cache_dir == "":
         return compute()
-    folder = Path(cache_dir) if cache_dir is not None else CACHE_DIR / CACHE_SUBDIR
+    from mer_utils.cache import cache_dir as shared_cache_dir
+
+    folder = shared_cache_dir(CACHE_SUBDIR, cache_dir)
     file = folder / f"{Path(path).stem}-{cache_key(path, params)}.npy"
     if file.is_file():
         try:
@@ -527,9 +529,13 @@ def mfcc_cache_params(
     return key
 
 
-def clip_seed(path: str | Path, seed: int, copy: int = 0) -> int:
-    """A per-clip seed that depends on the file name (not its folder), the seed and the copy."""
-    digest = hashlib.sha1(f"{Path(path).name}|{seed}|{copy}".encode()).hexdigest()
+def clip_seed(path: str | Path, seed: int, copy: int = 0, salt: str = "") -> int:
+    """A per-clip seed from the file name (not its folder), the seed, the copy and a feature ``salt``.
+
+    Copies differ and repeat exactly; ``salt`` keeps two features of one clip on separate draws.
+    """
+    suffix = f"|{salt}" if salt else ""
+    digest = hashlib.sha1(f"{Path(path).name}|{seed}|{copy}{suffix}".encode()).hexdigest()
     return int(digest[:8], 16)
 
 

@@ -129,7 +129,7 @@ def video_run(demo_dir, tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("cache")
     patch = pytest.MonkeyPatch()
-    patch.setattr(faces, "CACHE_DIR", cache)
+    patch.setenv("MER_CACHE_DIR", str(cache))
     from mer_utils.pipelines import video
 
     out = tmp_path_factory.mktemp("runs") / "video"
@@ -252,7 +252,7 @@ def test_train_without_imagenet_weights_fails_before_extracting_faces(demo_dir, 
         raise Exception("URL fetch failure: Name or service not known")
 
     monkeypatch.setattr(keras.applications, "ResNet50", offline)
-    monkeypatch.setattr(faces, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(video_model.PretrainedWeightsError, match="resnet50-scratch"):
         video.train(demo_dir, tmp_path / "run", model="resnet50", progress=False)
     assert not (tmp_path / "cache").exists()  # failed fast: no face was extracted

@@ -12,14 +12,13 @@ Training (``mer train spectrogram``) indexes a RAVDESS folder, keeps one file pe
 copies of every training clip with waveform augmentation (noise, shift, pitch, stretch) plus
 SpecAugment masks. Log-mel spectrograms are cached under ``CACHE_DIR/audio``.
 
-The run folder follows the branch contract: ``model.keras``, ``run.json`` (everything needed
-to rebuild the images), ``metrics.json``, ``predictions_val.csv``, ``predictions_test.csv``
-(clip_id = take id), plus ``history.json`` (training curves) and ``skipped.csv``.
+The run folder follows the branch contract of :mod:`mer_utils.pipelines.base`: ``model.keras``,
+``run.json`` (everything needed to rebuild the images), ``metrics.json``, ``history.json``,
+``skipped.csv``, ``predictions_val.csv``, ``predictions_test.csv`` (clip_id = take id).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -45,8 +44,10 @@ MODELS: dict[str, dict] = {
 }
 # Modality preference for one file per take: the AV mp4's sound track, else the audio-only wav.
 AUDIO_MODALITIES = ("audio-video", "audio-only")
-# Extra file of the run folder with the per-epoch training curves.
+# Extra file of the run folder with the per-epoch training curves (format: pipelines.base).
 HISTORY_FILE = "history.json"
+# Degradations its input takes in predict_table (besides "missing"): white noise at an SNR.
+DEGRADATIONS = ("noise",)
 # Waveform augmentation of the training copies (fields as in mer_utils.audio.AudioAugmentation).
 FULL_AUGMENTATION = {
     "noise_snr_db": (15.0, 35.0),
@@ -217,12 +218,6 @@ def clip_log_mel(
     )
 
 
-def _clip_seed(path: str | Path, seed: int, copy: int) -> int:
-    """Per-clip seed from the file name, the run seed and the copy: copies differ and repeat exactly."""
-    digest = hashlib.sha1(f"{Path(path).name}|{seed}|{copy}|spectrogram".encode()).hexdigest()
-    return int(digest[:8], 16)
-
-
 def log_mel_batch(
     index: pd.DataFrame,
     params: SpectrogramParams = SpectrogramParams(),
@@ -238,7 +233,7 @@ def log_mel_batch(
     ``augmentation`` (AudioAugmentation fields as a dict) with ``copy`` k gives the k-th
     augmented copy of each clip. Unreadable clips are skipped and listed in ``.skipped``.
     """
-    from mer_utils.audio import AudioAugmentation, extract_features
+    from mer_utils.audio import AudioAugmentation, clip_seed, extract_features
 
     key = {"kind": "log_mel", **params.feature_key(), "noise_snr_db": noise_snr_db, "seed": seed}
     augmenter = None
@@ -247,7 +242,7 @@ def log_mel_batch(
         key.update({"augmentation": asdict(augmenter), "copy": copy})
 
     def featurize(path: str) -> np.ndarray:
-        return clip_log_mel(path, params, noise_snr_db, augmenter, _clip_seed(path, seed, copy))
+        return clip_log_mel(path, params, noise_snr_db, augmenter, clip_seed(path, seed, copy, salt="spectrogram"))
 
     desc = "log-mel" + (f" (augmented copy {copy})" if augmenter is not None else "")
     return extract_features(index, featurize, key, cache_dir, progress, desc)
@@ -382,9 +377,9 @@ def train(
     ``width=64``, ``epochs=60``, ``image_size=160``). Returns the test metrics.
     """
     from mer_utils.config import set_seed
-    from mer_utils.evaluation import table_metrics
+    from mer_utils.pipelines.base import write_run
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import save_model, write_json, write_metrics, write_predictions, write_run_info
+    from mer_utils.runs import save_model
     from mer_utils.training import count_parameters, encode_labels, fit_classifier
 
     model_name = model or "resnet18"
@@ -482,38 +477,24 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     save_model(out, network, "keras")
-    write_run_info(
-        out,
-        BRANCH,
-        labels,
-        model=model_name,
-        seed=seed,
-        smoke=smoke,
-        data=str(data),
-        split=split,
-        width=width,
-        **asdict(params),
-        settings=asdict(settings),
-        augmentation=augmentation,
-    )
     tables = {
         "val": _table(network, x_val, batches["val"].rows, labels),
         "test": _table(network, x_test, batches["test"].rows, labels),
     }
-    for part, table in tables.items():
-        write_predictions(out, part, table)
-    write_json(out / HISTORY_FILE, fit.history)
-    pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(out / "skipped.csv", index=False)
-
-    metrics = table_metrics(tables["test"], labels)
-    val_metrics = table_metrics(tables["val"], labels)
-    metrics.update(
-        {
-            "model": model_name,
-            "seed": seed,
-            "split": split,
-            "val": {k: v for k, v in val_metrics.items() if k != "per_class"},
-            "skipped": skipped,
+    return write_run(
+        out,
+        branch=BRANCH,
+        labels=labels,
+        model=model_name,
+        seed=seed,
+        smoke=smoke,
+        data=data,
+        split=split,
+        tables=tables,
+        skipped=skipped,
+        history=fit.history,
+        info={"width": width, **asdict(params), "settings": asdict(settings), "augmentation": augmentation},
+        metrics={
             "params": count_parameters(network),
             "train_seconds": round(fit.seconds, 1),
             "epochs": fit.epochs,
@@ -521,33 +502,15 @@ def train(
             "train_images": len(x_train),
             "width": width,
             "image_size": params.image_size,
-        }
+        },
     )
-    write_metrics(out, metrics)
-    return metrics
 
 
 def best_accuracy_callback():
-    """A Keras callback that keeps the weights of the epoch with the best validation accuracy."""
-    import keras
+    """The shared best-validation-accuracy callback reading ``val_accuracy`` from the epoch logs."""
+    from mer_utils.training import best_validation_callback
 
-    class BestValidationAccuracy(keras.callbacks.Callback):
-        """Remember the weights (and 1-based epoch) of the highest ``val_accuracy`` so far."""
-
-        def __init__(self):
-            super().__init__()
-            self.best_accuracy = -1.0
-            self.best_epoch = None
-            self.best_weights = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            accuracy = (logs or {}).get("val_accuracy")
-            if accuracy is not None and accuracy > self.best_accuracy:
-                self.best_accuracy = float(accuracy)
-                self.best_epoch = epoch + 1
-                self.best_weights = self.model.get_weights()
-
-    return BestValidationAccuracy()
+    return best_validation_callback()
 
 
 def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -565,25 +528,34 @@ def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -
     )
 
 
-# --- saved runs -----------------------------------------------------------------------------
+# --- saved runs: this branch's parts of the shared driver (mer_utils.pipelines.base) ---------
 
 
-def _run_params(run_dir: str | Path) -> tuple[dict, SpectrogramParams]:
-    from mer_utils.runs import read_run_info
-
-    info = read_run_info(run_dir, complete=True)
-    if info.get("branch") != BRANCH:
-        raise ValueError(f"{run_dir}: run of branch {info.get('branch')!r}, not {BRANCH!r}")
+def _params_of(info: dict) -> SpectrogramParams:
     fields = SpectrogramParams.__dataclass_fields__
-    return info, SpectrogramParams(**{k: info[k] for k in fields if k in info})
+    return SpectrogramParams(**{k: info[k] for k in fields if k in info})
 
 
 def load_model(run_dir: str | Path):
     """Load the Keras model of a spectrogram run folder (checksums and labels checked, ``safe_mode``)."""
-    from mer_utils.runs import load_model_file
+    from mer_utils.pipelines import base
 
-    info, *_ = _run_params(run_dir)
-    return load_model_file(run_dir, info)
+    return base.load_model(run_dir, BRANCH)
+
+
+def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
+    """Prediction table of a loaded model on the clips of ``data``; "noise" degradation adds white noise."""
+    params = _params_of(info)
+    index = clip_index(data)
+    noise = float(degradation.level) if degradation is not None else None
+    batch = log_mel_batch(
+        index, params, noise_snr_db=noise, seed=int(info.get("seed", DEFAULT_SEED)), progress=progress
+    )
+    # Per-speaker statistics (if the run uses them) come from the given clips of each actor.
+    images = render_images(batch.features, batch.rows["actor"], params)
+    table = _table(model, images, batch.rows, list(info["labels"]))
+    table.attrs["skipped"] = list(index.attrs.get("skipped", [])) + batch.skipped
+    return table
 
 
 def predict_table(
@@ -592,45 +564,35 @@ def predict_table(
     noise_snr_db: float | None = None,
     model=None,
     progress: bool = False,
+    degradation=None,
 ) -> pd.DataFrame:
     """Prediction table of a saved run on the clips of a folder or an index (e.g. the test rows).
 
-    ``noise_snr_db`` adds white noise at that SNR to each waveform before the spectrogram
-    (the robustness curves of fusion). Unreadable clips are left out and listed in
-    ``table.attrs["skipped"]``.
+    ``noise_snr_db`` (the same as ``degradation=("noise", level)``) adds white noise at that SNR to
+    each waveform before the spectrogram (the robustness curves of fusion). Unreadable clips are
+    left out and listed in ``table.attrs["skipped"]``.
     """
-    info, params = _run_params(run_dir)
-    index = clip_index(data)
-    network = model if model is not None else load_model(run_dir)
-    batch = log_mel_batch(
-        index, params, noise_snr_db=noise_snr_db, seed=int(info.get("seed", DEFAULT_SEED)), progress=progress
+    from mer_utils.pipelines import base
+
+    if noise_snr_db is not None:
+        degradation = ("noise", noise_snr_db)
+    return base.predict_table(
+        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH
     )
-    # Per-speaker statistics (if the run uses them) come from the given clips of each actor.
-    images = render_images(batch.features, batch.rows["actor"], params)
-    table = _table(network, images, batch.rows, list(info["labels"]))
-    table.attrs["skipped"] = [
-        {"path": p, "reason": r} for p, r in index.attrs.get("skipped", [])
-    ] + batch.skipped
-    return table
+
+
+def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
+    """The actors scored by ``mer evaluate``."""
+    from mer_utils.ravdess import parse_filename
+
+    return {"actors": sorted({parse_filename(p).actor for p in table["path"].astype(str)})}
 
 
 def evaluate(run_dir: str | Path, data: str | Path) -> dict:
     """Score a saved run on every clip with sound in another RAVDESS folder (all actors)."""
-    from mer_utils.evaluation import table_metrics
+    from mer_utils.pipelines import base
 
-    info, _ = _run_params(run_dir)
-    index = clip_index(data)
-    table = predict_table(run_dir, index)
-    metrics = table_metrics(table, list(info["labels"]))
-    metrics.update(
-        {
-            "run_dir": str(run_dir),
-            "data": str(data),
-            "actors": sorted(int(a) for a in index["actor"].unique()),
-            "skipped": table.attrs["skipped"],
-        }
-    )
-    return metrics
+    return base.evaluate(run_dir, data, branch=BRANCH)
 
 
 def _reference_log_mels(path: Path, params: SpectrogramParams, seed: int) -> list[np.ndarray]:
@@ -655,23 +617,25 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     Unavailable for unreadable clips, clips without sound and clips without speech
     (:func:`mer_utils.voice.clip_voice_activity`).
     """
+    from mer_utils.pipelines import base
+
+    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
+
+
+def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
+    """This branch's part of :func:`predict_file`: voice check, log-mel, image, model."""
     from mer_utils.media import MediaError
+    from mer_utils.pipelines.base import unavailable
     from mer_utils.voice import clip_voice_activity
 
-    info, params = _run_params(run_dir)
-    path = Path(path)
+    params = _params_of(info)
     start = time.perf_counter()
     try:
         # No speech (silence, hiss, a 0.2 s clip): nothing for the model to read, say so.
         activity = clip_voice_activity(path, params.sr)
         log_mel = clip_log_mel(path, params, seed=int(info.get("seed", DEFAULT_SEED)))
     except (MediaError, FileNotFoundError, ValueError) as error:
-        return {
-            "available": False,
-            "reason": str(error),
-            "probabilities": None,
-            "details": {"path": str(path)},
-        }
+        return unavailable(str(error), {"path": str(path)})
     feature_seconds = time.perf_counter() - start
     network = model if model is not None else load_model(run_dir)
     means, reference = None, 1
