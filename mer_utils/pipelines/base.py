@@ -40,7 +40,6 @@ Run folder schema (written by :func:`write_run`, checked by ``tests/test_run_sch
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mer_utils.config import BRANCHES
+from mer_utils.pipelines import branch_module
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +139,6 @@ def _drop_share(table: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
 # --- run.json, loading ----------------------------------------------------------------------------
 
 
-def branch_module(branch: str):
-    """The module of a branch (``mer_utils.pipelines.<branch>``); unknown branches raise ``ValueError``."""
-    if branch not in BRANCHES:
-        raise ValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")
-    return importlib.import_module(f"mer_utils.pipelines.{branch}")
-
-
 def run_info(run_dir: str | Path, branch: str | None = None, complete: bool = True) -> dict:
     """A run folder's checked run.json; with ``branch``, a run of another branch raises ``ValueError``."""
     from mer_utils.runs import read_run_info
@@ -206,7 +198,11 @@ def predict_table(
     info = run_info(run_dir, branch)
     module = branch_module(info["branch"])
     degradation = as_degradation(degradation)
-    if degradation is not None and degradation.kind != "missing" and degradation.kind not in module.DEGRADATIONS:
+    if (
+        degradation is not None
+        and degradation.kind != "missing"
+        and degradation.kind not in module.DEGRADATIONS
+    ):
         raise ValueError(
             f"{run_dir}: a {info['branch']} run cannot take {degradation.kind!r}; it accepts "
             f"{[*module.DEGRADATIONS, 'missing']}"
@@ -289,7 +285,9 @@ def selection_score(metrics: dict) -> float:
     return (metrics["accuracy"] + metrics["macro_f1"]) / 2
 
 
-def choose_on_validation(val_metrics: Mapping[str, dict], score: Callable[[dict], float] = selection_score) -> str:
+def choose_on_validation(
+    val_metrics: Mapping[str, dict], score: Callable[[dict], float] = selection_score
+) -> str:
     """The candidate whose validation metrics score highest (the first on ties): the one place models are chosen."""
     if not val_metrics:
         raise ValueError("no candidate models to choose from")

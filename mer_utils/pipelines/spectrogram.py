@@ -242,7 +242,9 @@ def log_mel_batch(
         key.update({"augmentation": asdict(augmenter), "copy": copy})
 
     def featurize(path: str) -> np.ndarray:
-        return clip_log_mel(path, params, noise_snr_db, augmenter, clip_seed(path, seed, copy, salt="spectrogram"))
+        return clip_log_mel(
+            path, params, noise_snr_db, augmenter, clip_seed(path, seed, copy, salt="spectrogram")
+        )
 
     desc = "log-mel" + (f" (augmented copy {copy})" if augmenter is not None else "")
     return extract_features(index, featurize, key, cache_dir, progress, desc)
@@ -599,7 +601,7 @@ def _reference_log_mels(path: Path, params: SpectrogramParams, seed: int) -> lis
     """Cached log-mels of the other clips of the file's RAVDESS actor in its folder."""
     from mer_utils.audio import cached_feature
     from mer_utils.media import MediaError
-    from mer_utils.pipelines.audio import _reference_clips
+    from mer_utils.pipelines.audio_common import _reference_clips
 
     key = {"kind": "log_mel", **params.feature_key(), "noise_snr_db": None, "seed": seed}
     maps = []
