@@ -154,7 +154,12 @@ def test_one_degradation_parameter(runs, inputs, branch):
     dropped = base.predict_table(run, data, degradation=("missing", 0.5))
     assert len(dropped) == len(clean)
     assert (dropped["pred_label"] == "").sum() == round(0.5 * len(clean))
-    assert dropped.loc[dropped["pred_label"] == "", [c for c in dropped if c.startswith("prob_")]].isna().all().all()
+    assert (
+        dropped.loc[dropped["pred_label"] == "", [c for c in dropped if c.startswith("prob_")]]
+        .isna()
+        .all()
+        .all()
+    )
     kind = base.degradation_kind(branch)
     if kind == "missing":
         with pytest.raises(ValueError, match="cannot take"):

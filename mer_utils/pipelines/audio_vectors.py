@@ -1,6 +1,6 @@
 """The audio branch's scikit-learn path: one vector per clip (utterance statistics or a Whisper embedding).
 
-``logreg`` / ``svm`` on :func:`mer_utils.audio.utterance_features` and ``whisper`` (logistic
+``logreg`` / ``svm`` on :func:`mer_utils.utterance.utterance_features` and ``whisper`` (logistic
 regression on :func:`mer_utils.whisper_encoder.clip_embedding`), each a StandardScaler +
 classifier pipeline saved as ``model.skops``; the split, normalisation and run folder are those of
 :mod:`mer_utils.pipelines.audio`.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer_utils import audio
+from mer_utils import audio, utterance
 from mer_utils import speakers as speakers_module
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines.audio_common import (
@@ -95,7 +95,7 @@ def train_sklearn(
 ) -> dict:
     """Train a scikit-learn model on per-speaker-normalised clip vectors; write the run folder (the one schema).
 
-    One vector per clip: utterance statistics for logreg / svm (:func:`mer_utils.audio.utterance_features`:
+    One vector per clip: utterance statistics for logreg / svm (:func:`mer_utils.utterance.utterance_features`:
     MFCC + delta statistics, log-mel band levels, spectral shape, pitch and energy) or the Whisper
     embedding for whisper (:func:`mer_utils.whisper_encoder.clip_embedding`). Each speaker is
     standardised with their own clips (no labels), then a scaler fitted on the training actors and the
@@ -186,7 +186,7 @@ def _vector_features(kind: str) -> dict:
         from mer_utils import whisper_encoder
 
         return whisper_encoder.feature_params()
-    return audio.UtteranceParams().to_dict()
+    return utterance.UtteranceParams().to_dict()
 
 
 def _check_encoder(kind: str, features: dict, run_dir: Path | None = None) -> None:
@@ -216,8 +216,8 @@ def _vector_batch(
         from mer_utils import whisper_encoder
 
         return whisper_encoder.embedding_batch(index, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
-    params = audio.UtteranceParams(**features)
-    return audio.utterance_batch(index, params, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
+    params = utterance.UtteranceParams(**features)
+    return utterance.utterance_batch(index, params, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
 
 
 def _clip_vector(kind: str, features: dict, path: Path, cached: bool = False) -> np.ndarray:
@@ -230,12 +230,12 @@ def _clip_vector(kind: str, features: dict, path: Path, cached: bool = False) ->
 
         key = whisper_encoder.cache_params()
     else:
-        params = audio.UtteranceParams(**features)
+        params = utterance.UtteranceParams(**features)
 
         def compute():
-            return audio.clip_utterance_features(path, params)
+            return utterance.clip_utterance_features(path, params)
 
-        key = audio.utterance_cache_params(params)
+        key = utterance.utterance_cache_params(params)
     return audio.cached_feature(path, compute, key) if cached else compute()
 
 
