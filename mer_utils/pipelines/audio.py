@@ -55,10 +55,13 @@ from mer_utils.pipelines.audio_common import (  # noqa: F401  (names re-exported
     _reference_clips,
     _save_normalisation,
     _speaker_normalised,
+    clip_for_prediction,
     clip_index,
     rows_table,
     split_actors,
     split_tables,
+    timed_answer,
+    write_audio_run,
 )
 from mer_utils.pipelines.audio_vectors import (  # noqa: F401
     FEATURE_KINDS,
@@ -75,10 +78,11 @@ from mer_utils.pipelines.audio_vectors import (  # noqa: F401
     _vector_features,
     build_sklearn_model,
     file_prediction_sklearn,
+    fit_sklearn,
     sklearn_probabilities,
-    train_sklearn,
     vector_table,
 )
+from mer_utils.pipelines.base import noisy_predict_table
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +156,7 @@ def train(
 
     ``model`` is cnn, lstm, bilstm, attention, ensemble (all four trained, their probabilities
     averaged in one saved model), or logreg / svm / whisper (scikit-learn on clip vectors, see
-    :func:`mer_utils.pipelines.audio_vectors.train_sklearn`); the default is :data:`DEFAULT_MODEL`. ``smoke``
+    :func:`mer_utils.pipelines.audio_vectors.fit_sklearn`); the default is :data:`DEFAULT_MODEL`. ``smoke``
     shrinks epochs, width and augmentation for CI. The split is ``actor_disjoint_split(seed)``
     unless ``test_actors`` / ``val_actors`` fix it.
     """
@@ -160,7 +164,6 @@ def train(
 
     from mer_utils.config import set_seed
     from mer_utils.models.audio import BUILDERS, SEQUENCE_MODELS, build_model
-    from mer_utils.pipelines.base import write_run
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import save_model
     from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
@@ -172,9 +175,10 @@ def train(
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {NORMALISATIONS}")
     if name in SKLEARN_MODELS:
-        return train_sklearn(
+        fitted = fit_sklearn(
             data, out, name, seed, smoke, test_actors, val_actors, normalisation, progress=progress
         )
+        return write_audio_run(out, name, seed, smoke, data, **fitted)
     params = params or audio.MfccParams()
     epochs = epochs or (SMOKE_EPOCHS if smoke else EPOCHS)
     copies = AUGMENTED_COPIES if augmented_copies is None else augmented_copies
@@ -259,15 +263,14 @@ def train(
         speakers_module.save_population(out, *population)
     inputs = {"val": x_val, "test": x_test}
     tables = split_tables(rows, parts, labels, lambda split: predict_probabilities(network, inputs[split]))
-    metrics = write_run(
+    metrics = write_audio_run(
         out,
-        branch=BRANCH,
-        labels=labels,
-        model=name,
-        seed=seed,
-        smoke=smoke,
-        data=data,
-        split=split_actors(rows, parts),
+        name,
+        seed,
+        smoke,
+        data,
+        rows=rows,
+        parts=parts,
         tables=tables,
         skipped=skipped,
         # The first member's curves are the model's (notebook 03 plots them); every member's follow.
@@ -427,27 +430,8 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
     return table
 
 
-def predict_table(
-    run_dir: str | Path,
-    data: str | Path | pd.DataFrame,
-    noise_snr_db: float | None = None,
-    model=None,
-    progress: bool = False,
-    degradation=None,
-) -> pd.DataFrame:
-    """Prediction table (clip_id = take) of a saved run on every clip with sound in ``data``.
-
-    ``data`` is a RAVDESS folder or an index DataFrame (e.g. the test rows). ``noise_snr_db`` (the
-    same as ``degradation=("noise", level)``) adds white noise at that SNR before the features
-    (robustness curves). Clips that cannot be read are listed in ``table.attrs["skipped"]``.
-    """
-    from mer_utils.pipelines import base
-
-    if noise_snr_db is not None:
-        degradation = ("noise", noise_snr_db)
-    return base.predict_table(
-        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH
-    )
+# The shared driver with the old ``noise_snr_db`` keyword (the same as ``degradation=("noise", level)``).
+predict_table = noisy_predict_table(BRANCH)
 
 
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
@@ -475,37 +459,25 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     """This branch's part of :func:`predict_file`: voice check, features, speaker normalisation, model."""
-    import time
-
-    from mer_utils import media, voice
-    from mer_utils.pipelines.base import unavailable
     from mer_utils.training import predict_probabilities
 
     if _is_sklearn_run(info):
         return file_prediction_sklearn(run_dir, info, path, model)
     params = _params_from(info)
-    start = time.perf_counter()
-    try:
-        activity = voice.clip_voice_activity(path)
-        features = audio.clip_mfcc(path, params)
-    except (media.MediaError, FileNotFoundError, ValueError) as error:
-        return unavailable(str(error))
-    details: dict = {
-        "feature_seconds": time.perf_counter() - start,
-        "normalisation": info["normalisation"],
-        "voice_seconds": round(activity.seconds, 2),
-    }
-    if info["normalisation"] == "speaker":
 
-        def reference_of(other: Path) -> np.ndarray:
-            return audio.cached_feature(
-                other, lambda: audio.clip_mfcc(other, params), audio.mfcc_cache_params(params)
-            )
+    def reference_of(other: Path) -> np.ndarray:
+        return audio.cached_feature(
+            other, lambda: audio.clip_mfcc(other, params), audio.mfcc_cache_params(params)
+        )
 
-        features = _speaker_normalised(features, path, reference_of, run_dir, details)
+    features, details = clip_for_prediction(
+        run_dir, info, path, lambda clip: audio.clip_mfcc(clip, params), reference_of
+    )
+    if features is None:
+        return details
     mean, std = _load_normalisation(run_dir, info)
     network = model if model is not None else load_model(run_dir)
-    start = time.perf_counter()
-    probabilities = predict_probabilities(network, audio.apply_standardiser(features, mean, std)[None])[0]
-    details["inference_seconds"] = time.perf_counter() - start
-    return {"available": True, "reason": None, "probabilities": probabilities.tolist(), "details": details}
+    return timed_answer(
+        lambda: predict_probabilities(network, audio.apply_standardiser(features, mean, std)[None])[0],
+        details,
+    )

@@ -127,6 +127,77 @@ def rows_table(probabilities: np.ndarray, labels: list[str], rows: pd.DataFrame)
     )
 
 
+def write_audio_run(
+    out: Path,
+    name: str,
+    seed: int,
+    smoke: bool,
+    data,
+    rows: pd.DataFrame,
+    parts: dict,
+    tables: dict,
+    **fields,
+) -> dict:
+    """:func:`mer_utils.pipelines.base.write_run` for an audio run: the branch, its labels and its actor split."""
+    from mer_utils.config import RAVDESS_EMOTIONS
+    from mer_utils.pipelines.base import write_run
+
+    return write_run(
+        out,
+        branch=BRANCH,
+        labels=list(RAVDESS_EMOTIONS),
+        model=name,
+        seed=seed,
+        smoke=smoke,
+        data=data,
+        split=split_actors(rows, parts),
+        tables=tables,
+        **fields,
+    )
+
+
+def clip_for_prediction(
+    run_dir: Path, info: dict, path: Path, compute, reference_of
+) -> tuple[np.ndarray | None, dict]:
+    """One clip's features for ``predict_file``: voice check, ``compute(path)``, speaker normalisation.
+
+    Returns (features, details), or (None, the :func:`~mer_utils.pipelines.base.unavailable` answer)
+    when the clip has no usable audio or cannot be normalised; ``reference_of(other)`` gives another
+    clip's (cached) features for the speaker statistics.
+    """
+    import time
+
+    from mer_utils import media, voice
+    from mer_utils.pipelines.base import unavailable
+
+    start = time.perf_counter()
+    try:
+        activity = voice.clip_voice_activity(path)
+        features = compute(path)
+    except (media.MediaError, FileNotFoundError, ValueError) as error:
+        return None, unavailable(str(error))
+    details: dict = {
+        "feature_seconds": time.perf_counter() - start,
+        "normalisation": info["normalisation"],
+        "voice_seconds": round(activity.seconds, 2),
+    }
+    if info["normalisation"] == "speaker":
+        features = _speaker_normalised(features, path, reference_of, run_dir, details)
+        if features is None:
+            return None, unavailable(LONE_CLIP_REASON.format(run=run_dir), details)
+    return features, details
+
+
+def timed_answer(predict, details: dict) -> dict:
+    """The available answer of ``predict_file``: ``predict()`` gives the probabilities, timed into details."""
+    import time
+
+    start = time.perf_counter()
+    probabilities = np.asarray(predict(), dtype=float)
+    details["inference_seconds"] = time.perf_counter() - start
+    return {"available": True, "reason": None, "probabilities": probabilities.tolist(), "details": details}
+
+
 def split_actors(rows: pd.DataFrame, parts: dict) -> dict:
     """The actors of each split part (run.json / metrics.json ``split``)."""
     return {s: sorted(int(a) for a in rows.loc[m, "actor"].unique()) for s, m in parts.items()}

@@ -18,15 +18,14 @@ from mer_utils import speakers as speakers_module
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines.audio_common import (
     BRANCH,
-    LONE_CLIP_REASON,
     _index,
     _normalise,
     _normalise_for_prediction,
     _population_files,
-    _speaker_normalised,
+    clip_for_prediction,
     rows_table,
-    split_actors,
     split_tables,
+    timed_answer,
 )
 from mer_utils.pipelines.base import load_model
 
@@ -82,7 +81,7 @@ def _utterance_vectors(batch: audio.FeatureBatch, mode: str, speakers: np.ndarra
     return _normalise(batch.features[:, None, :], speakers, mode)[:, 0, :]
 
 
-def train_sklearn(
+def fit_sklearn(
     data: str | Path,
     out: str | Path,
     name: str,
@@ -93,7 +92,10 @@ def train_sklearn(
     normalisation: str,
     progress: bool = True,
 ) -> dict:
-    """Train a scikit-learn model on per-speaker-normalised clip vectors; write the run folder (the one schema).
+    """Fit a scikit-learn model on per-speaker-normalised clip vectors, save it in ``out``; return the run's parts.
+
+    The returned dict (rows, parts, tables, skipped, extra_model_files, info, metrics) goes to
+    :func:`mer_utils.pipelines.audio_common.write_audio_run`, which writes the rest of the run folder.
 
     One vector per clip: utterance statistics for logreg / svm (:func:`mer_utils.utterance.utterance_features`:
     MFCC + delta statistics, log-mel band levels, spectral shape, pitch and energy) or the Whisper
@@ -104,7 +106,6 @@ def train_sklearn(
     import time
 
     from mer_utils.config import set_seed
-    from mer_utils.pipelines.base import write_run
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import save_model
 
@@ -146,15 +147,9 @@ def train_sklearn(
     tables = split_tables(
         rows, parts, labels, lambda split: sklearn_probabilities(pipeline, x_all[parts[split]], labels)
     )
-    return write_run(
-        out,
-        branch=BRANCH,
-        labels=labels,
-        model=name,
-        seed=seed,
-        smoke=smoke,
-        data=data,
-        split=split_actors(rows, parts),
+    return dict(
+        rows=rows,
+        parts=parts,
         tables=tables,
         skipped=skipped,
         extra_model_files=_population_files(population),
@@ -258,32 +253,16 @@ def vector_table(
 
 def file_prediction_sklearn(run_dir: Path, info: dict, path: Path, model=None) -> dict:
     """The audio branch's ``file_prediction`` for a scikit-learn run on clip vectors."""
-    import time
-
-    from mer_utils import media, voice
-    from mer_utils.pipelines.base import unavailable
-
     kind, features = info["feature_kind"], info["features"]
     _check_encoder(kind, features, run_dir)
-    start = time.perf_counter()
-    try:
-        activity = voice.clip_voice_activity(path)
-        vector = _clip_vector(kind, features, path)
-    except (media.MediaError, FileNotFoundError, ValueError) as error:
-        return unavailable(str(error))
-    details: dict = {
-        "feature_seconds": time.perf_counter() - start,
-        "normalisation": info["normalisation"],
-        "voice_seconds": round(activity.seconds, 2),
-    }
-    if info["normalisation"] == "speaker":
-        vector = _speaker_normalised(
-            vector, path, lambda other: _clip_vector(kind, features, other, cached=True), run_dir, details
-        )
-        if vector is None:
-            return unavailable(LONE_CLIP_REASON.format(run=run_dir), details)
+    vector, details = clip_for_prediction(
+        run_dir,
+        info,
+        path,
+        lambda clip: _clip_vector(kind, features, clip),
+        lambda other: _clip_vector(kind, features, other, cached=True),
+    )
+    if vector is None:
+        return details
     pipeline = model if model is not None else load_model(run_dir, BRANCH)
-    start = time.perf_counter()
-    probabilities = sklearn_probabilities(pipeline, vector[None], info["labels"])[0]
-    details["inference_seconds"] = time.perf_counter() - start
-    return {"available": True, "reason": None, "probabilities": probabilities.tolist(), "details": details}
+    return timed_answer(lambda: sklearn_probabilities(pipeline, vector[None], info["labels"])[0], details)

@@ -219,6 +219,33 @@ def predict_table(
     return table
 
 
+def noisy_predict_table(branch: str) -> Callable[..., pd.DataFrame]:
+    """``predict_table`` of a branch whose input takes white noise: the driver plus the ``noise_snr_db`` keyword."""
+
+    def branch_predict_table(
+        run_dir: str | Path,
+        data,
+        noise_snr_db: float | None = None,
+        model=None,
+        progress: bool = False,
+        degradation: Degradation | tuple | None = None,
+    ) -> pd.DataFrame:
+        if noise_snr_db is not None:
+            degradation = ("noise", noise_snr_db)
+        return predict_table(
+            run_dir, data, degradation=degradation, model=model, progress=progress, branch=branch
+        )
+
+    branch_predict_table.__name__ = branch_predict_table.__qualname__ = "predict_table"
+    branch_predict_table.__doc__ = (
+        f"Prediction table of a saved {branch} run on the clips of a folder or an index (e.g. the test rows).\n\n"
+        '    ``noise_snr_db`` (the same as ``degradation=("noise", level)``) adds white noise at that SNR\n'
+        "    before the features (robustness curves). Clips that cannot be read are left out and listed\n"
+        '    in ``table.attrs["skipped"]``; see :func:`mer_utils.pipelines.base.predict_table`.\n'
+    )
+    return branch_predict_table
+
+
 def evaluate(run_dir: str | Path, data, branch: str | None = None) -> dict:
     """Score a saved run on every usable input of ``data``: metrics + branch, model, seed, data, skipped.
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.pipelines.base import noisy_predict_table
 from mer_utils.spectrograms import (  # noqa: F401  (re-exported: the features were part of this module)
     SpectrogramParams,
     _floor,
@@ -352,27 +353,8 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
     return table
 
 
-def predict_table(
-    run_dir: str | Path,
-    data: str | Path | pd.DataFrame,
-    noise_snr_db: float | None = None,
-    model=None,
-    progress: bool = False,
-    degradation=None,
-) -> pd.DataFrame:
-    """Prediction table of a saved run on the clips of a folder or an index (e.g. the test rows).
-
-    ``noise_snr_db`` (the same as ``degradation=("noise", level)``) adds white noise at that SNR to
-    each waveform before the spectrogram (the robustness curves of fusion). Unreadable clips are
-    left out and listed in ``table.attrs["skipped"]``.
-    """
-    from mer_utils.pipelines import base
-
-    if noise_snr_db is not None:
-        degradation = ("noise", noise_snr_db)
-    return base.predict_table(
-        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH
-    )
+# The shared driver with the old ``noise_snr_db`` keyword (the same as ``degradation=("noise", level)``).
+predict_table = noisy_predict_table(BRANCH)
 
 
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
