@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
 log = logging.getLogger(__name__)
 
 # Frames sampled per clip: enough to average out blinks and mid-word mouth shapes, cheap to detect.

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_utils import audio, media
+from mer_utils import media
 from mer_utils.models.audio import BUILDERS, attention_model, build_model
 
 pytestmark = pytest.mark.slow

@@ -125,7 +125,6 @@ def test_from_scratch_training_learns_and_clips_average_frames():
 @pytest.fixture(scope="module")
 def video_run(demo_dir, tmp_path_factory):
     """A tiny smoke run on the 4-actor demo set: 8 clips per actor, 2 frames, 2 epochs at 32 pixels."""
-    from mer_utils import faces
 
     cache = tmp_path_factory.mktemp("cache")
     patch = pytest.MonkeyPatch()
@@ -245,7 +244,6 @@ def test_predict_file_on_a_clip_a_wav_and_a_faceless_video(video_run, demo_dir, 
 def test_train_without_imagenet_weights_fails_before_extracting_faces(demo_dir, tmp_path, monkeypatch):
     import keras
 
-    from mer_utils import faces
     from mer_utils.pipelines import video
 
     def offline(*args, **kwargs):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mer_utils import audio, whisper_encoder
+from mer_utils import whisper_encoder
 
 SR = whisper_encoder.SAMPLE_RATE
 

@@ -36,7 +36,6 @@ BN_MOMENTUM = 0.9
 WEIGHT_CHOICES = (None, "imagenet")
 
 
-
 def _basic_block(x, filters: int, stride: int, name: str):
     """Two 3x3 conv-BN(-ReLU) layers plus a shortcut (1x1 projection when the shape changes)."""
     from keras import layers

@@ -47,7 +47,6 @@ ZOOM = 0.1
 BGR_LUMA = (0.114, 0.587, 0.299)
 
 
-
 def build_video_model(
     weights: str | None = "imagenet",
     input_size: int = 224,
