@@ -27,31 +27,15 @@ NORMALISATIONS = ("speaker", "global")
 
 def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """One clip with sound per take of a RAVDESS folder (or index); skipped files in ``attrs["skipped"]``."""
-    index, skipped = _index(data)
-    index.attrs["skipped"] = skipped
-    return index
+    from mer_utils.ravdess import take_index
+
+    return take_index(data, AUDIO_MODALITIES, "audio track")
 
 
 def _index(data: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    """One row per take with sound, from a folder or an index DataFrame; skipped files listed."""
-    from mer_utils.ravdess import index_dataset, one_file_per_take
-
-    if isinstance(data, pd.DataFrame):
-        index = data.copy()
-        skipped = []
-    else:
-        index = index_dataset(data)
-        skipped = [{"path": p, "reason": r} for p, r in index.attrs.get("skipped", [])]
-    if index.empty:
-        raise ValueError(f"{data if not isinstance(data, pd.DataFrame) else 'index'}: no RAVDESS clips found")
-    without_sound = index[~index["modality"].isin(AUDIO_MODALITIES)]
-    with_sound_takes = set(index.loc[index["modality"].isin(AUDIO_MODALITIES), "take"])
-    for path in without_sound.loc[~without_sound["take"].isin(with_sound_takes), "path"]:
-        skipped.append(
-            {"path": str(path), "reason": f"{path}: video-only clip (modality 02) has no audio track"}
-        )
-    kept = one_file_per_take(index, prefer=AUDIO_MODALITIES)
-    return kept, skipped
+    """:func:`clip_index` and its skipped files."""
+    index = clip_index(data)
+    return index, list(index.attrs["skipped"])
 
 
 def _normalise(

@@ -115,21 +115,9 @@ SMOKE_IMAGE_SIZE = 64
 
 def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """RAVDESS index of a folder (or a given index) with one file with sound per take."""
-    from mer_utils.ravdess import index_dataset, one_file_per_take
+    from mer_utils.ravdess import take_index
 
-    if isinstance(data, pd.DataFrame):
-        index = data.copy()
-        skipped = list(index.attrs.get("skipped", []))
-    else:
-        index = index_dataset(data)
-        skipped = list(index.attrs.get("skipped", []))
-        index = one_file_per_take(index, prefer=AUDIO_MODALITIES)
-        if index.empty:
-            raise ValueError(
-                f"{data}: no RAVDESS clip with sound (audio-video .mp4 or audio-only .wav) found"
-            )
-    index.attrs["skipped"] = skipped
-    return index
+    return take_index(data, AUDIO_MODALITIES, "audio track")
 
 
 # --- training -------------------------------------------------------------------------------
@@ -198,7 +186,7 @@ def train(
             len(test_actors),
         )
     index = actor_disjoint_split(index, sizes, seed=seed, test_actors=test_actors, val_actors=val_actors)
-    skipped = [{"path": p, "reason": r} for p, r in index.attrs.get("skipped", [])]
+    skipped = list(index.attrs.get("skipped", []))
     split = {
         s: sorted(int(a) for a in index.loc[index["split"] == s, "actor"].unique())
         for s in ("train", "val", "test")

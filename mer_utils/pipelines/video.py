@@ -85,26 +85,13 @@ DEGRADATIONS = ("occlusion",)
 
 
 def video_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """One video file per take (audio-video mp4, else video-only mp4) from a folder or an index."""
-    from mer_utils.ravdess import index_dataset, one_file_per_take
+    """One video file per take (audio-video mp4, else video-only mp4) from a folder or an index.
 
-    if isinstance(data, pd.DataFrame):
-        index = data
-        if "take" not in index or "modality" not in index:
-            raise ValueError(
-                "index DataFrame lacks 'take'/'modality' columns; build it with ravdess.index_dataset"
-            )
-    else:
-        index = index_dataset(data)
-    # one_file_per_take keeps every column, so a 'split' column of an index passes through.
-    videos = one_file_per_take(index, prefer=VIDEO_MODALITIES)
-    if videos.empty:
-        where = "the given index" if isinstance(data, pd.DataFrame) else str(data)
-        raise ValueError(
-            f"{where}: no RAVDESS video clips (modality 01 audio-video or 02 video-only .mp4); "
-            "audio-only .wav files carry no face"
-        )
-    return videos
+    Audio-only .wav files carry no face: takes with nothing else are listed in ``attrs["skipped"]``.
+    """
+    from mer_utils.ravdess import take_index
+
+    return take_index(data, VIDEO_MODALITIES, "video stream (a face needs one)")
 
 
 def limit_clips_per_actor(index: pd.DataFrame, clips_per_actor: int | None, seed: int = SEED) -> pd.DataFrame:
@@ -248,7 +235,8 @@ def train(
         set_seed(seed, keras=True)
     out = Path(out)
 
-    index = actor_disjoint_split(video_index(data), seed=seed, test_actors=test_actors, val_actors=val_actors)
+    videos = video_index(data)
+    index = actor_disjoint_split(videos, seed=seed, test_actors=test_actors, val_actors=val_actors)
     if init is None:
         # Build the model first: it fails fast, with a clear message, when ImageNet weights are unreachable.
         network = build_video_model(
@@ -301,7 +289,7 @@ def train(
         data=data,
         split=split_actors,
         tables=tables,
-        skipped=_skipped_records(extraction.failed),
+        skipped=list(videos.attrs["skipped"]) + _skipped_records(extraction.failed),
         history=training.history,
         phases=training.phases,
         info={
@@ -389,7 +377,7 @@ def table_of(
     extraction = extract_faces(index["path"], params, workers=workers, progress=progress)
     frames = frame_set(index, extraction.faces, labels, occlusion=occlusion, seed=seed)
     table = _table_from_frames(model, frames, labels)
-    skipped = _skipped_records(extraction.failed)
+    skipped = list(index.attrs["skipped"]) + _skipped_records(extraction.failed)
     empty = table["pred_label"] == ""
     skipped += [
         {"path": str(p), "reason": "no usable face frame (all occluded or not found)"}
