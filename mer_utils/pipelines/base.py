@@ -16,9 +16,11 @@ is a module of :mod:`mer_utils.pipelines` that supplies only its own parts:
 
 The shared drivers :func:`predict_table`, :func:`evaluate`, :func:`predict_file` and
 :func:`load_model` read and check run.json, load the model once, apply the degradation and shape
-the results; each branch module exposes them under its own names. Choosing a model on
-validation happens in one place: epochs by :func:`mer_utils.training.best_validation_callback`,
-candidate models by :func:`choose_on_validation`.
+the results; each branch module exposes them under its own names. Choosing on validation
+happens in one place per kind of choice: the epoch of a Keras model in :mod:`mer_utils.training`
+(early stopping on validation loss in ``fit_classifier``; the best validation accuracy with
+:func:`mer_utils.training.best_validation_callback`), a model among candidates (text) with
+:func:`choose_on_validation`.
 
 Run folder schema (written by :func:`write_run`, checked by ``tests/test_run_schema.py``):
 
