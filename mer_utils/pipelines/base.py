@@ -147,8 +147,9 @@ def run_info(run_dir: str | Path, branch: str | None = None, complete: bool = Tr
 
     info = read_run_info(run_dir, complete=complete)
     if branch is not None and info["branch"] != branch:
+        article = "an" if branch[0] in "aeiou" else "a"
         raise ValueError(
-            f"{run_dir}: is a {info['branch']!r} run, not a {branch!r} run (`mer train {branch}` makes one)"
+            f"{run_dir}: is a {info['branch']!r} run, not {article} {branch} run (`mer train {branch}` makes one)"
         )
     return info
 
