@@ -353,6 +353,14 @@ def load_model(run_dir: str | Path):
     return base.load_model(run_dir, BRANCH)
 
 
+def load(run_dir: Path, info: dict):
+    """This branch's model loader: run.json's face parameters are checked before the model is read."""
+    from mer_utils.runs import load_model_file
+
+    _face_params_of(run_dir, info)
+    return load_model_file(run_dir, info)
+
+
 def _face_params_of(run_dir: str | Path, info: dict):
     from mer_utils.faces import FaceParams
 
