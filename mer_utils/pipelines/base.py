@@ -35,7 +35,8 @@ Run folder schema (written by :func:`write_run`, checked by ``tests/test_run_sch
   phase) and the curves of every network trained (several for an ensemble); ``{}`` / ``[]`` for
   models without epochs. :func:`read_history` also reads the older formats (a list of histories,
   a bare history dict, ``{history, phases}``, or text runs' ``metrics.json["history"]``);
-* ``skipped.csv``: columns ``path, reason`` (always written, possibly empty);
+* ``skipped.csv``: columns ``path, reason`` (always written, possibly empty; a text run puts the
+  CSV row id in ``path``);
 * ``predictions_val.csv`` / ``predictions_test.csv``: :data:`PREDICTION_COLUMNS` then one
   ``prob_<label>`` column per label (extra columns, e.g. text's ``text``, may follow).
 """
