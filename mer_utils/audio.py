@@ -29,7 +29,15 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import media
-from mer_utils.config import CACHE_DIR, DEFAULT_SEED
+from mer_utils.audio_augment import (  # noqa: F401  (re-exported: augmentation was part of this module)
+    AudioAugmentation,
+    add_noise,
+    pitch_shift,
+    spec_augment,
+    time_shift,
+    time_stretch,
+)
+from mer_utils.config import DEFAULT_SEED
 
 log = logging.getLogger(__name__)
 
@@ -108,58 +116,6 @@ def fix_duration(y: np.ndarray, sr: int, seconds: float) -> np.ndarray:
     return np.pad(y, (left, missing - left))
 
 
-def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator | int | None = None) -> np.ndarray:
-    """Add white Gaussian noise so that signal power / noise power equals ``snr_db`` (dB)."""
-    rng = np.random.default_rng(rng)
-    y = np.asarray(y, dtype=np.float32)
-    power = float(np.mean(y.astype(np.float64) ** 2))
-    if power == 0.0:
-        return y.copy()
-    noise_power = power / 10 ** (snr_db / 10)
-    noise = rng.standard_normal(y.size) * np.sqrt(noise_power)
-    return (y + noise).astype(np.float32)
-
-
-def time_shift(
-    y: np.ndarray, max_seconds: float, sr: int, rng: np.random.Generator | int | None = None
-) -> np.ndarray:
-    """Shift the audio by a random offset in [-max_seconds, max_seconds], filling with zeros."""
-    rng = np.random.default_rng(rng)
-    y = np.asarray(y, dtype=np.float32)
-    limit = int(max_seconds * sr)
-    shift = int(rng.integers(-limit, limit + 1)) if limit > 0 else 0
-    out = np.zeros_like(y)
-    if shift > 0:
-        out[shift:] = y[: y.size - shift]
-    elif shift < 0:
-        out[:shift] = y[-shift:]
-    else:
-        out[:] = y
-    return out
-
-
-def pitch_shift(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
-    """Shift the pitch by ``semitones`` (duration unchanged)."""
-    import librosa
-
-    if semitones == 0:
-        return np.asarray(y, dtype=np.float32).copy()
-    return librosa.effects.pitch_shift(np.asarray(y, dtype=np.float32), sr=sr, n_steps=semitones).astype(
-        np.float32
-    )
-
-
-def time_stretch(y: np.ndarray, rate: float) -> np.ndarray:
-    """Speed up (``rate`` > 1) or slow down (< 1) without changing pitch; length changes by 1/rate."""
-    import librosa
-
-    if rate <= 0:
-        raise ValueError(f"stretch rate must be positive, got {rate}")
-    if rate == 1:
-        return np.asarray(y, dtype=np.float32).copy()
-    return librosa.effects.time_stretch(np.asarray(y, dtype=np.float32), rate=rate).astype(np.float32)
-
-
 # --- frame features --------------------------------------------------------------------------
 
 
@@ -233,71 +189,7 @@ def log_mel_spectrogram(
     return librosa.power_to_db(mel, ref=np.max, top_db=top_db).astype(np.float32)
 
 
-def spec_augment(
-    spectrogram: np.ndarray,
-    rng: np.random.Generator | int | None = None,
-    freq_masks: int = 2,
-    max_freq_width: int = 8,
-    time_masks: int = 2,
-    max_time_width: int = 20,
-    freq_axis: int = 0,
-    fill: float | None = None,
-) -> np.ndarray:
-    """SpecAugment-style masks: blank random frequency bands and time spans of a 2-D feature map.
-
-    ``freq_axis`` is 0 for a (n_mels, frames) spectrogram and 1 for a (frames, features) MFCC
-    sequence. Masked cells take ``fill`` (default: the map's mean). Returns a copy.
-    """
-    rng = np.random.default_rng(rng)
-    out = np.array(spectrogram, dtype=np.float32, copy=True)
-    if out.ndim != 2:
-        raise ValueError(f"spec_augment needs a 2-D array, got shape {out.shape}")
-    if freq_axis == 1:
-        out = out.T
-    elif freq_axis != 0:
-        raise ValueError(f"freq_axis must be 0 or 1, got {freq_axis}")
-    value = float(out.mean()) if fill is None else float(fill)
-    n_freq, n_time = out.shape
-    for _ in range(freq_masks):
-        width = int(rng.integers(0, min(max_freq_width, n_freq) + 1))
-        start = int(rng.integers(0, n_freq - width + 1))
-        out[start : start + width, :] = value
-    for _ in range(time_masks):
-        width = int(rng.integers(0, min(max_time_width, n_time) + 1))
-        start = int(rng.integers(0, n_time - width + 1))
-        out[:, start : start + width] = value
-    return out.T.copy() if freq_axis == 1 else out
-
-
 # --- one clip, end to end ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AudioAugmentation:
-    """Random waveform augmentation of one training copy (each field off at its neutral value)."""
-
-    # White noise at an SNR drawn uniformly from this (low, high) range in dB; None: no noise.
-    noise_snr_db: tuple[float, float] | None = (15.0, 35.0)
-    # Largest random time shift (s).
-    max_shift_seconds: float = 0.25
-    # Largest pitch shift (semitones), drawn uniformly in [-max, max].
-    max_semitones: float = 2.0
-    # Stretch rate drawn uniformly from this range (1 = none).
-    stretch_range: tuple[float, float] = (0.9, 1.1)
-
-    def apply(self, y: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
-        """Return an augmented copy of ``y`` (before the duration is fixed)."""
-        low, high = self.stretch_range
-        rate = float(rng.uniform(low, high))
-        if abs(rate - 1) > 1e-3:
-            y = time_stretch(y, rate)
-        if self.max_semitones > 0:
-            y = pitch_shift(y, sr, float(rng.uniform(-self.max_semitones, self.max_semitones)))
-        if self.max_shift_seconds > 0:
-            y = time_shift(y, self.max_shift_seconds, sr, rng)
-        if self.noise_snr_db is not None:
-            y = add_noise(y, float(rng.uniform(*self.noise_snr_db)), rng)
-        return y
 
 
 @dataclass(frozen=True)
@@ -413,7 +305,9 @@ def cached_feature(
 
     if cache_dir == "":
         return compute()
-    folder = Path(cache_dir) if cache_dir is not None else CACHE_DIR / CACHE_SUBDIR
+    from mer_utils.cache import cache_dir as shared_cache_dir
+
+    folder = shared_cache_dir(CACHE_SUBDIR, cache_dir)
     file = folder / f"{Path(path).stem}-{cache_key(path, params)}.npy"
     if file.is_file():
         try:
@@ -527,9 +421,13 @@ def mfcc_cache_params(
     return key
 
 
-def clip_seed(path: str | Path, seed: int, copy: int = 0) -> int:
-    """A per-clip seed that depends on the file name (not its folder), the seed and the copy."""
-    digest = hashlib.sha1(f"{Path(path).name}|{seed}|{copy}".encode()).hexdigest()
+def clip_seed(path: str | Path, seed: int, copy: int = 0, salt: str = "") -> int:
+    """A per-clip seed from the file name (not its folder), the seed, the copy and a feature ``salt``.
+
+    Copies differ and repeat exactly; ``salt`` keeps two features of one clip on separate draws.
+    """
+    suffix = f"|{salt}" if salt else ""
+    digest = hashlib.sha1(f"{Path(path).name}|{seed}|{copy}{suffix}".encode()).hexdigest()
     return int(digest[:8], 16)
 
 
@@ -589,157 +487,24 @@ def normalise_per_speaker(
     return out
 
 
-# --- utterance-level statistics (the SVM model) ----------------------------------------------
+# --- utterance-level statistics (the SVM model): mer_utils.utterance --------------------------
 
-# Percentiles summarising each frame feature over a clip (besides mean, std, skew, kurtosis).
-UTTERANCE_PERCENTILES = (5, 25, 50, 75, 95)
-# Log-mel bands whose per-clip mean and std describe the spectral envelope (voice quality).
-UTTERANCE_MELS = 40
-
-
-@dataclass(frozen=True)
-class UtteranceParams:
-    """Everything that determines an utterance-level feature vector (stored in run.json)."""
-
-    sr: int = TARGET_SR
-    top_db: float = DEFAULT_TOP_DB
-    n_mfcc: int = 40
-    n_fft: int = N_FFT
-    win_length: int = WIN_LENGTH
-    hop_length: int = HOP_LENGTH
-    n_mels: int = MFCC_MELS
-
-    def to_dict(self) -> dict:
-        """JSON-ready parameters."""
-        return asdict(self)
+# Names that moved to mer_utils.utterance, still importable from here (loaded on first use:
+# that module builds on this one).
+_UTTERANCE_NAMES = (
+    "UTTERANCE_PERCENTILES",
+    "UTTERANCE_MELS",
+    "UtteranceParams",
+    "utterance_features",
+    "clip_utterance_features",
+    "utterance_batch",
+    "utterance_cache_params",
+)
 
 
-def _summary(frames: np.ndarray) -> np.ndarray:
-    """Mean, std, skew, kurtosis and percentiles of each row of a (features, frames) array."""
-    frames = np.asarray(frames, dtype=np.float64)
-    mean = frames.mean(axis=1)
-    std = frames.std(axis=1)
-    centred = (frames - mean[:, None]) / (std[:, None] + 1e-8)
-    skew = (centred**3).mean(axis=1)
-    kurtosis = (centred**4).mean(axis=1) - 3.0
-    percentiles = np.percentile(frames, UTTERANCE_PERCENTILES, axis=1)
-    return np.concatenate([mean, std, skew, kurtosis, *percentiles])
+def __getattr__(name: str):
+    if name in _UTTERANCE_NAMES:
+        from mer_utils import utterance
 
-
-def _slope(values: np.ndarray) -> float:
-    """Least-squares slope per frame of a 1-D series (0 for fewer than two points)."""
-    if values.size < 2:
-        return 0.0
-    positions = np.arange(values.size, dtype=np.float64)
-    return float(np.polyfit(positions, values.astype(np.float64), 1)[0])
-
-
-def utterance_features(y: np.ndarray, params: UtteranceParams = UtteranceParams()) -> np.ndarray:
-    """One float32 vector describing a trimmed utterance: spectral, cepstral and prosodic statistics.
-
-    Statistics are taken over the speech itself (no zero padding, which would fake silence):
-    MFCCs with deltas and delta-deltas (mean, std, skew, kurtosis, 5 percentiles), log-mel band
-    means / stds, spectral centroid, bandwidth, roll-off, flatness, contrast, zero-crossing rate
-    and log energy (same summary), and prosody: YIN pitch over voiced frames (level, spread,
-    range, slope, its frame-to-frame change), voiced fraction, energy slope, duration and onset rate.
-    """
-    import librosa
-
-    sr, hop = params.sr, params.hop_length
-    y = np.asarray(y, dtype=np.float32)
-    # Very short clips still need a few analysis frames.
-    minimum = params.n_fft + 8 * hop
-    if y.size < minimum:
-        y = np.pad(y, (0, minimum - y.size))
-    spectrum = np.abs(librosa.stft(y, n_fft=params.n_fft, hop_length=hop, win_length=params.win_length)) ** 2
-    mel = librosa.feature.melspectrogram(S=spectrum, sr=sr, n_mels=params.n_mels)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=params.n_mfcc)
-    width = min(9, mfcc.shape[1] if mfcc.shape[1] % 2 else mfcc.shape[1] - 1)
-    cepstral = np.concatenate(
-        [mfcc, librosa.feature.delta(mfcc, width=width), librosa.feature.delta(mfcc, order=2, width=width)]
-    )
-    bands = librosa.power_to_db(
-        librosa.feature.melspectrogram(S=spectrum, sr=sr, n_mels=UTTERANCE_MELS) + 1e-10
-    )
-    magnitude = np.sqrt(spectrum)
-    spectral = np.concatenate(
-        [
-            librosa.feature.spectral_centroid(S=magnitude, sr=sr),
-            librosa.feature.spectral_bandwidth(S=magnitude, sr=sr),
-            librosa.feature.spectral_rolloff(S=magnitude, sr=sr),
-            np.log(librosa.feature.spectral_flatness(S=magnitude) + 1e-8),
-            librosa.feature.spectral_contrast(S=magnitude, sr=sr),
-            librosa.feature.zero_crossing_rate(y, frame_length=params.n_fft, hop_length=hop),
-            np.log(librosa.feature.rms(S=magnitude, frame_length=params.n_fft) + 1e-5),
-        ]
-    )
-    n = min(spectral.shape[1], cepstral.shape[1])
-    prosody = prosody_features(y, sr, hop)
-    log_f0, log_energy = prosody[:, 0], prosody[:, 1]
-    voiced = log_f0[log_f0 > 0]
-    if voiced.size < 2:
-        voiced = np.full(2, np.log(PITCH_FMIN))
-    pitch = [
-        voiced.mean(),
-        voiced.std(),
-        *np.percentile(voiced, (5, 50, 95)),
-        np.percentile(voiced, 95) - np.percentile(voiced, 5),
-        _slope(voiced),
-        np.abs(np.diff(voiced)).mean(),
-        (log_f0 > 0).mean(),
-    ]
-    onsets = librosa.onset.onset_detect(y=y, sr=sr, hop_length=hop, units="frames")
-    seconds = y.size / sr
-    rhythm = [_slope(log_energy), np.abs(np.diff(log_energy)).mean(), seconds, len(onsets) / seconds]
-    vector = np.concatenate(
-        [
-            _summary(cepstral[:, :n]),
-            bands.mean(axis=1),
-            bands.std(axis=1),
-            _summary(spectral[:, :n]),
-            np.asarray(pitch + rhythm, dtype=np.float64),
-        ]
-    )
-    return np.nan_to_num(vector, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
-def clip_utterance_features(
-    path: str | Path,
-    params: UtteranceParams = UtteranceParams(),
-    noise_snr_db: float | None = None,
-    seed: int = DEFAULT_SEED,
-) -> np.ndarray:
-    """Utterance-level feature vector of one clip: load, trim, optional noise at an SNR, then statistics."""
-    rng = np.random.default_rng(seed)
-    y = load_clip_audio(path, params.sr)
-    if params.top_db is not None:
-        y = trim_silence(y, params.top_db)
-    if noise_snr_db is not None:
-        y = add_noise(y, noise_snr_db, rng)
-    return utterance_features(y, params)
-
-
-def utterance_batch(
-    index: pd.DataFrame,
-    params: UtteranceParams = UtteranceParams(),
-    noise_snr_db: float | None = None,
-    seed: int = DEFAULT_SEED,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-    manifest: str | Path | None = None,
-) -> FeatureBatch:
-    """Utterance-level feature vectors (n, features) of every clip in ``index``, cached."""
-    key = utterance_cache_params(params, noise_snr_db, seed)
-
-    def featurize(path: str) -> np.ndarray:
-        return clip_utterance_features(path, params, noise_snr_db, clip_seed(path, seed))
-
-    return extract_features(index, featurize, key, cache_dir, progress, "utterance statistics", manifest)
-
-
-def utterance_cache_params(params: UtteranceParams, noise_snr_db: float | None = None, seed: int = 0) -> dict:
-    """The cache key parameters of :func:`utterance_batch` (the seed only matters with noise)."""
-    key: dict = {"kind": "utterance", "version": 1, **params.to_dict(), "noise_snr_db": noise_snr_db}
-    if noise_snr_db is not None:
-        key["seed"] = seed
-    return key
+        return getattr(utterance, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer_utils.config import CACHE_DIR, DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,9 @@ def decode_image(path: str | Path, size: int, grayscale: bool = True) -> np.ndar
 
 def images_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """Folder of the decoded-image cache (default CACHE_DIR/face_images)."""
-    return Path(cache_dir) if cache_dir is not None else CACHE_DIR / IMAGES_CACHE_FOLDER
+    from mer_utils.cache import cache_dir as shared_cache_dir
+
+    return shared_cache_dir(IMAGES_CACHE_FOLDER, cache_dir)
 
 
 def images_cache_key(paths: list[str], size: int, grayscale: bool) -> str:

@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer_utils.config import CACHE_DIR
-
 log = logging.getLogger(__name__)
 
 # Frames sampled per clip: enough to average out blinks and mid-word mouth shapes, cheap to detect.
@@ -324,7 +322,9 @@ def preprocess_faces(faces: np.ndarray) -> np.ndarray:
 
 def faces_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """Folder of the face cache (default CACHE_DIR/faces)."""
-    return Path(cache_dir) if cache_dir is not None else CACHE_DIR / FACES_CACHE_FOLDER
+    from mer_utils.cache import cache_dir as shared_cache_dir
+
+    return shared_cache_dir(FACES_CACHE_FOLDER, cache_dir)
 
 
 def face_cache_key(path: str | Path, params: FaceParams) -> str:

@@ -107,7 +107,13 @@ def plot_roc_curves(
 
 
 def plot_training_curves(history: dict, title: str = ""):
-    """Loss and accuracy per epoch (train and validation) from a Keras ``history.history``."""
+    """Loss and accuracy per epoch (train and validation) from a Keras ``history.history``.
+
+    A whole history.json record (``{"history": ..., "phases": ..., "members": ...}``, see
+    :mod:`mer_utils.pipelines.base`) is accepted too: its ``history`` is plotted.
+    """
+    if isinstance(history.get("history"), dict):
+        history = history["history"]
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):

@@ -227,6 +227,42 @@ def one_file_per_take(
     return kept.drop(columns="_rank").sort_values(["actor", "clip_id"]).reset_index(drop=True)
 
 
+def take_index(data, prefer: Sequence[str], need: str) -> pd.DataFrame:
+    """One file per take with ``need`` (e.g. "an audio track") from a RAVDESS folder or an index DataFrame.
+
+    The one clip index of every RAVDESS branch: files are chosen in the modality order ``prefer``
+    (:func:`one_file_per_take`); files that do not parse, and takes that have no file of a
+    ``prefer`` modality, are listed in ``attrs["skipped"]`` as {path, reason}. An index DataFrame
+    (e.g. the test rows of a split) keeps its other columns; no usable take raises ``ValueError``.
+    """
+    if isinstance(data, pd.DataFrame):
+        missing = {"take", "modality", "path"} - set(data.columns)
+        if missing:
+            raise ValueError(
+                f"index DataFrame lacks {sorted(missing)} columns; build it with ravdess.index_dataset"
+            )
+        index, where = data.copy(), "the given index"
+    else:
+        index, where = index_dataset(data), str(data)
+    skipped = [
+        item if isinstance(item, dict) else {"path": str(item[0]), "reason": str(item[1])}
+        for item in index.attrs.get("skipped", [])
+    ]
+    if index.empty:
+        raise ValueError(f"{where}: no RAVDESS clips found")
+    usable = index["modality"].isin(prefer)
+    lost = index[~usable & ~index["take"].isin(set(index.loc[usable, "take"]))]
+    skipped += [
+        {"path": str(path), "reason": f"{path}: a {modality} clip has no {need}"}
+        for path, modality in zip(lost["path"], lost["modality"], strict=True)
+    ]
+    kept = one_file_per_take(index, prefer=prefer)
+    if kept.empty:
+        raise ValueError(f"{where}: no RAVDESS clip with {need} (modalities {list(prefer)})")
+    kept.attrs["skipped"] = skipped
+    return kept
+
+
 # Default actor counts for (train, validation, test) with all 24 actors.
 DEFAULT_SPLIT = (16, 4, 4)
 

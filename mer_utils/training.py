@@ -96,6 +96,66 @@ def fit_classifier(
     return FitResult(history=hist, seconds=seconds, epochs=len(hist.get("loss", [])), best_val_accuracy=best)
 
 
+def best_validation_callback(
+    x_val=None,
+    y_val: np.ndarray | None = None,
+    patience: int | None = None,
+    batch_size: int = 64,
+    restore: bool = False,
+    tie_break_on_loss: bool = False,
+):
+    """The one Keras callback that keeps the weights of the epoch with the best validation accuracy.
+
+    Model selection on validation for every Keras branch goes through it. With ``x_val`` /
+    ``y_val`` it scores them itself each epoch and writes ``val_loss`` / ``val_accuracy`` into
+    the epoch logs (fits without ``validation_data``); otherwise it reads ``val_accuracy`` from
+    the logs. ``patience`` stops training after that many epochs without a better accuracy,
+    ``restore`` puts the best weights back when training ends, ``tie_break_on_loss`` lets a lower
+    validation loss win between equal accuracies. The callback exposes ``best_accuracy``,
+    ``best_epoch`` (1-based) and ``best_weights``. From-scratch training needs it: its validation
+    loss is lowest at epoch 1 (an untrained model is rarely confidently wrong) while its accuracy
+    climbs later, so early stopping on the loss alone would keep a chance-level model.
+    """
+    import keras
+
+    class BestValidationAccuracy(keras.callbacks.Callback):
+        """Remember the weights (and 1-based epoch) of the highest validation accuracy so far."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best_accuracy = -1.0
+            self.best_loss = float("inf")
+            self.best_epoch = None
+            self.best_weights = None
+            self.wait = 0
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            logs = logs if logs is not None else {}
+            if x_val is not None:
+                loss, accuracy = self.model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0)[:2]
+                logs["val_loss"], logs["val_accuracy"] = float(loss), float(accuracy)
+            accuracy = logs.get("val_accuracy")
+            if accuracy is None:
+                return
+            loss = float(logs.get("val_loss", float("inf")))
+            better = accuracy > self.best_accuracy or (
+                tie_break_on_loss and accuracy == self.best_accuracy and loss < self.best_loss
+            )
+            if better:
+                self.best_accuracy, self.best_loss = float(accuracy), loss
+                self.best_epoch, self.best_weights, self.wait = epoch + 1, self.model.get_weights(), 0
+            else:
+                self.wait += 1
+                if patience is not None and self.wait >= patience:
+                    self.model.stop_training = True
+
+        def on_train_end(self, logs=None) -> None:
+            if restore and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return BestValidationAccuracy()
+
+
 def predict_probabilities(model, x, batch_size: int = 64) -> np.ndarray:
     """Softmax probabilities of a Keras model as a float64 (n, K) array."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=float)

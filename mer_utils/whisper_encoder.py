@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import audio
-from mer_utils.config import CACHE_DIR, DEFAULT_SEED
+from mer_utils.config import DEFAULT_SEED
 from mer_utils.packaged import join_parts
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,10 @@ def model_dir(cache_dir: str | Path | None = None) -> Path:
                 )
         return folder
     parts = [_packaged_part(module, name) for module, name in PACKAGED_PARTS]
-    folder = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "whisper"
+    from mer_utils.cache import WHISPER
+    from mer_utils.cache import cache_dir as shared_cache_dir
+
+    folder = shared_cache_dir(WHISPER, cache_dir)
     folder = folder / f"{PACKAGED_MODEL}-{PACKAGED_SHA256[:12]}"
     target = folder / "model.bin"
     expected_bytes = sum(part.stat().st_size for part in parts)

@@ -33,7 +33,7 @@ def hopper() -> np.ndarray:
 def cache(tmp_path, monkeypatch) -> Path:
     """Send the face cache to a temporary folder."""
     folder = tmp_path / "cache"
-    monkeypatch.setattr(faces, "CACHE_DIR", folder)
+    monkeypatch.setenv("MER_CACHE_DIR", str(folder))
     return folder / faces.FACES_CACHE_FOLDER
 
 

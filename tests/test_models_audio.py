@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_utils import audio, media
+from mer_utils import media
 from mer_utils.models.audio import BUILDERS, attention_model, build_model
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Keep the feature cache of each test in its own folder (never the project's .cache)."""
-    monkeypatch.setattr(audio, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -115,12 +115,9 @@ def trained_run(demo_dir, tmp_path_factory) -> tuple[Path, dict]:
 
     out = tmp_path_factory.mktemp("audio_run")
     cache = tmp_path_factory.mktemp("audio_cache")
-    original = audio.CACHE_DIR
-    audio.CACHE_DIR = cache
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MER_CACHE_DIR", str(cache))
         metrics = pipeline.train(demo_dir, out, seed=3, smoke=True, model="cnn", epochs=5, progress=False)
-    finally:
-        audio.CACHE_DIR = original
     return out, metrics
 
 

@@ -182,7 +182,6 @@ def test_train_evaluate_predict_on_demo(demo_folder, tmp_path, monkeypatch):
     from mer_utils.runs import read_predictions, read_run_info
 
     monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("mer_utils.audio.CACHE_DIR", tmp_path / "cache")
     run = tmp_path / "run"
     metrics = spectrogram.train(
         demo_folder, run, seed=3, smoke=True, test_actors=[1], val_actors=[2], epochs=6, progress=False

@@ -125,11 +125,10 @@ def test_from_scratch_training_learns_and_clips_average_frames():
 @pytest.fixture(scope="module")
 def video_run(demo_dir, tmp_path_factory):
     """A tiny smoke run on the 4-actor demo set: 8 clips per actor, 2 frames, 2 epochs at 32 pixels."""
-    from mer_utils import faces
 
     cache = tmp_path_factory.mktemp("cache")
     patch = pytest.MonkeyPatch()
-    patch.setattr(faces, "CACHE_DIR", cache)
+    patch.setenv("MER_CACHE_DIR", str(cache))
     from mer_utils.pipelines import video
 
     out = tmp_path_factory.mktemp("runs") / "video"
@@ -245,14 +244,13 @@ def test_predict_file_on_a_clip_a_wav_and_a_faceless_video(video_run, demo_dir, 
 def test_train_without_imagenet_weights_fails_before_extracting_faces(demo_dir, tmp_path, monkeypatch):
     import keras
 
-    from mer_utils import faces
     from mer_utils.pipelines import video
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure: Name or service not known")
 
     monkeypatch.setattr(keras.applications, "ResNet50", offline)
-    monkeypatch.setattr(faces, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(video_model.PretrainedWeightsError, match="resnet50-scratch"):
         video.train(demo_dir, tmp_path / "run", model="resnet50", progress=False)
     assert not (tmp_path / "cache").exists()  # failed fast: no face was extracted

@@ -45,8 +45,7 @@ def face_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("faces")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("mer_utils.face_images.CACHE_DIR", root / "cache")
-        patch.setattr("mer_utils.faces.CACHE_DIR", root / "cache")
+        patch.setenv("MER_CACHE_DIR", str(root / "cache"))
         yield _train_face_run(root)
 
 

@@ -363,7 +363,7 @@ def test_svm_embedding_votes_learn_cache_and_reload(
     from mer_utils.models.text import SVM_MPNET_WEIGHTS, SentenceEmbeddings
     from mer_utils.pipelines.text import predict_text, train
 
-    monkeypatch.setattr("mer_utils.config.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     data = write_csv(toy_frame(rows_per_label=20, seed=6), tmp_path / "toy.csv")
     run = tmp_path / "run"
     metrics = train(data, run, seed=2, smoke=True, model=name)

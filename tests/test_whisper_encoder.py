@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mer_utils import audio, whisper_encoder
+from mer_utils import whisper_encoder
 
 SR = whisper_encoder.SAMPLE_RATE
 
@@ -91,7 +91,7 @@ def test_missing_weights_and_bad_override_say_what_to_do(tmp_path, monkeypatch):
 def test_embedding_is_deterministic_and_tells_clips_apart(demo_dir, tmp_path, monkeypatch):
     from mer_utils.ravdess import index_dataset
 
-    monkeypatch.setattr(audio, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     index = index_dataset(demo_dir)
     index = index[index["modality"] == "audio-video"].head(4).reset_index(drop=True)
     first = whisper_encoder.clip_embedding(index["path"][0])
@@ -113,7 +113,7 @@ def test_embedding_batch_skips_unreadable_clips(demo_dir, tmp_path, monkeypatch)
 
     from mer_utils.ravdess import index_dataset
 
-    monkeypatch.setattr(audio, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     good = index_dataset(demo_dir)
     good = good[good["modality"] == "audio-video"].head(2)
     broken = tmp_path / "03-01-05-01-01-01-09.wav"

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# One error for every branch whose ImageNet weights cannot be had (re-exported under its old name).
+from mer_utils.models import PretrainedWeightsError  # noqa: F401
+
 # Blocks per stage of ResNet18 (ResNet34 would be 3-4-6-3).
 RESNET18_BLOCKS: tuple[int, ...] = (2, 2, 2, 2)
 # Filters of the first stage in the paper; each later stage doubles them.
@@ -31,10 +34,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_MOMENTUM = 0.9
 # Accepted values of ``weights``.
 WEIGHT_CHOICES = (None, "imagenet")
-
-
-class PretrainedWeightsError(ValueError):
-    """ImageNet weights were asked for but could not be loaded (no keras_hub, offline, ...)."""
 
 
 def _basic_block(x, filters: int, stride: int, name: str):

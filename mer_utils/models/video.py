@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# One error for every branch whose ImageNet weights cannot be had (re-exported under its old name).
+from mer_utils.models import PretrainedWeightsError  # noqa: F401
+
 # Smallest input ResNet50 accepts (five stride-2 stages).
 MIN_INPUT_SIZE = 32
 # Dropout before the softmax head (faces of one clip are near-duplicates: regularise the head).
@@ -42,10 +45,6 @@ SHIFT = 0.1
 ZOOM = 0.1
 # Luma weights of the BGR channels of preprocess_input outputs (ITU-R BT.601), for the grey conversion.
 BGR_LUMA = (0.114, 0.587, 0.299)
-
-
-class PretrainedWeightsError(ValueError):
-    """ImageNet weights for ResNet50 are not available (offline machine, blocked download)."""
 
 
 def build_video_model(
@@ -205,40 +204,15 @@ def set_backbone_trainable(model, mode: str) -> int:
 
 
 def best_validation_accuracy_callback(x_val, y_val, patience: int, batch_size: int = 64):
-    """A Keras callback that scores (x_val, y_val) each epoch and keeps the most accurate weights.
+    """The shared best-validation-accuracy callback scoring (x_val, y_val) itself, restoring the best weights.
 
-    It writes ``val_loss`` / ``val_accuracy`` into the epoch logs (so the history has them),
-    stops after ``patience`` epochs without a better accuracy and restores the best weights.
-    From-scratch training needs it: its validation loss is lowest at epoch 1 (an untrained
-    model is rarely confidently wrong) while its accuracy climbs later, so early stopping on
-    the loss would keep a chance-level model.
+    Ties in accuracy go to the lower loss; see :func:`mer_utils.training.best_validation_callback`.
     """
-    import keras
+    from mer_utils.training import best_validation_callback
 
-    class BestValidationAccuracy(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.best = (-1.0, float("inf"))
-            self.best_weights = None
-            self.wait = 0
-
-        def on_epoch_end(self, epoch, logs=None) -> None:
-            loss, accuracy = self.model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0)[:2]
-            if logs is not None:
-                logs["val_loss"], logs["val_accuracy"] = float(loss), float(accuracy)
-            # Higher accuracy wins; equal accuracy is broken by the lower loss.
-            if (accuracy, -loss) > (self.best[0], -self.best[1]):
-                self.best, self.best_weights, self.wait = (accuracy, loss), self.model.get_weights(), 0
-            else:
-                self.wait += 1
-                if self.wait >= patience:
-                    self.model.stop_training = True
-
-        def on_train_end(self, logs=None) -> None:
-            if self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
-
-    return BestValidationAccuracy()
+    return best_validation_callback(
+        x_val, y_val, patience=patience, batch_size=batch_size, restore=True, tie_break_on_loss=True
+    )
 
 
 @dataclass

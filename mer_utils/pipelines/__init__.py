@@ -1,9 +1,11 @@
-"""End-to-end jobs behind ``mer train`` / ``mer evaluate``: one module per branch.
+"""End-to-end jobs behind ``mer train`` / ``mer evaluate`` / ``mer predict``: one module per branch.
 
-Each branch module (``text``, ``audio``, ``spectrogram``, ``video``, ``faces``) exposes
-``train(data, out, *, seed, smoke, model=None) -> dict`` (writes a run folder and returns
-its test metrics) and ``evaluate(run_dir, data) -> dict`` (scores a saved run on every
-sample of another data set). Branch modules are imported lazily by the CLI.
+Every branch module (``text``, ``audio``, ``spectrogram``, ``video``, ``faces``) follows the one
+contract of :mod:`mer_utils.pipelines.base` (read it first: the hooks a branch supplies and the
+run-folder schema) and exposes ``train(data, out, *, seed, smoke, model=None) -> dict``,
+``evaluate(run_dir, data) -> dict``, ``predict_table(run_dir, data, ..., degradation=None)``,
+``predict_file(run_dir, path, model=None) -> dict`` and ``load_model(run_dir)``. Branch modules are
+imported lazily by the CLI.
 """
 
 from mer_utils.config import BRANCHES

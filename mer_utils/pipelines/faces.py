@@ -72,6 +72,8 @@ CLIP_FACES = {
 }
 # Default seed for the split, the augmentation and the model.
 SEED = DEFAULT_SEED
+# Degradations its input (labelled image folders) takes in predict_table besides "missing": none.
+DEGRADATIONS: tuple[str, ...] = ()
 
 
 # --- model --------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def fit_face_model(
         "history": hist,
         "seconds": seconds,
         "epochs": epochs_run,
-        "best_val_accuracy": float(selector.best[0]),
+        "best_val_accuracy": float(selector.best_accuracy),
         "train_images_per_second": epochs_run * len(x_train) / seconds if seconds > 0 else float("nan"),
         "class_weights": {k: float(sample_weight[k]) for k in range(num_classes)},
     }
@@ -304,16 +306,9 @@ def train(
     ``overrides`` replace single settings keys. Returns the test metrics (also in metrics.json).
     """
     from mer_utils.config import set_seed
-    from mer_utils.evaluation import table_metrics
     from mer_utils.face_images import index_face_images, load_face_images, split_face_images
-    from mer_utils.runs import (
-        atomic_write_bytes,
-        save_model,
-        write_json,
-        write_metrics,
-        write_predictions,
-        write_run_info,
-    )
+    from mer_utils.pipelines.base import write_run
+    from mer_utils.runs import save_model
     from mer_utils.training import encode_labels
 
     settings = dict(SMOKE_SETTINGS if smoke else FULL_SETTINGS)
@@ -377,49 +372,38 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     save_model(out, network, "keras")
     counts = {split: int(mask.sum()) for split, mask in masks.items()}
-    write_run_info(
+    tables = {
+        split: _table(network, decoded.images[masks[split]], rows[masks[split]], labels, present, data)
+        for split in ("val", "test")
+    }
+    return write_run(
         out,
-        BRANCH,
-        labels,
+        branch=BRANCH,
+        labels=labels,
         model=model_name,
-        weights=weights,
-        input_size=input_size,
-        grayscale=grayscale,
-        present_labels=[label for label, is_present in zip(labels, present, strict=True) if is_present],
-        preprocessing="RGB uint8 crops -> keras.applications.resnet50.preprocess_input (the video model's)",
-        faces={**CLIP_FACES, "size": input_size},
-        prediction="mean of each face's and its mirror image's probabilities; clip = mean of its frames",
-        settings=settings,
         seed=seed,
         smoke=smoke,
-        data=str(data),
+        data=data,
         split=counts,
-        protocol=_protocol(index),
-    )
-    write_json(out / "history.json", {"history": fit["history"]})
-    tables = {}
-    for split in ("val", "test"):
-        tables[split] = _table(
-            network, decoded.images[masks[split]], rows[masks[split]], labels, present, data
-        )
-        write_predictions(out, split, tables[split])
-    skipped = listed_skips + decoded.skipped
-    atomic_write_bytes(
-        out / "skipped.csv", pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False).encode()
-    )
-    metrics = table_metrics(tables["test"], labels)
-    metrics["present_labels"] = present_label_metrics(tables["test"], labels, present)
-    val_metrics = table_metrics(tables["val"], labels)
-    metrics.update(
-        {
-            "seed": seed,
-            "split": counts,
+        tables=tables,
+        skipped=listed_skips + decoded.skipped,
+        history=fit["history"],
+        info={
+            "weights": weights,
+            "input_size": input_size,
+            "grayscale": grayscale,
+            "present_labels": [
+                label for label, is_present in zip(labels, present, strict=True) if is_present
+            ],
+            "preprocessing": "RGB uint8 crops -> keras.applications.resnet50.preprocess_input (the video model's)",
+            "faces": {**CLIP_FACES, "size": input_size},
+            "prediction": "mean of each face's and its mirror image's probabilities; clip = mean of its frames",
+            "settings": settings,
             "protocol": _protocol(index),
-            "val": {
-                k: val_metrics[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "n")
-            },
-            "skipped": skipped,
-            "model": model_name,
+        },
+        metrics={
+            "present_labels": present_label_metrics(tables["test"], labels, present),
+            "protocol": _protocol(index),
             "weights": weights,
             "input_size": input_size,
             "parameters": int(network.count_params()),
@@ -430,10 +414,8 @@ def train(
             "epochs": fit["epochs"],
             "best_val_accuracy": fit["best_val_accuracy"],
             "class_weights": {labels[k]: w for k, w in fit["class_weights"].items() if present[k]},
-        }
+        },
     )
-    write_metrics(out, metrics)
-    return metrics
 
 
 def present_label_metrics(table: pd.DataFrame, labels: list[str], present: list[bool]) -> dict:
@@ -462,19 +444,16 @@ def _protocol(index: pd.DataFrame) -> str:
 
 def load_model(run_dir: str | Path):
     """The Keras model of a faces run folder (checksums and labels checked, ``safe_mode``)."""
-    from mer_utils.runs import load_model_file
+    from mer_utils.pipelines import base
 
-    return load_model_file(run_dir, run_info(run_dir))
+    return base.load_model(run_dir, BRANCH)
 
 
 def run_info(run_dir: str | Path) -> dict:
     """run.json of a faces run (raises ``ValueError`` for another branch's run)."""
-    from mer_utils.runs import read_run_info
+    from mer_utils.pipelines import base
 
-    info = read_run_info(run_dir)
-    if info.get("branch") != BRANCH:
-        raise ValueError(f"{run_dir}: is a '{info.get('branch')}' run, not a faces run (`mer train faces`)")
-    return info
+    return base.run_info(run_dir, BRANCH)
 
 
 def _present(info: dict) -> list[bool]:
@@ -482,50 +461,65 @@ def _present(info: dict) -> list[bool]:
     return [label in present for label in info["labels"]]
 
 
+def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
+    """Prediction table of a loaded model on every image of the labelled folder ``data``."""
+    from mer_utils.face_images import index_face_images, load_face_images
+
+    data = Path(data)
+    index = index_face_images(data)
+    decoded = load_face_images(index, int(info["input_size"]), bool(info["grayscale"]), progress=progress)
+    table = _table(model, decoded.images, decoded.index, list(info["labels"]), _present(info), data)
+    table.attrs["skipped"] = list(index.attrs.get("skipped", [])) + decoded.skipped
+    return table
+
+
 def predict_table(
-    run_dir: str | Path, data: str | Path, *, model=None, progress: bool = False
+    run_dir: str | Path, data: str | Path, *, model=None, progress: bool = False, degradation=None
 ) -> pd.DataFrame:
     """Prediction table of a saved faces run on every image of the labelled folder ``data``.
 
     Unknown label folders and unreadable images are listed in ``table.attrs["skipped"]``.
     """
-    from mer_utils.face_images import index_face_images, load_face_images
+    from mer_utils.pipelines import base
 
-    info = run_info(run_dir)
-    data = Path(data)
-    index = index_face_images(data)
-    decoded = load_face_images(index, int(info["input_size"]), bool(info["grayscale"]), progress=progress)
-    network = model if model is not None else load_model(run_dir)
-    table = _table(network, decoded.images, decoded.index, list(info["labels"]), _present(info), data)
-    table.attrs["skipped"] = list(index.attrs.get("skipped", [])) + decoded.skipped
-    return table
+    return base.predict_table(
+        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH
+    )
+
+
+def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
+    """Metrics over the labels present in training only."""
+    return {"present_labels": present_label_metrics(table, list(info["labels"]), _present(info))}
 
 
 def evaluate(run_dir: str | Path, data: str | Path) -> dict:
     """Score a saved faces run on every image of the labelled folder ``data`` -> metrics + ``skipped``."""
-    from mer_utils.evaluation import table_metrics
+    from mer_utils.pipelines import base
 
-    table = predict_table(run_dir, data, progress=True)
-    metrics = table_metrics(table)
-    info = run_info(run_dir)
-    metrics["present_labels"] = present_label_metrics(table, list(info["labels"]), _present(info))
-    metrics["skipped"] = table.attrs["skipped"]
-    metrics["data"] = str(data)
-    return metrics
+    return base.evaluate(run_dir, data, branch=BRANCH)
 
 
 def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     """Predict one clip or image: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
+
+    See :func:`file_prediction`.
+    """
+    from mer_utils.pipelines import base
+
+    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
+
+
+def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
+    """This branch's part of :func:`predict_file`.
 
     A clip goes frames -> faces (MTCNN, Haar, centre crop) -> frame probabilities -> clip mean;
     an image file is classified as it is (it is taken to be a face crop already).
     """
     from mer_utils.face_images import IMAGE_SUFFIXES, decode_image
     from mer_utils.faces import FaceParams, extract_clip_faces
+    from mer_utils.pipelines.base import unavailable
 
-    info = run_info(run_dir)
     labels, present = list(info["labels"]), _present(info)
-    path = Path(path)
     started = time.perf_counter()
     try:
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -538,12 +532,7 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
             keep = np.array([d != "none" for d in clip.detectors])
             faces, detectors = clip.faces[keep], clip.detectors
     except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
-        return {
-            "available": False,
-            "reason": str(error),
-            "probabilities": None,
-            "details": {"path": str(path)},
-        }
+        return unavailable(str(error), {"path": str(path)})
     counts = pd.Series(detectors).value_counts().to_dict()
     details = {
         "path": str(path),
@@ -553,12 +542,7 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
         "face_seconds": round(time.perf_counter() - started, 3),
     }
     if not len(faces):
-        return {
-            "available": False,
-            "reason": f"{path}: no face found in any frame",
-            "probabilities": None,
-            "details": details,
-        }
+        return unavailable(f"{path}: no face found in any frame", details)
     network = model if model is not None else load_model(run_dir)
     started = time.perf_counter()
     frame_probabilities = face_probabilities(network, faces, present, batch_size=64)

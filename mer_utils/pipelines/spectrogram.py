@@ -10,16 +10,15 @@ Training (``mer train spectrogram``) indexes a RAVDESS folder, keeps one file pe
 :func:`mer_utils.ravdess.actor_disjoint_split` (default 12/3/3 actors for 18, 4/2/2 for 8;
 ``test_actors`` / ``val_actors`` override), and augments the training split only: extra
 copies of every training clip with waveform augmentation (noise, shift, pitch, stretch) plus
-SpecAugment masks. Log-mel spectrograms are cached under ``CACHE_DIR/audio``.
+SpecAugment masks. The features live in :mod:`mer_utils.spectrograms` (cached under the audio cache).
 
-The run folder follows the branch contract: ``model.keras``, ``run.json`` (everything needed
-to rebuild the images), ``metrics.json``, ``predictions_val.csv``, ``predictions_test.csv``
-(clip_id = take id), plus ``history.json`` (training curves) and ``skipped.csv``.
+The run folder follows the branch contract of :mod:`mer_utils.pipelines.base`: ``model.keras``,
+``run.json`` (everything needed to rebuild the images), ``metrics.json``, ``history.json``,
+``skipped.csv``, ``predictions_val.csv``, ``predictions_test.csv`` (clip_id = take id).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -29,6 +28,21 @@ import numpy as np
 import pandas as pd
 
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.pipelines.base import noisy_predict_table
+from mer_utils.spectrograms import (  # noqa: F401  (re-exported: the features were part of this module)
+    SpectrogramParams,
+    _floor,
+    clip_log_mel,
+    log_mel_batch,
+    masked_copies,
+    normalise_speakers,
+    plot_spectrogram_grid,
+    render_images,
+    save_spectrogram_pngs,
+    speaker_mean_spectra,
+    spectrogram_image,
+    spectrogram_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +59,10 @@ MODELS: dict[str, dict] = {
 }
 # Modality preference for one file per take: the AV mp4's sound track, else the audio-only wav.
 AUDIO_MODALITIES = ("audio-video", "audio-only")
-# Extra file of the run folder with the per-epoch training curves.
+# Extra file of the run folder with the per-epoch training curves (format: pipelines.base).
 HISTORY_FILE = "history.json"
+# Degradations its input takes in predict_table (besides "missing"): white noise at an SNR.
+DEGRADATIONS = ("noise",)
 # Waveform augmentation of the training copies (fields as in mer_utils.audio.AudioAugmentation).
 FULL_AUGMENTATION = {
     "noise_snr_db": (15.0, 35.0),
@@ -61,38 +77,6 @@ SMOKE_AUGMENTATION = {
     "max_semitones": 0.0,
     "stretch_range": (1.0, 1.0),
 }
-
-
-@dataclass(frozen=True)
-class SpectrogramParams:
-    """Everything that turns a clip into a spectrogram image (stored in run.json)."""
-
-    # Sample rate of the analysis (Hz); any input rate is resampled to it.
-    sr: int = 16_000
-    # Seconds kept after silence trimming (centre crop or pad): trimmed RAVDESS sentences last 1.5-3 s.
-    duration: float = 3.0
-    # Silence threshold for trimming (dB below the peak).
-    top_db: float = 30.0
-    # Mel bands (image rows before resizing).
-    n_mels: int = 128
-    # FFT size and hop (samples): 64 ms windows every 16 ms at 16 kHz -> 188 frames for 3 s.
-    n_fft: int = 1024
-    hop_length: int = 256
-    # Highest mel frequency (Hz); None = Nyquist.
-    fmax: float | None = 8000.0
-    # Dynamic range kept below the peak (dB); quieter cells are clipped.
-    db_range: float = 80.0
-    # Side of the square image fed to the network (pixels).
-    image_size: int = 128
-    # Subtract each speaker's mean spectrum (from their own clips, no labels) before rendering.
-    speaker_norm: bool = False
-
-    def feature_key(self) -> dict:
-        """The parameters that change the cached log-mel (image size and speaker norm do not)."""
-        key = asdict(self)
-        key.pop("image_size")
-        key.pop("speaker_norm")
-        return key
 
 
 @dataclass(frozen=True)
@@ -126,220 +110,14 @@ SMOKE_SETTINGS = TrainSettings(
 SMOKE_IMAGE_SIZE = 64
 
 
-# --- images ---------------------------------------------------------------------------------
-
-
-def spectrogram_image(log_mel: np.ndarray, size: int | tuple[int, int] = 128) -> np.ndarray:
-    """Render a (n_mels, frames) dB spectrogram as a uint8 (H, W, 3) image.
-
-    dB values are min-max normalised per image to 0-255 (so loudness and recording level
-    do not matter), low frequencies go to the bottom row as in every spectrogram plot,
-    the image is resized to ``size`` (an int for a square, or (height, width)) and the
-    grey channel is copied three times.
-    """
-    import cv2
-
-    log_mel = np.asarray(log_mel, dtype=np.float32)
-    if log_mel.ndim != 2 or min(log_mel.shape) < 2:
-        raise ValueError(f"need a 2-D (n_mels, frames) spectrogram, got shape {log_mel.shape}")
-    if not np.isfinite(log_mel).all():
-        raise ValueError("spectrogram holds non-finite values")
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {size}")
-    low, high = float(log_mel.min()), float(log_mel.max())
-    # A silent clip is flat: it becomes a black image instead of a division by zero.
-    scaled = (log_mel - low) / (high - low) if high > low else np.zeros_like(log_mel)
-    grey = np.flipud(scaled * 255.0)
-    grey = cv2.resize(np.ascontiguousarray(grey), (width, height), interpolation=cv2.INTER_AREA)
-    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-    return np.repeat(grey[:, :, None], 3, axis=2)
-
-
-def spectrogram_images(log_mels: np.ndarray, size: int | tuple[int, int] = 128) -> np.ndarray:
-    """Render a stack of spectrograms (n, n_mels, frames) as uint8 images (n, H, W, 3)."""
-    return np.stack([spectrogram_image(m, size) for m in log_mels])
-
-
-def save_spectrogram_pngs(images: np.ndarray, names: list[str], folder: str | Path) -> list[Path]:
-    """Write uint8 (n, H, W, 3) images (exactly what the model sees) as ``folder/<name>.png``."""
-    import cv2
-
-    from mer_utils.runs import atomic_write_bytes
-
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"need uint8 images of shape (n, H, W, 3), got {images.dtype} {images.shape}")
-    if len(names) != len(images):
-        raise ValueError(f"{len(names)} names for {len(images)} images")
-    folder = Path(folder)
-    paths = []
-    for image, name in zip(images, names, strict=True):
-        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))
-        if not ok:
-            raise ValueError(f"could not encode image {name!r} as PNG")
-        paths.append(atomic_write_bytes(folder / f"{name}.png", encoded.tobytes()))
-    return paths
-
-
-def plot_spectrogram_grid(images: np.ndarray, titles: list[str], columns: int = 4):
-    """A grid of spectrogram images with titles (one per emotion in notebook 04). Returns the figure."""
-    from mer_utils.plotting import pyplot
-
-    plt = pyplot()
-    rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, image, title in zip(axes.ravel(), images, titles, strict=False):
-        ax.imshow(image[:, :, 0], cmap="magma", origin="upper", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-# --- features -------------------------------------------------------------------------------
-
-
-def clip_log_mel(
-    path: str | Path,
-    params: SpectrogramParams = SpectrogramParams(),
-    noise_snr_db: float | None = None,
-    augmentation=None,
-    seed: int = DEFAULT_SEED,
-) -> np.ndarray:
-    """Log-mel spectrogram (n_mels, frames) in dB of one clip after trimming and fixing the duration."""
-    from mer_utils.audio import log_mel_spectrogram, prepare_waveform
-
-    y = prepare_waveform(path, params.sr, params.duration, params.top_db, noise_snr_db, augmentation, seed)
-    return log_mel_spectrogram(
-        y, params.sr, params.n_mels, params.n_fft, params.hop_length, params.fmax, params.db_range
-    )
-
-
-def _clip_seed(path: str | Path, seed: int, copy: int) -> int:
-    """Per-clip seed from the file name, the run seed and the copy: copies differ and repeat exactly."""
-    digest = hashlib.sha1(f"{Path(path).name}|{seed}|{copy}|spectrogram".encode()).hexdigest()
-    return int(digest[:8], 16)
-
-
-def log_mel_batch(
-    index: pd.DataFrame,
-    params: SpectrogramParams = SpectrogramParams(),
-    noise_snr_db: float | None = None,
-    augmentation: dict | None = None,
-    copy: int = 0,
-    seed: int = DEFAULT_SEED,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-):
-    """Cached log-mel spectrograms of every clip in ``index`` -> :class:`mer_utils.audio.FeatureBatch`.
-
-    ``augmentation`` (AudioAugmentation fields as a dict) with ``copy`` k gives the k-th
-    augmented copy of each clip. Unreadable clips are skipped and listed in ``.skipped``.
-    """
-    from mer_utils.audio import AudioAugmentation, extract_features
-
-    key = {"kind": "log_mel", **params.feature_key(), "noise_snr_db": noise_snr_db, "seed": seed}
-    augmenter = None
-    if augmentation is not None:
-        augmenter = AudioAugmentation(**augmentation)
-        key.update({"augmentation": asdict(augmenter), "copy": copy})
-
-    def featurize(path: str) -> np.ndarray:
-        return clip_log_mel(path, params, noise_snr_db, augmenter, _clip_seed(path, seed, copy))
-
-    desc = "log-mel" + (f" (augmented copy {copy})" if augmenter is not None else "")
-    return extract_features(index, featurize, key, cache_dir, progress, desc)
-
-
-def masked_copies(log_mels: np.ndarray, seed: int) -> np.ndarray:
-    """SpecAugment masks (2 frequency bands up to 12 mels, 2 time spans up to 10 % of frames) on each map."""
-    from mer_utils.audio import spec_augment
-
-    rng = np.random.default_rng(seed)
-    frames = log_mels.shape[-1]
-    return np.stack(
-        [
-            spec_augment(m, rng, freq_masks=2, max_freq_width=12, time_masks=2, max_time_width=frames // 10)
-            for m in log_mels
-        ]
-    )
-
-
-def speaker_mean_spectra(log_mels: np.ndarray, speakers, db_range: float) -> dict:
-    """Each speaker's mean dB per mel band over the cells above the silence floor of their clips.
-
-    Uses no labels: at test time it needs only unlabelled clips of the same speaker, which is
-    why per-speaker normalisation is legitimate on unseen actors.
-    """
-    log_mels = np.asarray(log_mels, dtype=np.float32)
-    speakers = np.asarray(list(speakers))
-    if len(speakers) != len(log_mels):
-        raise ValueError(f"{len(speakers)} speaker ids for {len(log_mels)} spectrograms")
-    means = {}
-    for speaker in np.unique(speakers):
-        maps = log_mels[speakers == speaker]
-        sound = maps > _floor(maps, db_range)
-        counts = sound.sum(axis=(0, 2))
-        totals = np.where(sound, maps, 0.0).sum(axis=(0, 2))
-        means[speaker.item()] = np.where(counts > 0, totals / np.maximum(counts, 1), 0.0).astype(np.float32)
-    return means
-
-
-def _floor(log_mels: np.ndarray, db_range: float) -> float:
-    # log_mel_spectrogram clips at -db_range below the peak: cells there are silence or padding.
-    return -float(db_range) + 0.5
-
-
-def normalise_speakers(log_mels: np.ndarray, speakers, means: dict, db_range: float) -> np.ndarray:
-    """Subtract the speaker's mean spectrum from the sound cells; silence stays the darkest value."""
-    log_mels = np.asarray(log_mels, dtype=np.float32)
-    out = np.empty_like(log_mels)
-    for i, (log_mel, speaker) in enumerate(zip(log_mels, list(speakers), strict=True)):
-        if speaker not in means:
-            raise ValueError(f"no mean spectrum for speaker {speaker!r}")
-        sound = log_mel > _floor(log_mel, db_range)
-        shifted = log_mel - means[speaker][:, None]
-        lowest = float(shifted[sound].min()) if sound.any() else 0.0
-        out[i] = np.where(sound, shifted, lowest)
-    return out
-
-
-def render_images(
-    log_mels: np.ndarray, speakers, params: SpectrogramParams, means: dict | None = None
-) -> np.ndarray:
-    """Images of spectrograms under ``params``: per-speaker normalised first when ``params.speaker_norm``.
-
-    ``means`` (from :func:`speaker_mean_spectra`) default to the statistics of ``log_mels`` themselves.
-    """
-    if params.speaker_norm:
-        if means is None:
-            means = speaker_mean_spectra(log_mels, speakers, params.db_range)
-        log_mels = normalise_speakers(log_mels, speakers, means, params.db_range)
-    return spectrogram_images(log_mels, params.image_size)
-
-
 # --- data -----------------------------------------------------------------------------------
 
 
 def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """RAVDESS index of a folder (or a given index) with one file with sound per take."""
-    from mer_utils.ravdess import index_dataset, one_file_per_take
+    from mer_utils.ravdess import take_index
 
-    if isinstance(data, pd.DataFrame):
-        index = data.copy()
-        skipped = list(index.attrs.get("skipped", []))
-    else:
-        index = index_dataset(data)
-        skipped = list(index.attrs.get("skipped", []))
-        index = one_file_per_take(index, prefer=AUDIO_MODALITIES)
-        if index.empty:
-            raise ValueError(
-                f"{data}: no RAVDESS clip with sound (audio-video .mp4 or audio-only .wav) found"
-            )
-    index.attrs["skipped"] = skipped
-    return index
+    return take_index(data, AUDIO_MODALITIES, "audio track")
 
 
 # --- training -------------------------------------------------------------------------------
@@ -382,9 +160,9 @@ def train(
     ``width=64``, ``epochs=60``, ``image_size=160``). Returns the test metrics.
     """
     from mer_utils.config import set_seed
-    from mer_utils.evaluation import table_metrics
+    from mer_utils.pipelines.base import write_run
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import save_model, write_json, write_metrics, write_predictions, write_run_info
+    from mer_utils.runs import save_model
     from mer_utils.training import count_parameters, encode_labels, fit_classifier
 
     model_name = model or "resnet18"
@@ -408,7 +186,7 @@ def train(
             len(test_actors),
         )
     index = actor_disjoint_split(index, sizes, seed=seed, test_actors=test_actors, val_actors=val_actors)
-    skipped = [{"path": p, "reason": r} for p, r in index.attrs.get("skipped", [])]
+    skipped = list(index.attrs.get("skipped", []))
     split = {
         s: sorted(int(a) for a in index.loc[index["split"] == s, "actor"].unique())
         for s in ("train", "val", "test")
@@ -482,38 +260,24 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     save_model(out, network, "keras")
-    write_run_info(
-        out,
-        BRANCH,
-        labels,
-        model=model_name,
-        seed=seed,
-        smoke=smoke,
-        data=str(data),
-        split=split,
-        width=width,
-        **asdict(params),
-        settings=asdict(settings),
-        augmentation=augmentation,
-    )
     tables = {
         "val": _table(network, x_val, batches["val"].rows, labels),
         "test": _table(network, x_test, batches["test"].rows, labels),
     }
-    for part, table in tables.items():
-        write_predictions(out, part, table)
-    write_json(out / HISTORY_FILE, fit.history)
-    pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(out / "skipped.csv", index=False)
-
-    metrics = table_metrics(tables["test"], labels)
-    val_metrics = table_metrics(tables["val"], labels)
-    metrics.update(
-        {
-            "model": model_name,
-            "seed": seed,
-            "split": split,
-            "val": {k: v for k, v in val_metrics.items() if k != "per_class"},
-            "skipped": skipped,
+    return write_run(
+        out,
+        branch=BRANCH,
+        labels=labels,
+        model=model_name,
+        seed=seed,
+        smoke=smoke,
+        data=data,
+        split=split,
+        tables=tables,
+        skipped=skipped,
+        history=fit.history,
+        info={"width": width, **asdict(params), "settings": asdict(settings), "augmentation": augmentation},
+        metrics={
             "params": count_parameters(network),
             "train_seconds": round(fit.seconds, 1),
             "epochs": fit.epochs,
@@ -521,33 +285,15 @@ def train(
             "train_images": len(x_train),
             "width": width,
             "image_size": params.image_size,
-        }
+        },
     )
-    write_metrics(out, metrics)
-    return metrics
 
 
 def best_accuracy_callback():
-    """A Keras callback that keeps the weights of the epoch with the best validation accuracy."""
-    import keras
+    """The shared best-validation-accuracy callback reading ``val_accuracy`` from the epoch logs."""
+    from mer_utils.training import best_validation_callback
 
-    class BestValidationAccuracy(keras.callbacks.Callback):
-        """Remember the weights (and 1-based epoch) of the highest ``val_accuracy`` so far."""
-
-        def __init__(self):
-            super().__init__()
-            self.best_accuracy = -1.0
-            self.best_epoch = None
-            self.best_weights = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            accuracy = (logs or {}).get("val_accuracy")
-            if accuracy is not None and accuracy > self.best_accuracy:
-                self.best_accuracy = float(accuracy)
-                self.best_epoch = epoch + 1
-                self.best_weights = self.model.get_weights()
-
-    return BestValidationAccuracy()
+    return best_validation_callback()
 
 
 def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -565,79 +311,59 @@ def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -
     )
 
 
-# --- saved runs -----------------------------------------------------------------------------
+# --- saved runs: this branch's parts of the shared driver (mer_utils.pipelines.base) ---------
 
 
-def _run_params(run_dir: str | Path) -> tuple[dict, SpectrogramParams]:
-    from mer_utils.runs import read_run_info
-
-    info = read_run_info(run_dir, complete=True)
-    if info.get("branch") != BRANCH:
-        raise ValueError(f"{run_dir}: run of branch {info.get('branch')!r}, not {BRANCH!r}")
+def _params_of(info: dict) -> SpectrogramParams:
     fields = SpectrogramParams.__dataclass_fields__
-    return info, SpectrogramParams(**{k: info[k] for k in fields if k in info})
+    return SpectrogramParams(**{k: info[k] for k in fields if k in info})
 
 
 def load_model(run_dir: str | Path):
     """Load the Keras model of a spectrogram run folder (checksums and labels checked, ``safe_mode``)."""
-    from mer_utils.runs import load_model_file
+    from mer_utils.pipelines import base
 
-    info, *_ = _run_params(run_dir)
-    return load_model_file(run_dir, info)
+    return base.load_model(run_dir, BRANCH)
 
 
-def predict_table(
-    run_dir: str | Path,
-    data: str | Path | pd.DataFrame,
-    noise_snr_db: float | None = None,
-    model=None,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Prediction table of a saved run on the clips of a folder or an index (e.g. the test rows).
-
-    ``noise_snr_db`` adds white noise at that SNR to each waveform before the spectrogram
-    (the robustness curves of fusion). Unreadable clips are left out and listed in
-    ``table.attrs["skipped"]``.
-    """
-    info, params = _run_params(run_dir)
+def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
+    """Prediction table of a loaded model on the clips of ``data``; "noise" degradation adds white noise."""
+    params = _params_of(info)
     index = clip_index(data)
-    network = model if model is not None else load_model(run_dir)
+    noise = float(degradation.level) if degradation is not None else None
     batch = log_mel_batch(
-        index, params, noise_snr_db=noise_snr_db, seed=int(info.get("seed", DEFAULT_SEED)), progress=progress
+        index, params, noise_snr_db=noise, seed=int(info.get("seed", DEFAULT_SEED)), progress=progress
     )
     # Per-speaker statistics (if the run uses them) come from the given clips of each actor.
     images = render_images(batch.features, batch.rows["actor"], params)
-    table = _table(network, images, batch.rows, list(info["labels"]))
-    table.attrs["skipped"] = [
-        {"path": p, "reason": r} for p, r in index.attrs.get("skipped", [])
-    ] + batch.skipped
+    table = _table(model, images, batch.rows, list(info["labels"]))
+    table.attrs["skipped"] = list(index.attrs.get("skipped", [])) + batch.skipped
     return table
+
+
+# The shared driver with the old ``noise_snr_db`` keyword (the same as ``degradation=("noise", level)``).
+predict_table = noisy_predict_table(BRANCH)
+
+
+def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
+    """The actors scored by ``mer evaluate``."""
+    from mer_utils.ravdess import parse_filename
+
+    return {"actors": sorted({parse_filename(p).actor for p in table["path"].astype(str)})}
 
 
 def evaluate(run_dir: str | Path, data: str | Path) -> dict:
     """Score a saved run on every clip with sound in another RAVDESS folder (all actors)."""
-    from mer_utils.evaluation import table_metrics
+    from mer_utils.pipelines import base
 
-    info, _ = _run_params(run_dir)
-    index = clip_index(data)
-    table = predict_table(run_dir, index)
-    metrics = table_metrics(table, list(info["labels"]))
-    metrics.update(
-        {
-            "run_dir": str(run_dir),
-            "data": str(data),
-            "actors": sorted(int(a) for a in index["actor"].unique()),
-            "skipped": table.attrs["skipped"],
-        }
-    )
-    return metrics
+    return base.evaluate(run_dir, data, branch=BRANCH)
 
 
 def _reference_log_mels(path: Path, params: SpectrogramParams, seed: int) -> list[np.ndarray]:
     """Cached log-mels of the other clips of the file's RAVDESS actor in its folder."""
     from mer_utils.audio import cached_feature
     from mer_utils.media import MediaError
-    from mer_utils.pipelines.audio import _reference_clips
+    from mer_utils.pipelines.audio_common import _reference_clips
 
     key = {"kind": "log_mel", **params.feature_key(), "noise_snr_db": None, "seed": seed}
     maps = []
@@ -655,23 +381,25 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     Unavailable for unreadable clips, clips without sound and clips without speech
     (:func:`mer_utils.voice.clip_voice_activity`).
     """
+    from mer_utils.pipelines import base
+
+    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
+
+
+def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
+    """This branch's part of :func:`predict_file`: voice check, log-mel, image, model."""
     from mer_utils.media import MediaError
+    from mer_utils.pipelines.base import unavailable
     from mer_utils.voice import clip_voice_activity
 
-    info, params = _run_params(run_dir)
-    path = Path(path)
+    params = _params_of(info)
     start = time.perf_counter()
     try:
         # No speech (silence, hiss, a 0.2 s clip): nothing for the model to read, say so.
         activity = clip_voice_activity(path, params.sr)
         log_mel = clip_log_mel(path, params, seed=int(info.get("seed", DEFAULT_SEED)))
     except (MediaError, FileNotFoundError, ValueError) as error:
-        return {
-            "available": False,
-            "reason": str(error),
-            "probabilities": None,
-            "details": {"path": str(path)},
-        }
+        return unavailable(str(error), {"path": str(path)})
     feature_seconds = time.perf_counter() - start
     network = model if model is not None else load_model(run_dir)
     means, reference = None, 1

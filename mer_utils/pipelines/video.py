@@ -77,32 +77,21 @@ SMOKE_SETTINGS = {
 DETECTOR_CHAIN = ("mtcnn", "haar", "center")
 # Default seed for splits, subsets, occlusion draws and the model.
 SEED = DEFAULT_SEED
+# Degradations its input takes in predict_table (besides "missing"): a share of face frames hidden.
+DEGRADATIONS = ("occlusion",)
 
 
 # --- data ---------------------------------------------------------------------------------
 
 
 def video_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """One video file per take (audio-video mp4, else video-only mp4) from a folder or an index."""
-    from mer_utils.ravdess import index_dataset, one_file_per_take
+    """One video file per take (audio-video mp4, else video-only mp4) from a folder or an index.
 
-    if isinstance(data, pd.DataFrame):
-        index = data
-        if "take" not in index or "modality" not in index:
-            raise ValueError(
-                "index DataFrame lacks 'take'/'modality' columns; build it with ravdess.index_dataset"
-            )
-    else:
-        index = index_dataset(data)
-    # one_file_per_take keeps every column, so a 'split' column of an index passes through.
-    videos = one_file_per_take(index, prefer=VIDEO_MODALITIES)
-    if videos.empty:
-        where = "the given index" if isinstance(data, pd.DataFrame) else str(data)
-        raise ValueError(
-            f"{where}: no RAVDESS video clips (modality 01 audio-video or 02 video-only .mp4); "
-            "audio-only .wav files carry no face"
-        )
-    return videos
+    Audio-only .wav files carry no face: takes with nothing else are listed in ``attrs["skipped"]``.
+    """
+    from mer_utils.ravdess import take_index
+
+    return take_index(data, VIDEO_MODALITIES, "video stream (a face needs one)")
 
 
 def limit_clips_per_actor(index: pd.DataFrame, clips_per_actor: int | None, seed: int = SEED) -> pd.DataFrame:
@@ -217,11 +206,11 @@ def train(
     Returns the test metrics (also written to ``metrics.json``).
     """
     from mer_utils.config import set_seed
-    from mer_utils.evaluation import table_metrics
     from mer_utils.faces import extract_faces
     from mer_utils.models.video import build_video_model, train_video_model
+    from mer_utils.pipelines.base import write_run
     from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import save_model, write_json, write_metrics, write_predictions, write_run_info
+    from mer_utils.runs import save_model
 
     settings = dict(SMOKE_SETTINGS if smoke else FULL_SETTINGS)
     unknown = set(overrides) - set(settings)
@@ -246,7 +235,8 @@ def train(
         set_seed(seed, keras=True)
     out = Path(out)
 
-    index = actor_disjoint_split(video_index(data), seed=seed, test_actors=test_actors, val_actors=val_actors)
+    videos = video_index(data)
+    index = actor_disjoint_split(videos, seed=seed, test_actors=test_actors, val_actors=val_actors)
     if init is None:
         # Build the model first: it fails fast, with a clear message, when ImageNet weights are unreachable.
         network = build_video_model(
@@ -287,39 +277,29 @@ def train(
         split: sorted(int(a) for a in index.loc[index["split"] == split, "actor"].unique())
         for split in ("train", "val", "test")
     }
-    write_run_info(
+    tables = {split: _table_from_frames(network, parts[split], labels) for split in ("val", "test")}
+    detail = extraction.fallback_table()
+    return write_run(
         out,
-        BRANCH,
-        labels,
+        branch=BRANCH,
+        labels=labels,
         model=model_name,
-        weights=weights,
-        input_size=settings["input_size"],
-        faces=params.as_dict(),
-        settings=settings,
         seed=seed,
         smoke=smoke,
-        data=str(data),
+        data=data,
         split=split_actors,
-        init=str(init) if init is not None else None,
-    )
-    write_json(out / "history.json", {"history": training.history, "phases": training.phases})
-
-    tables = {}
-    for split in ("val", "test"):
-        tables[split] = _table_from_frames(network, parts[split], labels)
-        write_predictions(out, split, tables[split])
-    metrics = table_metrics(tables["test"], labels)
-    val_metrics = table_metrics(tables["val"], labels)
-    detail = extraction.fallback_table()
-    metrics.update(
-        {
-            "seed": seed,
-            "split": split_actors,
-            "val": {
-                k: val_metrics[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "n")
-            },
-            "skipped": _skipped_records(extraction.failed),
-            "model": model_name,
+        tables=tables,
+        skipped=list(videos.attrs["skipped"]) + _skipped_records(extraction.failed),
+        history=training.history,
+        phases=training.phases,
+        info={
+            "weights": weights,
+            "input_size": settings["input_size"],
+            "faces": params.as_dict(),
+            "settings": settings,
+            "init": str(init) if init is not None else None,
+        },
+        metrics={
             "weights": weights,
             "init": str(init) if init is not None else None,
             "input_size": settings["input_size"],
@@ -331,10 +311,8 @@ def train(
             "train_seconds": round(training.seconds, 1),
             "epochs": len(training.history.get("loss", [])),
             "phases": training.phases,
-        }
+        },
     )
-    write_metrics(out, metrics)
-    return metrics
 
 
 def _table_from_frames(network, frames: FrameSet, labels: list[str]) -> pd.DataFrame:
@@ -370,26 +348,52 @@ def _table_from_frames(network, frames: FrameSet, labels: list[str]) -> pd.DataF
 
 def load_model(run_dir: str | Path):
     """The Keras model of a video run folder (checksums and labels checked, ``safe_mode``)."""
+    from mer_utils.pipelines import base
+
+    return base.load_model(run_dir, BRANCH)
+
+
+def load(run_dir: Path, info: dict):
+    """This branch's model loader: run.json's face parameters are checked before the model is read."""
     from mer_utils.runs import load_model_file
 
-    info, *_ = _run_params(run_dir)
+    _face_params_of(run_dir, info)
     return load_model_file(run_dir, info)
 
 
-def _run_params(run_dir: str | Path) -> tuple[dict, object, list[str]]:
+def _face_params_of(run_dir: str | Path, info: dict):
     from mer_utils.faces import FaceParams
-    from mer_utils.runs import read_run_info
 
-    info = read_run_info(run_dir, complete=True)
-    if info.get("branch") != BRANCH:
-        raise ValueError(f"{run_dir}: is a '{info.get('branch')}' run, not a video run")
     try:
-        faces = FaceParams(**info["faces"])
+        return FaceParams(**info["faces"])
     except (KeyError, TypeError) as error:
         raise ValueError(
             f"{Path(run_dir) / 'run.json'}: missing or malformed 'faces' parameters ({error}); retrain the run"
         ) from error
-    return info, faces, list(info["labels"])
+
+
+def table_of(
+    run_dir: Path, info: dict, data, model, degradation, progress: bool, workers: int = 1
+) -> pd.DataFrame:
+    """Prediction table of a loaded model on the clips of ``data``; "occlusion" hides a share of face frames."""
+    from mer_utils.faces import extract_faces
+
+    params, labels = _face_params_of(run_dir, info), list(info["labels"])
+    occlusion = float(degradation.level) if degradation is not None else 0.0
+    seed = degradation.seed if degradation is not None else SEED
+    index = video_index(data)
+    extraction = extract_faces(index["path"], params, workers=workers, progress=progress)
+    frames = frame_set(index, extraction.faces, labels, occlusion=occlusion, seed=seed)
+    table = _table_from_frames(model, frames, labels)
+    skipped = list(index.attrs["skipped"]) + _skipped_records(extraction.failed)
+    empty = table["pred_label"] == ""
+    skipped += [
+        {"path": str(p), "reason": "no usable face frame (all occluded or not found)"}
+        for p in table.loc[empty, "path"]
+    ]
+    table.attrs["skipped"] = skipped
+    table.attrs["fallback_share"] = extraction.total_fallback_share()
+    return table
 
 
 def predict_table(
@@ -401,53 +405,50 @@ def predict_table(
     model=None,
     workers: int = 1,
     progress: bool = False,
+    degradation=None,
 ) -> pd.DataFrame:
     """Prediction table of a saved video run on the clips of ``data`` (a folder or an index DataFrame).
 
-    ``occlusion`` (0-1) hides the face in that share of each clip's sampled frames (the same
-    frames for a given seed and take); hidden frames count as "no face found" and are dropped
-    from the clip mean. Clips that cannot be read, or are left without any frame, are listed in
-    ``table.attrs["skipped"]`` ({path, reason}); unreadable clips have no row, fully occluded
-    ones keep a row with NaN probabilities and an empty ``pred_label``.
+    ``occlusion`` (0-1; the same as ``degradation=("occlusion", share, seed)``) hides the face in
+    that share of each clip's sampled frames (the same frames for a given seed and take); hidden
+    frames count as "no face found" and are dropped from the clip mean. Clips that cannot be
+    read, or are left without any frame, are listed in ``table.attrs["skipped"]`` ({path, reason});
+    unreadable clips have no row, fully occluded ones keep a row with NaN probabilities and an
+    empty ``pred_label``.
     """
-    from mer_utils.faces import extract_faces
+    from mer_utils.pipelines import base
 
-    _, params, labels = _run_params(run_dir)
-    index = video_index(data)
-    extraction = extract_faces(index["path"], params, workers=workers, progress=progress)
-    frames = frame_set(index, extraction.faces, labels, occlusion=occlusion, seed=seed)
-    network = model if model is not None else load_model(run_dir)
-    table = _table_from_frames(network, frames, labels)
-    skipped = _skipped_records(extraction.failed)
-    empty = table["pred_label"] == ""
-    skipped += [
-        {"path": str(p), "reason": "no usable face frame (all occluded or not found)"}
-        for p in table.loc[empty, "path"]
-    ]
-    table.attrs["skipped"] = skipped
-    table.attrs["fallback_share"] = extraction.total_fallback_share()
-    return table
+    if occlusion:
+        degradation = ("occlusion", occlusion, seed)
+    return base.predict_table(
+        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH, workers=workers
+    )
+
+
+def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
+    """The share of kept frames that were not MTCNN faces."""
+    return {"fallback_share": table.attrs.get("fallback_share")}
 
 
 def evaluate(run_dir: str | Path, data: str | Path) -> dict:
     """Score a saved video run on every video clip of ``data`` (all actors) -> metrics + ``skipped``."""
-    from mer_utils.evaluation import table_metrics
+    from mer_utils.pipelines import base
 
-    table = predict_table(run_dir, data, progress=True)
-    scored = table[table["pred_label"] != ""]
-    if scored.empty:
-        raise ValueError(
-            f"{data}: no clip could be scored (see the skipped list: {table.attrs['skipped'][:3]})"
-        )
-    metrics = table_metrics(scored)
-    metrics["skipped"] = table.attrs["skipped"]
-    metrics["fallback_share"] = table.attrs["fallback_share"]
-    metrics["data"] = str(data)
-    return metrics
+    return base.evaluate(run_dir, data, branch=BRANCH)
 
 
 def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     """Predict one clip: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
+
+    See :func:`file_prediction`.
+    """
+    from mer_utils.pipelines import base
+
+    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
+
+
+def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
+    """This branch's part of :func:`predict_file`: detected faces -> frame probabilities -> clip mean.
 
     ``available`` is False (with the reason) for a missing or unreadable file, a clip without a
     video stream, or no face in any frame. Only detected faces count (MTCNN, then the Haar
@@ -459,9 +460,10 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
 
     from mer_utils.faces import extract_clip_faces
     from mer_utils.models.video import clip_probabilities
+    from mer_utils.pipelines.base import unavailable
     from mer_utils.training import predict_probabilities
 
-    _, params, labels = _run_params(run_dir)
+    params, labels = _face_params_of(run_dir, info), list(info["labels"])
     # A centre crop of a wall is not a face: prediction uses the run's real detectors only.
     detectors = tuple(d for d in params.detectors if d != "center") or ("mtcnn", "haar")
     params = replace(params, detectors=detectors)
@@ -469,12 +471,7 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
     try:
         clip = extract_clip_faces(path, params)
     except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
-        return {
-            "available": False,
-            "reason": str(error),
-            "probabilities": None,
-            "details": {"path": str(path)},
-        }
+        return unavailable(str(error), {"path": str(path)})
     face_seconds = time.perf_counter() - started
     counts = pd.Series(clip.detectors).value_counts().to_dict()
     keep = np.array([d != "none" for d in clip.detectors])
@@ -488,13 +485,11 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
         "face_seconds": round(face_seconds, 3),
     }
     if not keep.any():
-        return {
-            "available": False,
-            "reason": f"{path}: no face found in any of the {len(clip.detectors)} sampled frames "
+        return unavailable(
+            f"{path}: no face found in any of the {len(clip.detectors)} sampled frames "
             f"(detectors: {', '.join(detectors)})",
-            "probabilities": None,
-            "details": details,
-        }
+            details,
+        )
     from mer_utils.faces import preprocess_faces
 
     network = model if model is not None else load_model(run_dir)

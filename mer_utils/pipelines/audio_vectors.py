@@ -1,0 +1,268 @@
+"""The audio branch's scikit-learn path: one vector per clip (utterance statistics or a Whisper embedding).
+
+``logreg`` / ``svm`` on :func:`mer_utils.utterance.utterance_features` and ``whisper`` (logistic
+regression on :func:`mer_utils.whisper_encoder.clip_embedding`), each a StandardScaler +
+classifier pipeline saved as ``model.skops``; the split, normalisation and run folder are those of
+:mod:`mer_utils.pipelines.audio`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_utils import audio, utterance
+from mer_utils import speakers as speakers_module
+from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.pipelines.audio_common import (
+    BRANCH,
+    _index,
+    _normalise,
+    _normalise_for_prediction,
+    _population_files,
+    clip_for_prediction,
+    rows_table,
+    split_tables,
+    timed_answer,
+)
+from mer_utils.pipelines.base import load_model
+
+# scikit-learn models on one vector per clip (saved as model.skops): "logreg" (L2 logistic regression)
+# and "svm" (RBF support vector machine with Platt probabilities) on utterance statistics, and
+# "whisper" (L2 logistic regression) on Whisper-encoder embeddings.
+SKLEARN_MODELS = ("logreg", "svm", "whisper")
+# What each scikit-learn model's vector is (run.json key ``feature_kind``).
+FEATURE_KINDS = {"logreg": "utterance", "svm": "utterance", "whisper": "whisper"}
+# Their saved pipeline (StandardScaler + classifier) inside the run folder (skops: no code runs on load).
+SKLEARN_MODEL_FILE = "model.skops"
+# Inverse regularisation strengths, chosen on the validation actors 07, 10, 11 of the default split
+# (logistic regression C in {0.01, 0.1}, SVM C in {1, 3, 10}; see notebook 03's summary).
+LOGREG_C = 0.1
+SVM_C = 3.0
+# On the Whisper embeddings: C in {0.01, 0.03, 0.1, 1} by actor-grouped 5-fold CV over the 15 training and
+# validation actors of the default split (0.817 for 0.01-0.1, 0.804 for 1); the middle value.
+WHISPER_C = 0.03
+
+
+def build_sklearn_model(name: str, seed: int = DEFAULT_SEED):
+    """StandardScaler + classifier pipeline of a scikit-learn audio model (logreg, svm or whisper)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    if name in ("logreg", "whisper"):
+        c = WHISPER_C if name == "whisper" else LOGREG_C
+        classifier = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+    elif name == "svm":
+        # Platt-scaled probabilities fitted by internal cross-validation (SVC(probability=True) is deprecated).
+        classifier = CalibratedClassifierCV(
+            SVC(C=SVM_C, gamma="scale", random_state=seed), ensemble=False, cv=5
+        )
+    else:
+        raise ValueError(f"unknown scikit-learn audio model {name!r}; expected one of {SKLEARN_MODELS}")
+    return make_pipeline(StandardScaler(), classifier)
+
+
+def sklearn_probabilities(pipeline, x: np.ndarray, labels: list[str]) -> np.ndarray:
+    """(n, len(labels)) probabilities of a fitted pipeline in ``labels`` order (0 for unseen classes)."""
+    raw = pipeline.predict_proba(x)
+    probabilities = np.zeros((len(x), len(labels)), dtype=np.float64)
+    for column, label in enumerate(pipeline.classes_):
+        probabilities[:, labels.index(str(label))] = raw[:, column]
+    return probabilities
+
+
+def _utterance_vectors(batch: audio.FeatureBatch, mode: str, speakers: np.ndarray) -> np.ndarray:
+    """Utterance statistics of a batch, standardised per speaker when ``mode`` is "speaker"."""
+    return _normalise(batch.features[:, None, :], speakers, mode)[:, 0, :]
+
+
+def fit_sklearn(
+    data: str | Path,
+    out: str | Path,
+    name: str,
+    seed: int,
+    smoke: bool,
+    test_actors: list[int] | None,
+    val_actors: list[int] | None,
+    normalisation: str,
+    progress: bool = True,
+) -> dict:
+    """Fit a scikit-learn model on per-speaker-normalised clip vectors, save it in ``out``; return the run's parts.
+
+    The returned dict (rows, parts, tables, skipped, extra_model_files, info, metrics) goes to
+    :func:`mer_utils.pipelines.audio_common.write_audio_run`, which writes the rest of the run folder.
+
+    One vector per clip: utterance statistics for logreg / svm (:func:`mer_utils.utterance.utterance_features`:
+    MFCC + delta statistics, log-mel band levels, spectral shape, pitch and energy) or the Whisper
+    embedding for whisper (:func:`mer_utils.whisper_encoder.clip_embedding`). Each speaker is
+    standardised with their own clips (no labels), then a scaler fitted on the training actors and the
+    classifier.
+    """
+    import time
+
+    from mer_utils.config import set_seed
+    from mer_utils.ravdess import actor_disjoint_split
+    from mer_utils.runs import save_model
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)
+    index, skipped = _index(data)
+    index = actor_disjoint_split(index, seed=seed, test_actors=test_actors, val_actors=val_actors)
+    kind = FEATURE_KINDS[name]
+    features = _vector_features(kind)
+    batch = _vector_batch(kind, features, index, seed=seed, progress=progress)
+    skipped += batch.skipped
+    rows = batch.rows
+    labels = list(RAVDESS_EMOTIONS)
+    x_all = _utterance_vectors(batch, normalisation, rows["actor"].to_numpy())
+    y_all = rows["emotion"].astype(str).to_numpy()
+    parts = {split: (rows["split"] == split).to_numpy() for split in ("train", "val", "test")}
+    for split, mask in parts.items():
+        if not mask.any():
+            raise ValueError(f"{data}: the {split} split has no clips with audio")
+    pipeline = build_sklearn_model(name, seed)
+    if name == "svm":
+        # Platt calibration cross-validates: no more folds than the rarest emotion has training clips.
+        rarest = int(pd.Series(y_all[parts["train"]]).value_counts().min())
+        if rarest < 2:
+            raise ValueError(f"{data}: the svm needs at least 2 training clips of every emotion present")
+        pipeline.set_params(calibratedclassifiercv__cv=min(5, rarest))
+    start = time.perf_counter()
+    pipeline.fit(x_all[parts["train"]], y_all[parts["train"]])
+    seconds = time.perf_counter() - start
+    save_model(out, pipeline, "sklearn")
+    population = None
+    if normalisation == "speaker":
+        # The average training speaker: what a lone clip of an unknown speaker is normalised towards.
+        population = speakers_module.population_statistics(
+            batch.features[parts["train"]], rows.loc[parts["train"], "actor"].to_numpy()
+        )
+        speakers_module.save_population(out, *population)
+    tables = split_tables(
+        rows, parts, labels, lambda split: sklearn_probabilities(pipeline, x_all[parts[split]], labels)
+    )
+    return dict(
+        rows=rows,
+        parts=parts,
+        tables=tables,
+        skipped=skipped,
+        extra_model_files=_population_files(population),
+        info={
+            "model_file": SKLEARN_MODEL_FILE,
+            "speaker_population_file": speakers_module.POPULATION_FILE if population is not None else None,
+            "feature_kind": kind,
+            "features": features,
+            "num_features": int(x_all.shape[1]),
+            "normalisation": normalisation,
+        },
+        metrics={
+            "params": int(x_all.shape[1]),
+            "train_seconds": float(seconds),
+            "epochs": 0,
+            "train_samples": int(parts["train"].sum()),
+            "normalisation": normalisation,
+        },
+    )
+
+
+def _is_sklearn_run(info: dict) -> bool:
+    return info.get("feature_kind") in set(FEATURE_KINDS.values())
+
+
+def _vector_features(kind: str) -> dict:
+    """The run.json ``features`` of a clip-vector kind: what determines every vector."""
+    if kind == "whisper":
+        from mer_utils import whisper_encoder
+
+        return whisper_encoder.feature_params()
+    return utterance.UtteranceParams().to_dict()
+
+
+def _check_encoder(kind: str, features: dict, run_dir: Path | None = None) -> None:
+    """Refuse a whisper run whose encoder differs from the one this machine would use."""
+    if kind != "whisper":
+        return
+    from mer_utils import whisper_encoder
+
+    current = whisper_encoder.model_identity()
+    if features.get("encoder") != current:
+        raise ValueError(
+            f"{run_dir or 'run'}: trained on Whisper encoder {features.get('encoder')!r} but this machine "
+            f"uses {current!r}; set {whisper_encoder.MODEL_DIR_ENV} to the same model folder"
+        )
+
+
+def _vector_batch(
+    kind: str,
+    features: dict,
+    index: pd.DataFrame,
+    noise_snr_db: float | None = None,
+    seed: int = DEFAULT_SEED,
+    progress: bool = True,
+) -> audio.FeatureBatch:
+    """One vector per clip of ``index`` (utterance statistics or Whisper embedding), cached."""
+    if kind == "whisper":
+        from mer_utils import whisper_encoder
+
+        return whisper_encoder.embedding_batch(index, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
+    params = utterance.UtteranceParams(**features)
+    return utterance.utterance_batch(index, params, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
+
+
+def _clip_vector(kind: str, features: dict, path: Path, cached: bool = False) -> np.ndarray:
+    """One clip's vector; ``cached`` reads / writes the feature cache (the speaker reference clips)."""
+    if kind == "whisper":
+        from mer_utils import whisper_encoder
+
+        def compute():
+            return whisper_encoder.clip_embedding(path)
+
+        key = whisper_encoder.cache_params()
+    else:
+        params = utterance.UtteranceParams(**features)
+
+        def compute():
+            return utterance.clip_utterance_features(path, params)
+
+        key = utterance.utterance_cache_params(params)
+    return audio.cached_feature(path, compute, key) if cached else compute()
+
+
+def vector_table(
+    run_dir: Path, info: dict, index: pd.DataFrame, skipped: list, pipeline, noise_snr_db, progress: bool
+) -> pd.DataFrame:
+    """The audio branch's ``table_of`` for a scikit-learn run: clip vectors -> speaker normalisation -> model."""
+    kind = info["feature_kind"]
+    _check_encoder(kind, info["features"], run_dir)
+    batch = _vector_batch(
+        kind, info["features"], index, noise_snr_db=noise_snr_db, seed=info["seed"], progress=progress
+    )
+    rows = batch.rows
+    x = _normalise_for_prediction(batch.features, rows["actor"].to_numpy(), info["normalisation"], run_dir)
+    labels = list(info["labels"])
+    table = rows_table(sklearn_probabilities(pipeline, x, labels), labels, rows)
+    table.attrs["skipped"] = skipped + batch.skipped
+    return table
+
+
+def file_prediction_sklearn(run_dir: Path, info: dict, path: Path, model=None) -> dict:
+    """The audio branch's ``file_prediction`` for a scikit-learn run on clip vectors."""
+    kind, features = info["feature_kind"], info["features"]
+    _check_encoder(kind, features, run_dir)
+    vector, details = clip_for_prediction(
+        run_dir,
+        info,
+        path,
+        lambda clip: _clip_vector(kind, features, clip),
+        lambda other: _clip_vector(kind, features, other, cached=True),
+    )
+    if vector is None:
+        return details
+    pipeline = model if model is not None else load_model(run_dir, BRANCH)
+    return timed_answer(lambda: sklearn_probabilities(pipeline, vector[None], info["labels"])[0], details)

@@ -1,0 +1,452 @@
+"""The branch contract: one train / evaluate / predict skeleton and one run-folder schema for every branch.
+
+A branch (``video``, ``audio``, ``spectrogram``, ``text``, ``faces``: :data:`mer_utils.config.BRANCHES`)
+is a module of :mod:`mer_utils.pipelines` that supplies only its own parts:
+
+* ``BRANCH`` (its name) and ``DEGRADATIONS`` (the degradation kinds its input accepts, besides
+  ``"missing"``, which every branch gets from here);
+* its index, features and model fit inside ``train(data, out, *, seed, smoke, model, ...)``, which
+  ends with :func:`write_run`;
+* ``table_of(run_dir, info, data, model, degradation, progress)``: the prediction table of a loaded
+  model on a folder or an index, with ``attrs["skipped"]``;
+* ``file_prediction(run_dir, info, path, model)``: the prediction of one file (a dict, see
+  :func:`predict_file`); it may return :func:`unavailable` for bad media;
+* optionally ``load(run_dir, info)`` (a model that is more than ``model.*``) and
+  ``evaluation_extras(info, table)`` (keys added to ``mer evaluate``'s metrics).
+
+The shared drivers :func:`predict_table`, :func:`evaluate`, :func:`predict_file` and
+:func:`load_model` read and check run.json, load the model once, apply the degradation and shape
+the results; each branch module exposes them under its own names. Choosing on validation
+happens in one place per kind of choice: the epoch of a Keras model in :mod:`mer_utils.training`
+(early stopping on validation loss in ``fit_classifier``; the best validation accuracy with
+:func:`mer_utils.training.best_validation_callback`), a model among candidates (text) with
+:func:`choose_on_validation`.
+
+Run folder schema (written by :func:`write_run`, checked by ``tests/test_run_schema.py``):
+
+* ``model.keras`` or ``model.skops`` (plus the files run.json's ``model_files`` lists);
+* ``run.json``: :data:`RUN_KEYS` (branch, labels, model, seed, smoke, data, split, model_files,
+  model_fingerprint) plus the branch's own keys (:data:`mer_utils.runs.BRANCH_KEYS` and more);
+* ``metrics.json``: test metrics of :func:`mer_utils.evaluation.table_metrics` plus
+  :data:`METRICS_KEYS` (model, seed, split, val = the same metrics on validation, skipped) plus the
+  branch's own figures;
+* ``history.json``: ``{"format": 1, "history": {metric: [per-epoch values]}, "phases": [...],
+  "members": [history, ...]}`` — the saved model's curves, its training phases (empty for one
+  phase) and the curves of every network trained (several for an ensemble); ``{}`` / ``[]`` for
+  models without epochs. :func:`read_history` also reads the older formats (a list of histories,
+  a bare history dict, ``{history, phases}``, or text runs' ``metrics.json["history"]``);
+* ``skipped.csv``: columns ``path, reason`` (always written, possibly empty; a text run puts the
+  CSV row id in ``path``);
+* ``predictions_val.csv`` / ``predictions_test.csv``: :data:`PREDICTION_COLUMNS` then one
+  ``prob_<label>`` column per label (extra columns, e.g. text's ``text``, may follow).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mer_utils.pipelines import branch_module
+
+log = logging.getLogger(__name__)
+
+# Keys every run.json holds (branch-specific keys come after them).
+RUN_KEYS = ("branch", "labels", "model", "seed", "smoke", "data", "split", "model_files", "model_fingerprint")
+# Keys every metrics.json holds besides the test metrics of table_metrics.
+METRIC_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1", "n", "per_class")
+METRICS_KEYS = (*METRIC_KEYS, "model", "seed", "split", "val", "skipped")
+# history.json: its format number and keys.
+HISTORY_FILE = "history.json"
+HISTORY_FORMAT = 1
+HISTORY_KEYS = ("format", "history", "phases", "members")
+# skipped.csv: one row per input left out, with the reason.
+SKIPPED_FILE = "skipped.csv"
+SKIPPED_COLUMNS = ("path", "reason")
+# First columns of predictions_<split>.csv (then prob_<label> per label).
+PREDICTION_COLUMNS = ("clip_id", "path", "true_label", "pred_label")
+# Degradations of predict_table: "noise" (white noise at `level` dB SNR), "occlusion" (that share of
+# each clip's face frames hidden) and "missing" (that share of the rows loses its prediction).
+DEGRADATION_KINDS = ("noise", "occlusion", "missing")
+
+
+# --- degradation --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A degraded input for robustness curves: ``kind`` in :data:`DEGRADATION_KINDS` at ``level``."""
+
+    kind: str
+    level: float
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEGRADATION_KINDS:
+            raise ValueError(f"unknown degradation {self.kind!r}; expected one of {DEGRADATION_KINDS}")
+        if self.kind in ("occlusion", "missing") and not 0.0 <= float(self.level) <= 1.0:
+            raise ValueError(f"{self.kind} level must be a share between 0 and 1, got {self.level}")
+
+
+def as_degradation(value: Degradation | tuple | dict | None) -> Degradation | None:
+    """A :class:`Degradation` from itself, ``(kind, level)``, ``{"kind", "level"}`` or None."""
+    if value is None or isinstance(value, Degradation):
+        return value
+    if isinstance(value, Mapping):
+        return Degradation(**value)
+    if isinstance(value, tuple | list) and len(value) in (2, 3):
+        return Degradation(*value)
+    raise ValueError(f"a degradation is (kind, level) or a Degradation, got {value!r}")
+
+
+def degradation_kind(branch: str) -> str:
+    """The natural degradation of a branch's input: "noise" (audio), "occlusion" (faces) or "missing"."""
+    kinds = branch_module(branch).DEGRADATIONS
+    return kinds[0] if kinds else "missing"
+
+
+def degraded_tables(
+    run_dir: str | Path, data, levels: Sequence[float], kind: str | None = None, seed: int = 42
+) -> dict[float, pd.DataFrame]:
+    """Prediction tables of a saved run on ``data`` at each degradation level (one model load).
+
+    ``kind`` defaults to the branch's natural degradation (:func:`degradation_kind`), so a caller
+    needs no per-branch code: ``degraded_tables(run, files, levels)``.
+    """
+    info = run_info(run_dir)
+    kind = kind or degradation_kind(info["branch"])
+    model = load_model(run_dir)
+    return {
+        level: predict_table(run_dir, data, degradation=Degradation(kind, level, seed), model=model)
+        for level in levels
+    }
+
+
+def _drop_share(table: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """``table`` with a random share of its rows made unavailable (NaN probabilities, empty pred_label)."""
+    table = table.copy()
+    count = int(round(share * len(table)))
+    if count:
+        drop = np.random.default_rng(seed).choice(len(table), size=count, replace=False)
+        probs = [c for c in table.columns if c.startswith("prob_")]
+        table.loc[table.index[drop], probs] = np.nan
+        table.loc[table.index[drop], "pred_label"] = ""
+    return table
+
+
+# --- run.json, loading ----------------------------------------------------------------------------
+
+
+def run_info(run_dir: str | Path, branch: str | None = None, complete: bool = True) -> dict:
+    """A run folder's checked run.json; with ``branch``, a run of another branch raises ``ValueError``."""
+    from mer_utils.runs import read_run_info
+
+    info = read_run_info(run_dir, complete=complete)
+    if branch is not None and info["branch"] != branch:
+        article = "an" if branch[0] in "aeiou" else "a"
+        raise ValueError(
+            f"{run_dir}: is a {info['branch']!r} run, not {article} {branch} run (`mer train {branch}` makes one)"
+        )
+    return info
+
+
+def load_model(run_dir: str | Path, branch: str | None = None):
+    """The model of a run folder (checksums, labels and safe formats checked), by its branch's loader."""
+    from mer_utils.runs import load_model_file
+
+    info = run_info(run_dir, branch)
+    module = branch_module(info["branch"])
+    loader = getattr(module, "load", None)
+    return loader(Path(run_dir), info) if loader is not None else load_model_file(run_dir, info)
+
+
+# --- shared drivers ---------------------------------------------------------------------------------
+
+
+def skipped_records(items: Sequence) -> list[dict]:
+    """Skipped inputs as ``{"path", "reason", ...}`` dicts, from dicts or (path, reason) pairs."""
+    records = []
+    for item in items:
+        if isinstance(item, Mapping):
+            # Text rows have no file: their row id stands in the path column; other keys are kept.
+            where = item.get("path", item.get("row_id", ""))
+            records.append({**item, "path": str(where), "reason": str(item.get("reason", ""))})
+        else:
+            path, reason = item
+            records.append({"path": str(path), "reason": str(reason)})
+    return records
+
+
+def predict_table(
+    run_dir: str | Path,
+    data,
+    *,
+    degradation: Degradation | tuple | None = None,
+    model=None,
+    progress: bool = False,
+    branch: str | None = None,
+    **options,
+) -> pd.DataFrame:
+    """Prediction table of a saved run on ``data`` (a folder, a CSV or an index), optionally degraded.
+
+    ``degradation`` (:class:`Degradation` or ``(kind, level)``) is the one way to degrade input:
+    "noise" and "occlusion" go to the branch's features (a branch refuses kinds its input has
+    not), "missing" drops a share of the rows here. Inputs left out are in ``attrs["skipped"]``;
+    ``options`` go to the branch's ``table_of`` (e.g. the video branch's ``workers``).
+    """
+    info = run_info(run_dir, branch)
+    module = branch_module(info["branch"])
+    degradation = as_degradation(degradation)
+    if (
+        degradation is not None
+        and degradation.kind != "missing"
+        and degradation.kind not in module.DEGRADATIONS
+    ):
+        raise ValueError(
+            f"{run_dir}: a {info['branch']} run cannot take {degradation.kind!r}; it accepts "
+            f"{[*module.DEGRADATIONS, 'missing']}"
+        )
+    model = model if model is not None else load_model(run_dir)
+    feature_degradation = degradation if degradation is not None and degradation.kind != "missing" else None
+    table = module.table_of(Path(run_dir), info, data, model, feature_degradation, progress, **options)
+    skipped = skipped_records(table.attrs.get("skipped", []))
+    if degradation is not None and degradation.kind == "missing":
+        attrs = dict(table.attrs)
+        table = _drop_share(table, float(degradation.level), degradation.seed)
+        table.attrs.update(attrs)
+    table.attrs["skipped"] = skipped
+    return table
+
+
+def noisy_predict_table(branch: str) -> Callable[..., pd.DataFrame]:
+    """``predict_table`` of a branch whose input takes white noise: the driver plus the ``noise_snr_db`` keyword."""
+
+    def branch_predict_table(
+        run_dir: str | Path,
+        data,
+        noise_snr_db: float | None = None,
+        model=None,
+        progress: bool = False,
+        degradation: Degradation | tuple | None = None,
+    ) -> pd.DataFrame:
+        if noise_snr_db is not None:
+            degradation = ("noise", noise_snr_db)
+        return predict_table(
+            run_dir, data, degradation=degradation, model=model, progress=progress, branch=branch
+        )
+
+    branch_predict_table.__name__ = branch_predict_table.__qualname__ = "predict_table"
+    branch_predict_table.__doc__ = (
+        f"Prediction table of a saved {branch} run on the clips of a folder or an index (e.g. the test rows).\n\n"
+        '    ``noise_snr_db`` (the same as ``degradation=("noise", level)``) adds white noise at that SNR\n'
+        "    before the features (robustness curves). Clips that cannot be read are left out and listed\n"
+        '    in ``table.attrs["skipped"]``; see :func:`mer_utils.pipelines.base.predict_table`.\n'
+    )
+    return branch_predict_table
+
+
+def evaluate(run_dir: str | Path, data, branch: str | None = None) -> dict:
+    """Score a saved run on every usable input of ``data``: metrics + branch, model, seed, data, skipped.
+
+    Rows the model could not score (no face in any frame, ...) are left out of the metrics and
+    listed in ``skipped``.
+    """
+    from mer_utils.evaluation import table_metrics
+
+    info = run_info(run_dir, branch)
+    module = branch_module(info["branch"])
+    table = predict_table(run_dir, data, progress=True)
+    scored = table[table["pred_label"].astype(str) != ""]
+    if scored.empty:
+        raise ValueError(f"{data}: no input could be scored (skipped: {table.attrs['skipped'][:3]})")
+    metrics = table_metrics(scored, list(info["labels"]))
+    metrics.update(
+        {
+            "branch": info["branch"],
+            "model": info.get("model"),
+            "seed": info.get("seed"),
+            "run_dir": str(run_dir),
+            "data": str(data),
+            "skipped": table.attrs["skipped"],
+        }
+    )
+    extras = getattr(module, "evaluation_extras", None)
+    if extras is not None:
+        metrics.update(extras(info, table))
+    return metrics
+
+
+def unavailable(reason: str, details: dict | None = None) -> dict:
+    """The answer of :func:`predict_file` for a file the model cannot read (the reason says why)."""
+    return {"available": False, "reason": reason, "probabilities": None, "details": details or {}}
+
+
+def predict_file(run_dir: str | Path, path: str | Path, model=None, branch: str | None = None) -> dict:
+    """Predict one file: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
+
+    ``probabilities`` follow run.json's label order; ``available`` is False, with the reason, for
+    a missing, unreadable or unusable file (no sound, no speech, no face).
+    """
+    from mer_utils.media import MediaError
+
+    info = run_info(run_dir, branch)
+    module = branch_module(info["branch"])
+    path = Path(path)
+    try:
+        result = module.file_prediction(Path(run_dir), info, path, model)
+    except (MediaError, FileNotFoundError) as error:
+        return unavailable(str(error), {"path": str(path)})
+    missing = {"available", "reason", "probabilities", "details"} - set(result)
+    if missing:
+        raise ValueError(f"{info['branch']}.file_prediction returned no {sorted(missing)}")
+    result["details"] = {"path": str(path), **(result["details"] or {})}
+    return result
+
+
+# --- model selection on validation -------------------------------------------------------------------
+
+
+def selection_score(metrics: dict) -> float:
+    """Validation score that picks a model: the mean of accuracy and macro-F1."""
+    return (metrics["accuracy"] + metrics["macro_f1"]) / 2
+
+
+def choose_on_validation(
+    val_metrics: Mapping[str, dict], score: Callable[[dict], float] = selection_score
+) -> str:
+    """The candidate whose validation metrics score highest (the first on ties): the one place models are chosen."""
+    if not val_metrics:
+        raise ValueError("no candidate models to choose from")
+    return max(val_metrics, key=lambda name: score(val_metrics[name]))
+
+
+# --- writing and reading the run folder ---------------------------------------------------------------
+
+
+def history_record(
+    history: dict | None = None, phases: Sequence[dict] = (), members: Sequence[dict] | None = None
+) -> dict:
+    """The one history.json content: the saved model's curves, its phases and every network's curves."""
+    history = dict(history or {})
+    return {
+        "format": HISTORY_FORMAT,
+        "history": history,
+        "phases": list(phases),
+        "members": list(members) if members is not None else ([history] if history else []),
+    }
+
+
+def write_run(
+    out: str | Path,
+    *,
+    branch: str,
+    labels: Sequence[str],
+    model: str,
+    seed: int,
+    smoke: bool,
+    data,
+    split: Any,
+    tables: Mapping[str, pd.DataFrame],
+    skipped: Sequence = (),
+    history: dict | None = None,
+    phases: Sequence[dict] = (),
+    members: Sequence[dict] | None = None,
+    extra_model_files: Sequence[str] = (),
+    info: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> dict:
+    """Write a trained run's folder in the one schema (the model is saved first); return metrics.json.
+
+    ``tables`` holds the "val" and "test" prediction tables; ``info`` the branch's own run.json
+    keys and ``metrics`` its own metrics.json keys (neither may redefine a schema key).
+    """
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.runs import (
+        MODEL_FILES_KEY,
+        atomic_write_bytes,
+        write_json,
+        write_metrics,
+        write_predictions,
+        write_run_info,
+    )
+
+    out = Path(out)
+    if not any(out.glob("model.*")):
+        raise FileNotFoundError(f"{out}: save the model (runs.save_model) before write_run")
+    info, extra_metrics = dict(info or {}), dict(metrics or {})
+    clash = set(info) & set(RUN_KEYS) | {MODEL_FILES_KEY} & set(info)
+    if clash:
+        raise ValueError(f"run.json keys {sorted(clash)} are fixed by the schema; pass them as arguments")
+    write_run_info(
+        out,
+        branch,
+        list(labels),
+        extra_model_files=extra_model_files,
+        model=model,
+        seed=int(seed),
+        smoke=bool(smoke),
+        data=str(data),
+        split=split,
+        **info,
+    )
+    for part in ("val", "test"):
+        if part not in tables:
+            raise ValueError(f"write_run needs the {part!r} prediction table")
+        write_predictions(out, part, tables[part])
+    skipped = skipped_records(skipped)
+    atomic_write_bytes(
+        out / SKIPPED_FILE, pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).to_csv(index=False).encode()
+    )
+    write_json(out / HISTORY_FILE, history_record(history, phases, members))
+
+    def scored(table: pd.DataFrame) -> pd.DataFrame:
+        return table[table["pred_label"].astype(str) != ""]
+
+    result = table_metrics(scored(tables["test"]), list(labels))
+    result.update(
+        {
+            "model": model,
+            "seed": int(seed),
+            "split": split,
+            "val": table_metrics(scored(tables["val"]), list(labels)),
+            "skipped": skipped,
+        }
+    )
+    clash = set(extra_metrics) & set(result)
+    if clash:
+        raise ValueError(f"metrics.json keys {sorted(clash)} are fixed by the schema")
+    result.update(extra_metrics)
+    write_metrics(out, result)
+    return result
+
+
+def read_history(run_dir: str | Path) -> dict:
+    """A run's training curves in the one format (:func:`history_record`), whatever format wrote them.
+
+    Reads history.json as written now, or as older runs wrote it: a list of Keras histories
+    (audio), a bare history dict (spectrogram), ``{history, phases}`` (video, faces); text runs
+    kept the curves in ``metrics.json["history"]``. A run without curves gives empty ones.
+    """
+    from mer_utils.runs import METRICS_FILE, read_json
+
+    run_dir = Path(run_dir)
+    path = run_dir / HISTORY_FILE
+    if path.is_file():
+        stored = read_json(path)
+    elif (run_dir / METRICS_FILE).is_file():
+        stored = read_json(run_dir / METRICS_FILE).get("history") or {}
+    else:
+        stored = {}
+    if isinstance(stored, list):
+        members = [dict(h) for h in stored if isinstance(h, dict)]
+        return history_record(members[0] if members else {}, (), members)
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: expected a JSON object or list of training curves; retrain the run")
+    if "history" in stored and isinstance(stored["history"], dict):
+        return history_record(stored["history"], stored.get("phases") or (), stored.get("members"))
+    return history_record(stored)

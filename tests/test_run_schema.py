@@ -1,0 +1,249 @@
+"""One schema for every branch's run folder, and the shared evaluate / predict drivers of pipelines.base.
+
+Each branch trains a tiny smoke run (demo RAVDESS set, a toy text CSV, a synthetic face-image
+folder); every run folder is checked against the same schema, then scored through the shared
+``evaluate``, ``predict_table`` (with a degradation) and ``predict_file``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_utils.config import BRANCHES, RAVDESS_EMOTIONS, TEXT_LABELS
+from mer_utils.pipelines import base, branch_module
+from mer_utils.runs import read_run_info, validate_run_info
+from tests.test_pipelines_faces import write_pattern_folder
+from tests.test_text import toy_frame, write_csv
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inputs(demo_dir, tmp_path_factory) -> dict[str, Path]:
+    """The data each branch trains on and a file each branch predicts."""
+    root = tmp_path_factory.mktemp("schema_inputs")
+    text_csv = write_csv(toy_frame(rows_per_label=20, seed=1), root / "toy.csv")
+    sentence = root / "note.txt"
+    sentence.write_text("I am so happy and delighted today, what a wonderful morning", encoding="utf-8")
+    images = write_pattern_folder(root / "patterns", per_label=24, seed=0)
+    clip = next(iter(sorted(demo_dir.rglob("*.mp4"))))
+    return {
+        "ravdess": demo_dir,
+        "text": text_csv,
+        "sentence": sentence,
+        "images": images,
+        "image": next(iter(sorted(images.rglob("*.png")))),
+        "clip": clip,
+    }
+
+
+def _train(branch: str, data: dict[str, Path], out: Path) -> dict:
+    module = branch_module(branch)
+    if branch == "audio":
+        return module.train(data["ravdess"], out, seed=3, smoke=True, model="logreg", progress=False)
+    if branch == "spectrogram":
+        return module.train(
+            data["ravdess"], out, seed=3, smoke=True, test_actors=[1], val_actors=[2],
+            epochs=1, augment_copies=0, image_size=32, progress=False,
+        )  # fmt: skip
+    if branch == "video":
+        return module.train(
+            data["ravdess"], out, seed=3, smoke=True, num_frames=2, clips_per_actor=4,
+            frozen_epochs=1, progress=False,
+        )  # fmt: skip
+    if branch == "text":
+        return module.train(data["text"], out, seed=3, smoke=True, model="nb")
+    return module.train(
+        data["images"], out, seed=0, smoke=True, epochs=1, val_share=0.2, test_share=0.2,
+        progress=False, verbose=0,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(inputs, tmp_path_factory) -> dict[str, Path]:
+    """One tiny run folder per branch, every cache in a temporary folder."""
+    root = tmp_path_factory.mktemp("schema_runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MER_CACHE_DIR", str(root / "cache"))
+        for branch in BRANCHES:
+            _train(branch, inputs, root / branch)
+        yield {branch: root / branch for branch in BRANCHES}
+
+
+def _labels(branch: str) -> list[str]:
+    return list(TEXT_LABELS if branch == "text" else RAVDESS_EMOTIONS)
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_run_folder_follows_the_one_schema(runs, branch):
+    run = runs[branch]
+    labels = _labels(branch)
+    assert any(run.glob("model.*"))
+    info = json.loads((run / "run.json").read_text())
+    assert set(base.RUN_KEYS) <= set(info), set(base.RUN_KEYS) - set(info)
+    assert info["branch"] == branch and info["labels"] == labels
+    validate_run_info(info, run, complete=True)
+    assert read_run_info(run, complete=True)["model_fingerprint"] == info["model_fingerprint"]
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(base.METRICS_KEYS) <= set(metrics), set(base.METRICS_KEYS) - set(metrics)
+    assert set(base.METRIC_KEYS) <= set(metrics["val"])
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["model"] == info["model"]
+    assert metrics["seed"] == info["seed"] and metrics["split"] == info["split"]
+
+    history = json.loads((run / base.HISTORY_FILE).read_text())
+    assert tuple(history) == base.HISTORY_KEYS and history["format"] == base.HISTORY_FORMAT
+    assert isinstance(history["history"], dict) and isinstance(history["phases"], list)
+    assert isinstance(history["members"], list)
+    if branch in ("spectrogram", "video", "faces"):
+        # Keras branches: one value per epoch run, the same for loss and accuracy.
+        assert len(history["history"]["loss"]) >= 1
+        assert len(history["history"]["loss"]) == len(history["history"]["accuracy"])
+    assert base.read_history(run) == history
+
+    skipped = pd.read_csv(run / base.SKIPPED_FILE)
+    assert tuple(skipped.columns) == base.SKIPPED_COLUMNS
+    assert len(skipped) == len(metrics["skipped"])
+
+    for split in ("val", "test"):
+        table = pd.read_csv(run / f"predictions_{split}.csv", keep_default_na=False)
+        assert tuple(table.columns[:4]) == base.PREDICTION_COLUMNS
+        probs = [f"prob_{label}" for label in labels]
+        assert list(table.columns[4 : 4 + len(labels)]) == probs
+        assert len(table) == (metrics["n"] if split == "test" else metrics["val"]["n"])
+        np.testing.assert_allclose(table[probs].to_numpy(float).sum(axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_shared_evaluate_and_predict_file(runs, inputs, branch):
+    run, module = runs[branch], branch_module(branch)
+    data = {"text": inputs["text"], "faces": inputs["images"]}.get(branch, inputs["ravdess"])
+    metrics = module.evaluate(run, data)
+    assert metrics == base.evaluate(run, data)
+    assert set(base.METRIC_KEYS) <= set(metrics)
+    for key in ("branch", "model", "seed", "data", "skipped"):
+        assert key in metrics, key
+    assert metrics["branch"] == branch and metrics["n"] > 0
+
+    file = {"text": inputs["sentence"], "faces": inputs["image"]}.get(branch, inputs["clip"])
+    answer = module.predict_file(run, file)
+    assert set(answer) == {"available", "reason", "probabilities", "details"}
+    assert answer["details"]["path"] == str(file)
+    if branch == "video" and not answer["available"]:
+        # The demo faces are drawn: a detector may find none; then the reason says so.
+        assert "face" in answer["reason"]
+    else:
+        assert answer["available"], answer["reason"]
+        assert len(answer["probabilities"]) == len(_labels(branch))
+        assert abs(sum(answer["probabilities"]) - 1.0) < 1e-4
+
+    missing = module.predict_file(run, file.with_name("does-not-exist" + file.suffix))
+    assert not missing["available"] and "does-not-exist" in missing["reason"]
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_one_degradation_parameter(runs, inputs, branch):
+    run = runs[branch]
+    data = {"text": inputs["text"], "faces": inputs["images"]}.get(branch, inputs["ravdess"])
+    clean = base.predict_table(run, data)
+    dropped = base.predict_table(run, data, degradation=("missing", 0.5))
+    assert len(dropped) == len(clean)
+    assert (dropped["pred_label"] == "").sum() == round(0.5 * len(clean))
+    assert (
+        dropped.loc[dropped["pred_label"] == "", [c for c in dropped if c.startswith("prob_")]]
+        .isna()
+        .all()
+        .all()
+    )
+    kind = base.degradation_kind(branch)
+    if kind == "missing":
+        with pytest.raises(ValueError, match="cannot take"):
+            base.predict_table(run, data, degradation=("noise", 0.0))
+        return
+    level = 0.0 if kind == "noise" else 0.5
+    tables = base.degraded_tables(run, data, [level])
+    assert set(tables) == {level}
+    changed = tables[level]
+    assert set(changed["clip_id"]) <= set(clean["clip_id"])
+    shared = clean.set_index("clip_id").join(changed.set_index("clip_id"), rsuffix="_degraded", how="inner")
+    probs = [c for c in clean if c.startswith("prob_")]
+    assert not np.allclose(
+        shared[probs].to_numpy(float), np.nan_to_num(shared[[f"{c}_degraded" for c in probs]].to_numpy(float))
+    )
+
+
+def test_read_history_accepts_every_old_format(tmp_path: Path):
+    curves = {"loss": [1.0, 0.5], "accuracy": [0.2, 0.6]}
+    other = {"loss": [0.9], "accuracy": [0.3]}
+    formats = {
+        "audio": [curves, other],
+        "spectrogram": curves,
+        "video": {"history": curves, "phases": [{"name": "head", "epochs": 2}]},
+    }
+    for name, stored in formats.items():
+        run = tmp_path / name
+        run.mkdir()
+        (run / base.HISTORY_FILE).write_text(json.dumps(stored))
+        record = base.read_history(run)
+        assert tuple(record) == base.HISTORY_KEYS and record["history"] == curves, name
+    assert base.read_history(tmp_path / "audio")["members"] == [curves, other]
+    assert base.read_history(tmp_path / "video")["phases"] == [{"name": "head", "epochs": 2}]
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "history": curves}))
+    assert base.read_history(text)["history"] == curves
+    assert base.read_history(tmp_path / "nothing")["history"] == {}
+    (text / base.HISTORY_FILE).write_text('"not curves"')
+    with pytest.raises(ValueError, match="training curves"):
+        base.read_history(text)
+
+
+def test_write_run_refuses_a_folder_without_a_model_and_schema_keys(tmp_path: Path):
+    table = pd.DataFrame({"clip_id": ["a"], "path": [""], "true_label": ["joy"], "pred_label": ["joy"]})
+    common = dict(branch="text", labels=list(TEXT_LABELS), model="nb", seed=0, smoke=True, data="x", split={})
+    with pytest.raises(FileNotFoundError, match="save the model"):
+        base.write_run(tmp_path, tables={"val": table, "test": table}, **common)
+    (tmp_path / "model.skops").write_bytes(b"x")
+    with pytest.raises(ValueError, match="fixed by the schema"):
+        base.write_run(tmp_path, tables={"val": table, "test": table}, info={"seed": 1}, **common)
+
+
+def test_degradation_values_are_checked():
+    assert base.as_degradation(("noise", 5)) == base.Degradation("noise", 5)
+    assert base.as_degradation({"kind": "occlusion", "level": 0.25}).level == 0.25
+    assert base.as_degradation(None) is None
+    with pytest.raises(ValueError, match="unknown degradation"):
+        base.Degradation("blur", 1.0)
+    with pytest.raises(ValueError, match="share between 0 and 1"):
+        base.Degradation("occlusion", 1.5)
+    with pytest.raises(ValueError, match="kind, level"):
+        base.as_degradation(3.0)
+
+
+def test_choose_on_validation_takes_the_best_mean_of_accuracy_and_macro_f1():
+    scores = {"a": {"accuracy": 0.8, "macro_f1": 0.4}, "b": {"accuracy": 0.7, "macro_f1": 0.6}}
+    assert base.choose_on_validation(scores) == "b"
+    with pytest.raises(ValueError, match="no candidate"):
+        base.choose_on_validation({})
+
+
+def test_cache_folder_is_read_at_call_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from mer_utils import audio, cache, faces
+
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "one"))
+    assert faces.faces_cache_dir() == tmp_path / "one" / cache.FACES
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "two"))
+    assert faces.faces_cache_dir() == tmp_path / "two" / cache.FACES
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"stands in for a clip: the key reads its size and time")
+    value = audio.cached_feature(clip, lambda: np.arange(3.0), {"kind": "test"})
+    assert value.tolist() == [0.0, 1.0, 2.0]
+    assert len(list((tmp_path / "two" / cache.AUDIO).glob("clip-*.npy"))) == 1
+    assert cache.cache_dir(cache.AUDIO, tmp_path / "given") == tmp_path / "given"
+    with pytest.raises(ValueError, match="plain folder name"):
+        cache.cache_dir("../up")
