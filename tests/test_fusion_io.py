@@ -210,3 +210,34 @@ def test_runs_validated_on_different_samples_get_their_own_trust_and_temperature
     alone = fusion.fit_fusion_parameters({"faces": faces})["modalities"]["faces"]
     assert parameters["modalities"]["faces"]["temperature"] == pytest.approx(alone["temperature"])
     assert parameters["modalities"]["faces"]["run_dir"] == str((tmp_path / "faces").resolve())
+
+
+def test_mer_fuse_scores_runs_validated_on_different_samples_on_shared_new_clips(tmp_path):
+    # A faces run validated on face images beside an audio run validated on RAVDESS clips.
+    faces = tables(200, {"faces": 2.5}, 6)["faces"].assign(clip_id=lambda t: "image-" + t["clip_id"])
+    audio = tables(200, {"audio": 0.5}, 7)["audio"]
+    write_run(tmp_path / "faces", "faces", faces, faces)
+    write_run(tmp_path / "audio", "audio", audio, audio)
+    runs = [tmp_path / "faces", tmp_path / "audio"]
+    with pytest.raises(ValueError, match="--data"):
+        fusion.fuse_runs(runs, tmp_path / "no_data")
+    # Both runs predict the same new clips (as `mer fuse --data` makes them do).
+    new_clips = tables(150, {"faces": 1.5, "audio": 1.0}, 8)
+    seen = {}
+
+    def predict_data(run_dirs):
+        seen.update(run_dirs)
+        return new_clips
+
+    table = fusion.fuse_runs(runs, tmp_path / "fused", predict_data=predict_data)
+    assert set(seen) == {"faces", "audio"}
+    written = pd.read_csv(tmp_path / "fused" / "data" / "fusion_table.csv", index_col="method")
+    assert list(written.index) == list(table.index)
+    assert "stacking" not in table.index  # nothing shared to fit it on
+    assert {"single_faces", "single_audio", "entropy_trust", "mean"} <= set(table.index)
+    assert (table["n"] == 150).all()
+    parameters = fusion.load_fusion_parameters(tmp_path / "fused")
+    assert parameters["method"] == "entropy_trust" and bool(table.loc["entropy_trust", "chosen"])
+    assert "no clip in common" in parameters["chosen_by"]
+    # Two independent, informative runs: the seed's rule beats the weaker one on the new clips.
+    assert table.loc["entropy_trust", "accuracy"] > table.loc["single_audio", "accuracy"]

@@ -201,3 +201,24 @@ def test_predict_on_a_real_clip_finds_real_faces(face_run):
     outcome = faces.predict_file(face_run, clip)
     assert outcome["available"]
     assert outcome["details"]["detectors"].get("mtcnn", 0) >= 6  # real frames: MTCNN, not fallbacks
+
+
+def test_a_face_run_predicts_the_clips_of_a_ravdess_folder_one_row_per_take(face_run, tmp_path):
+    from mer_utils.demo import make_demo_clip
+    from mer_utils.pipelines import faces
+
+    actor = tmp_path / "clips" / "Actor_01"
+    actor.mkdir(parents=True)
+    for name, emotion in (("01-01-03-01-01-01-01", "happy"), ("01-01-05-01-01-01-01", "angry")):
+        make_demo_clip(actor / f"{name}.mp4", emotion, "normal", 1, 1)
+    (actor / "01-01-04-01-01-01-01.mp4").write_bytes(b"not a video")
+    table = faces.predict_table(face_run, tmp_path / "clips")
+    # Take ids (the file name without its modality field) line the rows up with other runs' tables.
+    assert sorted(table["clip_id"]) == ["01-03-01-01-01-01", "01-05-01-01-01-01"]
+    assert sorted(table["true_label"]) == ["angry", "happy"]
+    probabilities = table[[f"prob_{label}" for label in RAVDESS_EMOTIONS]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert (probabilities[:, RAVDESS_EMOTIONS.index("calm")] == 0).all()
+    skipped = table.attrs["skipped"]
+    assert [Path(item["path"]).name for item in skipped] == ["01-01-04-01-01-01-01.mp4"]
+    assert skipped[0]["reason"]

@@ -53,6 +53,7 @@ from mer_utils.fusion.fitting import (
     SINGLE_PREFIX,
     FittedFusion,
     fit_fusion,
+    fit_fusion_independent,
     fuse_with_method,
     method_names,
 )
@@ -162,6 +163,7 @@ __all__ = [
     "family_grid",
     "family_weights",
     "fit_fusion",
+    "fit_fusion_independent",
     "fit_fusion_parameters",
     "fit_stacking",
     "fit_temperature",

@@ -96,6 +96,8 @@ def score_methods(
     targets = label_indices(aligned.true_labels, aligned.labels)
     scores, metrics = {}, {}
     for method in method_names(fitted.modalities):
+        if method == "stacking" and fitted.stacking is None:
+            continue  # runs validated on different samples: no shared clips to fit stacking on
         scores[method] = fuse_with_method(fitted, probabilities, method)
         metrics[method] = method_metrics(
             targets, predicted_indices(scores[method]), fitted.labels, n_boot, seed

@@ -162,6 +162,37 @@ def fit_fusion(
     return fitted
 
 
+def fit_fusion_independent(val_tables: Mapping[str, pd.DataFrame], trust: str = "macro_f1") -> FittedFusion:
+    """Fit runs validated on different samples (a faces run scored on face images beside RAVDESS
+    clip runs): each run's temperature, trust and per-class trust come from its own validation
+    part. No method can be chosen, nor stacking fitted, without shared clips: the default is the
+    seed's entropy x trust rule."""
+    parts = {
+        name: fit_fusion({name: table}, trust=trust, stacking=False, select=False)
+        for name, table in val_tables.items()
+    }
+    labels = None
+    for name, part in parts.items():
+        if labels is not None and part.labels != labels:
+            raise ValueError(f"run {name!r}: label order {part.labels} differs from {labels}")
+        labels = part.labels
+    kinds = {kind for part in parts.values() for kind in part.class_trust}
+    return FittedFusion(
+        labels,
+        {name: part.trust[name] for name, part in parts.items()},
+        {name: part.temperatures[name] for name, part in parts.items()},
+        trust,
+        None,
+        {name: part.validation[name] for name, part in parts.items()},
+        {kind: {name: part.class_trust[kind][name] for name, part in parts.items()} for kind in kinds},
+        {method: SEED_RULE for method in FAMILY_METHODS},
+        MAIN_METHOD,
+        SEED_RULE,
+        {},
+        "none: the runs share no validation clip; each run fitted on its own validation part",
+    )
+
+
 def fuse_with_method(
     fitted: FittedFusion, probabilities: Mapping[str, np.ndarray], method: str
 ) -> np.ndarray:

@@ -20,7 +20,7 @@ from mer_utils.fusion.comparison import (
     weight_examples,
     weights_by_emotion,
 )
-from mer_utils.fusion.fitting import MAIN_METHOD
+from mer_utils.fusion.fitting import fit_fusion_independent
 from mer_utils.fusion.parameters import (
     FUSION_FILE,
     fit_fusion_parameters,
@@ -29,7 +29,6 @@ from mer_utils.fusion.parameters import (
 )
 from mer_utils.fusion.plots import plot_reliability_diagrams, plot_robustness_curves, plot_weights_by_emotion
 from mer_utils.fusion.robustness import missing_modality_curve
-from mer_utils.fusion.selection import SEED_RULE
 from mer_utils.fusion.statistics import BOOTSTRAP_SAMPLES
 
 LOGGER = logging.getLogger(__name__)
@@ -188,26 +187,18 @@ def _share_clips(tables: Mapping[str, pd.DataFrame]) -> bool:
     return all(a & b for i, a in enumerate(clip_sets) for b in clip_sets[i + 1 :])
 
 
+# What fusion.json says when the runs were fitted each on its own validation part.
+INDEPENDENT_CHOICE = (
+    "the runs were validated on different samples (no clip in common), so each run's temperature and "
+    "trust are fitted on its own validation part and the seed's rule combines them"
+)
+
+
 def _independent_parameters(val_tables: Mapping[str, pd.DataFrame], trust: str) -> dict:
-    """Fusion parameters for runs validated on different samples (a faces run scored on face images
-    beside RAVDESS clip runs): each run's temperature and trust come from its own validation part,
-    and the seed's entropy x trust rule combines them, since no method can be chosen on shared clips."""
-    modalities, labels = {}, None
-    for name, table in val_tables.items():
-        fitted = fit_fusion_parameters({name: table}, trust=trust)
-        if labels is not None and fitted["labels"] != labels:
-            raise ValueError(f"run {name!r}: label order {fitted['labels']} differs from {labels}")
-        labels = fitted["labels"]
-        modalities[name] = fitted["modalities"][name]
-    return {
-        "method": MAIN_METHOD,
-        "parameters": SEED_RULE.as_dict(),
-        "chosen_by": "the runs were validated on different samples (no clip in common), so each run's "
-        "temperature and trust are fitted on its own validation part and the seed's rule combines them",
-        "labels": labels,
-        "trust_metric": trust,
-        "modalities": modalities,
-    }
+    """Fusion parameters for runs validated on different samples (:func:`fit_fusion_independent`)."""
+    parameters = fusion_parameters(fit_fusion_independent(val_tables, trust=trust))
+    parameters["chosen_by"] = INDEPENDENT_CHOICE
+    return parameters
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
@@ -291,6 +282,41 @@ def write_fusion_outputs(
     return written
 
 
+def _fuse_independent_runs(
+    val_tables: Mapping[str, pd.DataFrame],
+    names: Mapping[str, Path],
+    out: str | Path,
+    seed: int,
+    trust: str,
+    n_boot: int,
+    predict_data: Callable[[Mapping[str, Path]], Mapping[str, pd.DataFrame]] | None,
+) -> pd.DataFrame:
+    """`mer fuse` for runs validated on different samples (e.g. a faces run beside RAVDESS runs).
+
+    Each run is fitted on its own validation part (:func:`fit_fusion_independent`); the runs'
+    test parts share no clip either, so every method is scored on ``predict_data`` (each run
+    predicting the same new clips), written to ``out/data/`` and returned.
+    """
+    if predict_data is None:
+        raise ValueError(
+            f"the runs {sorted(names)} were validated on different samples (no clip in common), so "
+            "their fusion can only be scored on clips they all predict: give --data RAVDESS_DIR"
+        )
+    from mer_utils.runs import write_json
+
+    fitted = fit_fusion_independent(val_tables, trust=trust)
+    on_data = compare_fitted(fitted, dict(predict_data(names)), seed=seed, n_boot=n_boot)
+    out = Path(out)
+    folder = out / DATA_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tables(on_data, folder)
+    branches = {name: _run_branch(run_dir) for name, run_dir in names.items()}
+    parameters = fusion_parameters(fitted, names, branches)
+    parameters.update({"seed": seed, "chosen_by": INDEPENDENT_CHOICE})
+    write_json(out / FUSION_FILE, parameters)
+    return on_data.table
+
+
 def fuse_runs(
     run_dirs: Sequence[str | Path],
     out: str | Path,
@@ -316,6 +342,8 @@ def fuse_runs(
     if len(kept) < 2:
         raise ValueError(f"fusion needs at least two different models; {len(run_dirs)} folders hold one")
     val_tables, test_tables, names = read_run_tables(kept)
+    if not _share_clips(val_tables):
+        return _fuse_independent_runs(val_tables, names, out, seed, trust, n_boot, predict_data)
     comparison = run_comparison(val_tables, test_tables, trust=trust, seed=seed, n_boot=n_boot)
     missing_curve = missing_modality_curve(comparison.fitted, comparison.test, seed=seed)
     write_fusion_outputs(comparison, out, names, missing_curve, seed=seed)

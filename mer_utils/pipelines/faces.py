@@ -461,10 +461,65 @@ def _present(info: dict) -> list[bool]:
     return [label in present for label in info["labels"]]
 
 
+# Video containers that make a folder a folder of clips (RAVDESS layout) rather than of images.
+CLIP_SUFFIXES = (".mp4", ".avi", ".flv", ".mov", ".mkv", ".webm")
+
+
+def is_clip_data(data) -> bool:
+    """True when ``data`` is a RAVDESS index or a folder holding video clips (not face images)."""
+    if isinstance(data, pd.DataFrame):
+        return True
+    folder = Path(data)
+    return folder.is_dir() and any(p.suffix.lower() in CLIP_SUFFIXES for p in folder.rglob("*"))
+
+
+def clip_table(run_dir: Path, info: dict, data, model, progress: bool) -> pd.DataFrame:
+    """Prediction table of a faces run on the video clips of a RAVDESS folder, one row per take.
+
+    Each clip goes through :func:`file_prediction` (frames -> faces -> clip mean), as in
+    `mer predict`; clips without a usable face are listed in ``attrs["skipped"]``. The rows carry
+    the RAVDESS take ids, so the table lines up with other runs' tables (`mer fuse --data`).
+    """
+    from tqdm.auto import tqdm
+
+    from mer_utils.evaluation import prediction_table
+    from mer_utils.pipelines.video import VIDEO_MODALITIES
+    from mer_utils.ravdess import take_index
+
+    index = take_index(data, VIDEO_MODALITIES, "video stream (a face needs one)")
+    skipped = list(index.attrs.get("skipped", []))
+    rows, probabilities = [], []
+    for row in tqdm(list(index.itertuples()), desc="faces per clip", disable=not progress):
+        outcome = file_prediction(run_dir, info, Path(row.path), model)
+        if not outcome["available"]:
+            skipped.append({"path": str(row.path), "reason": str(outcome.get("reason"))})
+            continue
+        rows.append(row)
+        probabilities.append(outcome["probabilities"])
+    labels = list(info["labels"])
+    if not rows:
+        table = prediction_table(np.zeros((0, len(labels))), labels, [], [], [])
+    else:
+        table = prediction_table(
+            np.asarray(probabilities),
+            labels,
+            [r.take for r in rows],
+            [r.emotion for r in rows],
+            [str(r.path) for r in rows],
+        )
+    table.attrs["skipped"] = skipped
+    return table
+
+
 def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
-    """Prediction table of a loaded model on every image of the labelled folder ``data``."""
+    """Prediction table of a loaded model on every image of the labelled folder ``data``, or on
+    every clip of a RAVDESS folder (:func:`clip_table`)."""
     from mer_utils.face_images import index_face_images, load_face_images
 
+    if is_clip_data(data):
+        if degradation is not None:
+            raise ValueError(f"{data}: a faces run degrades face images, not clips")
+        return clip_table(run_dir, info, data, model, progress)
     data = Path(data)
     index = index_face_images(data)
     decoded = load_face_images(index, int(info["input_size"]), bool(info["grayscale"]), progress=progress)
@@ -476,9 +531,11 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
 def predict_table(
     run_dir: str | Path, data: str | Path, *, model=None, progress: bool = False, degradation=None
 ) -> pd.DataFrame:
-    """Prediction table of a saved faces run on every image of the labelled folder ``data``.
+    """Prediction table of a saved faces run on every image of the labelled folder ``data`` (or
+    every clip of a RAVDESS folder, one row per take).
 
-    Unknown label folders and unreadable images are listed in ``table.attrs["skipped"]``.
+    Unknown label folders, unreadable images and clips without a face are listed in
+    ``table.attrs["skipped"]``.
     """
     from mer_utils.pipelines import base
 
