@@ -18,6 +18,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 # Video containers the clips come in.
 VIDEO_SUFFIXES = {".mp4", ".flv", ".avi", ".mov", ".mkv", ".webm"}
 # CREMA-D's emotion codes (file names like 1001_DFA_ANG_XX.flv) -> the RAVDESS label names.
@@ -61,7 +63,7 @@ def clip_row(clip: Path, root: Path, result: dict) -> dict:
     probability = result["fused_probabilities"][result["labels"].index(label)]
     per_modality = {
         name: (
-            result["labels"][max(range(len(result["labels"])), key=outcome["probabilities"].__getitem__)]
+            result["labels"][int(np.argmax(outcome["probabilities"]))]
             if outcome.get("available")
             else f"- ({outcome.get('reason')})"
         )
