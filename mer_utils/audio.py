@@ -29,14 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import media
-from mer_utils.audio_augment import (  # noqa: F401  (re-exported: augmentation was part of this module)
-    AudioAugmentation,
-    add_noise,
-    pitch_shift,
-    spec_augment,
-    time_shift,
-    time_stretch,
-)
+from mer_utils.audio_augment import AudioAugmentation, add_noise
 from mer_utils.config import DEFAULT_SEED
 
 log = logging.getLogger(__name__)
@@ -485,26 +478,3 @@ def normalise_per_speaker(
         rows = speakers == speaker
         out[rows] = apply_standardiser(features[rows], *statistics[speaker])
     return out
-
-
-# --- utterance-level statistics (the SVM model): mer_utils.utterance --------------------------
-
-# Names that moved to mer_utils.utterance, still importable from here (loaded on first use:
-# that module builds on this one).
-_UTTERANCE_NAMES = (
-    "UTTERANCE_PERCENTILES",
-    "UTTERANCE_MELS",
-    "UtteranceParams",
-    "utterance_features",
-    "clip_utterance_features",
-    "utterance_batch",
-    "utterance_cache_params",
-)
-
-
-def __getattr__(name: str):
-    if name in _UTTERANCE_NAMES:
-        from mer_utils import utterance
-
-        return getattr(utterance, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -96,11 +96,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mer_utils.evaluation import format_metrics
-    from mer_utils.runs import read_run_info
+    from mer_utils.pipelines import base
 
-    info = read_run_info(args.run_dir)
-    module = branch_module(info["branch"])
-    metrics = module.evaluate(args.run_dir, args.data)
+    metrics = base.evaluate(args.run_dir, args.data)
     if args.json:
         _print_json(metrics)
     else:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mer_utils.pipelines import branch_module
+from mer_utils.pipelines import base, branch_module
 from mer_utils.runs import read_run_info
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def load_models(
         start = time.perf_counter()
         models[name] = {
             "module": module,
-            "model": module.load_model(run_dir),
+            "model": base.load_model(run_dir),
             "run_dir": run_dir,
             "branch": info["branch"],
         }
@@ -79,7 +79,7 @@ def _warm_up(models: dict, timings: dict[str, float]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         clip = make_demo_clip(Path(folder) / "01-01-01-01-01-01-01.mp4", "neutral", "normal", 1, 1)
         for entry in models.values():
-            entry["module"].predict_file(entry["run_dir"], clip, model=entry["model"])
+            base.predict_file(entry["run_dir"], clip, model=entry["model"])
     timings["warm-up"] = time.perf_counter() - start
 
 
@@ -116,7 +116,7 @@ def predict_clip(
         with warnings.catch_warnings(record=True) as caught:
             # Reading problems (a truncated file that decodes only in part) travel with the result.
             warnings.simplefilter("always", MediaWarning)
-            outcome = entry["module"].predict_file(entry["run_dir"], clip, model=entry["model"])
+            outcome = base.predict_file(entry["run_dir"], clip, model=entry["model"])
         notices = sorted({str(w.message) for w in caught if issubclass(w.category, MediaWarning)})
         if notices:
             outcome.setdefault("details", {})["warnings"] = notices
@@ -207,5 +207,5 @@ def predict_tables(run_dirs: dict[str, Path], data: str | Path) -> dict[str, pd.
         branch = read_run_info(run_dir)["branch"]
         if branch not in CLIP_BRANCHES:
             raise ValueError(f"{run_dir}: a '{branch}' run cannot predict the clips of {data}")
-        tables[name] = branch_module(branch).predict_table(run_dir, data, progress=True)
+        tables[name] = base.predict_table(run_dir, data, progress=True)
     return tables

@@ -263,6 +263,21 @@ def take_index(data, prefer: Sequence[str], need: str) -> pd.DataFrame:
     return kept
 
 
+# Modalities that carry a face / a voice, in order of preference when a take has several copies.
+VIDEO_MODALITIES = ("audio-video", "video-only")
+AUDIO_MODALITIES = ("audio-video", "audio-only")
+
+
+def video_takes(data) -> pd.DataFrame:
+    """One video file per take (audio-video mp4, else video-only mp4): :func:`take_index` for faces."""
+    return take_index(data, VIDEO_MODALITIES, "video stream (a face needs one)")
+
+
+def audio_takes(data) -> pd.DataFrame:
+    """One file with sound per take (audio-video mp4, else audio-only wav): :func:`take_index` for voices."""
+    return take_index(data, AUDIO_MODALITIES, "audio track")
+
+
 # Default actor counts for (train, validation, test) with all 24 actors.
 DEFAULT_SPLIT = (16, 4, 4)
 

@@ -156,7 +156,8 @@ def log_mel_batch(
     ``augmentation`` (AudioAugmentation fields as a dict) with ``copy`` k gives the k-th
     augmented copy of each clip. Unreadable clips are skipped and listed in ``.skipped``.
     """
-    from mer_utils.audio import AudioAugmentation, clip_seed, extract_features
+    from mer_utils.audio import clip_seed, extract_features
+    from mer_utils.audio_augment import AudioAugmentation
 
     key = {"kind": "log_mel", **params.feature_key(), "noise_snr_db": noise_snr_db, "seed": seed}
     augmenter = None
@@ -175,7 +176,7 @@ def log_mel_batch(
 
 def masked_copies(log_mels: np.ndarray, seed: int) -> np.ndarray:
     """SpecAugment masks (2 frequency bands up to 12 mels, 2 time spans up to 10 % of frames) on each map."""
-    from mer_utils.audio import spec_augment
+    from mer_utils.audio_augment import spec_augment
 
     rng = np.random.default_rng(seed)
     frames = log_mels.shape[-1]

@@ -1,4 +1,5 @@
-"""The one Keras training routine shared by the audio, spectrogram, video and text models."""
+"""The Keras training routines shared by every branch: :func:`fit_classifier` (integer labels, early
+stopping on validation loss) and :func:`fit_soft_targets` (smoothed targets, best validation accuracy)."""
 
 from __future__ import annotations
 
@@ -154,6 +155,80 @@ def best_validation_callback(
                 self.model.set_weights(self.best_weights)
 
     return BestValidationAccuracy()
+
+
+def smoothed_targets(y: np.ndarray, present: list[bool], smoothing: float) -> np.ndarray:
+    """One-hot targets with ``smoothing`` spread over the present labels only (absent ones stay 0)."""
+    present_mask = np.asarray(present, dtype=float)
+    targets = np.eye(len(present))[y] * (1.0 - smoothing)
+    return (targets + smoothing * present_mask / present_mask.sum()).astype(np.float32)
+
+
+def fit_soft_targets(
+    network,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    present: list[bool],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    label_smoothing: float,
+    class_weight_power: float,
+    patience: int,
+    verbose: int = 0,
+) -> dict:
+    """Fit on smoothed one-hot targets: Adam with cosine decay, softened class weights, best validation accuracy kept.
+
+    ``present`` marks the labels that occur in training (label smoothing is spread over those
+    only); class weights are balanced weights ** ``class_weight_power``; the weights of the epoch
+    with the best validation accuracy (ties to the lower loss) are restored
+    (:func:`best_validation_callback`). Returns history, seconds, epochs run, best validation
+    accuracy, training images/s and the class weights.
+    """
+    import keras
+
+    num_classes = len(present)
+    steps = epochs * int(np.ceil(len(x_train) / batch_size))
+    network.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    weights = balanced_class_weights(y_train, num_classes)
+    sample_weight = np.asarray([weights[k] for k in range(num_classes)]) ** class_weight_power
+    selector = best_validation_callback(
+        x_val,
+        smoothed_targets(y_val, present, 0.0),
+        patience=patience,
+        batch_size=256,
+        restore=True,
+        tie_break_on_loss=True,
+    )
+    started = time.perf_counter()
+    history = network.fit(
+        x_train,
+        smoothed_targets(y_train, present, label_smoothing),
+        sample_weight=sample_weight[y_train].astype(np.float32),
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        callbacks=[selector],
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - started
+    hist = {k: [float(v) for v in values] for k, values in history.history.items()}
+    epochs_run = len(hist.get("loss", []))
+    return {
+        "history": hist,
+        "seconds": seconds,
+        "epochs": epochs_run,
+        "best_val_accuracy": float(selector.best_accuracy),
+        "train_images_per_second": epochs_run * len(x_train) / seconds if seconds > 0 else float("nan"),
+        "class_weights": {k: float(sample_weight[k]) for k in range(num_classes)},
+    }
 
 
 def predict_probabilities(model, x, batch_size: int = 64) -> np.ndarray:

@@ -1,8 +1,7 @@
 """Utterance-level statistics of a clip: one vector per clip for the scikit-learn audio models.
 
 MFCC + delta statistics, log-mel band levels, spectral shape, pitch and energy summaries
-(:func:`utterance_features`), cached and batched like every audio feature of :mod:`mer_utils.audio`,
-which re-exports these names.
+(:func:`utterance_features`), cached and batched like every audio feature of :mod:`mer_utils.audio`.
 """
 
 from __future__ import annotations

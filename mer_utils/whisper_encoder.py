@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import audio
+from mer_utils.audio_augment import add_noise
 from mer_utils.config import DEFAULT_SEED
 from mer_utils.packaged import join_parts
 
@@ -249,7 +250,7 @@ def clip_embedding(
     """
     y = speech_window(audio.load_clip_audio(path, SAMPLE_RATE))
     if noise_snr_db is not None:
-        y = audio.add_noise(y, noise_snr_db, np.random.default_rng(seed))
+        y = add_noise(y, noise_snr_db, np.random.default_rng(seed))
     try:
         return embed(y, encoder)
     except ValueError as error:

@@ -26,6 +26,7 @@ import pandas as pd
 from mer_utils import audio
 from mer_utils.config import DEFAULT_SEED
 from mer_utils.pipelines import audio as audio_pipeline
+from mer_utils.ravdess import audio_takes
 
 
 def actor_folds(actors: list[int], folds: int) -> list[list[int]]:
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results and args.only_folds:
         parser.error("--results records every fold; drop --only-folds")
 
-    index = audio_pipeline.clip_index(args.data)
+    index = audio_takes(args.data)
     groups = actor_folds(sorted(int(a) for a in index["actor"].unique()), args.folds)
     rows = []
     for fold, test_actors in enumerate(groups):

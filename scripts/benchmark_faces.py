@@ -69,15 +69,17 @@ def _labels():
 
 def time_model(model: str, data: Path | None, steps: int) -> dict[str, float]:
     """Training and inference images/s of one face model with the full run's settings."""
+    from mer_utils.models.faces import build_face_model, prepare_images
     from mer_utils.pipelines import faces
+    from mer_utils.training import fit_soft_targets, smoothed_targets
 
     settings = faces.FULL_SETTINGS
     size = faces.MODELS[model]["input_size"]
     batch = settings["batch_size"]
     images, y = sample_images(data, batch * (steps + 2), size)
-    x = faces.prepare_images(images)
+    x = prepare_images(images)
     present = [True] * len(_labels())
-    network, _ = faces.build_face_model(model, size, len(present), seed=0, repeats=settings["repeats"])
+    network, _ = build_face_model(model, size, len(present), seed=0, repeats=settings["repeats"])
     common = dict(
         batch_size=batch,
         learning_rate=settings["learning_rate"],
@@ -86,13 +88,11 @@ def time_model(model: str, data: Path | None, steps: int) -> dict[str, float]:
         patience=99,
     )
     # One short fit traces the graph; the timed fit then runs at steady speed.
-    faces.fit_face_model(
+    fit_soft_targets(
         network, x[: batch * 2], y[: batch * 2], x[:batch], y[:batch], present, epochs=1, **common
     )
     start = time.perf_counter()
-    network.fit(
-        x[batch * 2 :], faces.smoothed_targets(y[batch * 2 :], present, 0.1), batch_size=batch, verbose=0
-    )
+    network.fit(x[batch * 2 :], smoothed_targets(y[batch * 2 :], present, 0.1), batch_size=batch, verbose=0)
     train = batch * steps / (time.perf_counter() - start)
     network.predict(x[:256], batch_size=256, verbose=0)
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The fusion (temperatures, trust, the validation choice) is fitted on the runs' clean validation
 predictions, as `mer fuse` does. Then the run named by --noisy re-predicts its own test clips with
-white noise added at each SNR (its branch's ``predict_table(noise_snr_db=...)``), the other runs keep
+white noise added at each SNR (``base.predict_table(degradation=("noise", snr))``), the other runs keep
 their clean test predictions, and every method is scored at every level. Usage (about 1 min per
 level for a Whisper run on 2 shared CPU cores):
 
@@ -27,10 +27,9 @@ import pandas as pd
 
 from mer_utils import fusion
 from mer_utils.config import DEFAULT_SEED
-from mer_utils.pipelines import branch_module
+from mer_utils.pipelines import base
 from mer_utils.plotting import pyplot, save_figure
 from mer_utils.ravdess import index_dataset
-from mer_utils.runs import read_run_info
 
 # White-noise levels (dB SNR), clean to very noisy.
 SNR_LEVELS_DB = (30, 20, 10, 5, 0, -5)
@@ -65,11 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     fitted = fusion.fit_fusion(val_tables, seed=args.seed)
     print(f"chosen on validation: {fitted.chosen}")
     run_dir = names[name]
-    module = branch_module(read_run_info(run_dir)["branch"])
     files = test_files(test_tables[name], index_dataset(args.data))
     levels = {}
     for level in args.snr:
-        levels[level] = module.predict_table(run_dir, files, noise_snr_db=level, progress=True)
+        levels[level] = base.predict_table(run_dir, files, degradation=("noise", level), progress=True)
         print(f"{name} at {level:g} dB: {len(levels[level])} clips", flush=True)
     curve = fusion.degraded_modality_curve(fitted, test_tables, name, levels)
     args.out.mkdir(parents=True, exist_ok=True)

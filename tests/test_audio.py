@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_utils import audio, media
+from mer_utils import audio, audio_augment, media, utterance
 
 SR = 16_000
 
@@ -86,13 +86,13 @@ def test_fix_duration_centre_crop_and_symmetric_zero_pad():
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 20.0])
 def test_add_noise_reaches_the_requested_snr(snr_db):
     clean = tone(2.0)
-    noisy = audio.add_noise(clean, snr_db, np.random.default_rng(0))
+    noisy = audio_augment.add_noise(clean, snr_db, np.random.default_rng(0))
     noise = noisy - clean
     measured = 10 * np.log10(np.mean(clean.astype(float) ** 2) / np.mean(noise.astype(float) ** 2))
     assert abs(measured - snr_db) < 0.3
     # The same seed gives the same noise; silence stays silent.
-    np.testing.assert_array_equal(noisy, audio.add_noise(clean, snr_db, np.random.default_rng(0)))
-    assert not np.any(audio.add_noise(np.zeros(100, np.float32), snr_db, 0))
+    np.testing.assert_array_equal(noisy, audio_augment.add_noise(clean, snr_db, np.random.default_rng(0)))
+    assert not np.any(audio_augment.add_noise(np.zeros(100, np.float32), snr_db, 0))
 
 
 def test_mfcc_and_log_mel_shapes():
@@ -119,23 +119,23 @@ def test_prosody_tracks_pitch_and_clip_mfcc_shape(clips):
 
 def test_time_shift_pitch_shift_and_stretch():
     y = tone(1.0, freq=300.0)
-    shifted = audio.time_shift(y, 0.1, SR, np.random.default_rng(1))
+    shifted = audio_augment.time_shift(y, 0.1, SR, np.random.default_rng(1))
     assert shifted.shape == y.shape and not np.array_equal(shifted, y)
     offset = int(np.argmax(np.correlate(shifted[4000:8000], y[2000:10000], "valid")))
     assert 0 <= offset <= 4000  # a real shift of at most 0.1 s in either direction
-    up = audio.pitch_shift(y, SR, 12)
+    up = audio_augment.pitch_shift(y, SR, 12)
     assert len(up) == len(y)
     assert dominant_frequency(up) == pytest.approx(600, rel=0.05)
-    faster = audio.time_stretch(y, 1.25)
+    faster = audio_augment.time_stretch(y, 1.25)
     assert abs(len(faster) - len(y) / 1.25) < 0.02 * len(y)
     assert dominant_frequency(faster) == pytest.approx(300, rel=0.05)
     with pytest.raises(ValueError, match="rate"):
-        audio.time_stretch(y, 0)
+        audio_augment.time_stretch(y, 0)
 
 
 def test_spec_augment_masks_bands_and_spans_only():
     spectrogram = np.random.default_rng(0).normal(size=(40, 100)).astype(np.float32) + 5
-    masked = audio.spec_augment(
+    masked = audio_augment.spec_augment(
         spectrogram, 3, freq_masks=1, max_freq_width=40, time_masks=1, max_time_width=100, fill=-1
     )
     assert masked.shape == spectrogram.shape
@@ -145,7 +145,7 @@ def test_spec_augment_masks_bands_and_spans_only():
     rows, cols = changed.all(axis=1), changed.all(axis=0)
     assert np.all(changed == (rows[:, None] | cols[None, :]))
     sequence = spectrogram.T  # (frames, features) layout
-    masked_seq = audio.spec_augment(
+    masked_seq = audio_augment.spec_augment(
         sequence, 3, freq_masks=1, max_freq_width=40, time_masks=1, max_time_width=100, freq_axis=1, fill=-1
     )
     np.testing.assert_array_equal(masked_seq, masked.T)
@@ -154,7 +154,7 @@ def test_spec_augment_masks_bands_and_spans_only():
 
 def test_augmentation_is_seeded_and_changes_audio():
     y = tone(1.0)
-    augmentation = audio.AudioAugmentation()
+    augmentation = audio_augment.AudioAugmentation()
     first = augmentation.apply(y, SR, np.random.default_rng(5))
     again = augmentation.apply(y, SR, np.random.default_rng(5))
     other = augmentation.apply(y, SR, np.random.default_rng(6))
@@ -235,21 +235,21 @@ def test_standardiser_and_per_speaker_normalisation():
 
 
 def test_utterance_features_describe_pitch_and_loudness(clips, tmp_path):
-    low = audio.utterance_features(tone(1.5, freq=140.0))
-    high = audio.utterance_features(tone(1.5, freq=280.0))
-    quiet = audio.utterance_features(tone(1.5, freq=140.0, amplitude=0.05))
+    low = utterance.utterance_features(tone(1.5, freq=140.0))
+    high = utterance.utterance_features(tone(1.5, freq=280.0))
+    quiet = utterance.utterance_features(tone(1.5, freq=140.0, amplitude=0.05))
     assert low.shape == high.shape and low.dtype == np.float32 and np.isfinite(low).all()
     assert not np.allclose(low, high) and not np.allclose(low, quiet)
     # A very short (padded) and a silent clip still give finite vectors of the same length.
-    assert audio.utterance_features(tone(0.05)).shape == low.shape
-    assert np.isfinite(audio.utterance_features(np.zeros(SR, np.float32))).all()
+    assert utterance.utterance_features(tone(0.05)).shape == low.shape
+    assert np.isfinite(utterance.utterance_features(np.zeros(SR, np.float32))).all()
     index = pd.DataFrame({"path": [str(p) for p in clips.values()]})
-    batch = audio.utterance_batch(index, cache_dir=tmp_path / "cache", progress=False)
+    batch = utterance.utterance_batch(index, cache_dir=tmp_path / "cache", progress=False)
     assert batch.features.shape == (3, low.size)
     assert [Path(s["path"]).name for s in batch.skipped] == [clips["silent_video"].name]
-    again = audio.utterance_batch(index, cache_dir=tmp_path / "cache", progress=False)
+    again = utterance.utterance_batch(index, cache_dir=tmp_path / "cache", progress=False)
     np.testing.assert_array_equal(again.features, batch.features)
-    noisy = audio.utterance_batch(index, noise_snr_db=5.0, cache_dir=tmp_path / "cache", progress=False)
+    noisy = utterance.utterance_batch(index, noise_snr_db=5.0, cache_dir=tmp_path / "cache", progress=False)
     assert not np.allclose(noisy.features, batch.features)
 
 
@@ -260,5 +260,5 @@ def test_real_ravdess_clip_features(real_audio_dir):
     features = audio.clip_mfcc(path, params)
     assert features.shape == (params.num_frames, params.num_features)
     assert np.isfinite(features).all()
-    vector = audio.clip_utterance_features(path)
+    vector = utterance.clip_utterance_features(path)
     assert vector.ndim == 1 and np.isfinite(vector).all()

@@ -21,6 +21,7 @@ from mer_utils import cli, runs
 from mer_utils import media as _media
 from mer_utils import voice as _voice
 from mer_utils.config import RAVDESS_EMOTIONS
+from mer_utils.pipelines import base
 
 LABELS = list(RAVDESS_EMOTIONS)
 
@@ -159,14 +160,12 @@ def test_malicious_pickle_is_not_loaded_by_predict(tmp_path, one_clip_dir, capsy
 
 
 def test_old_pickle_loads_only_with_explicit_trust(tmp_path, monkeypatch):
-    from mer_utils.pipelines import audio
-
     run = _old_pickle_run(tmp_path / "run", _fitted_pipeline())
     monkeypatch.delenv(runs.TRUST_PICKLE_ENV, raising=False)
     with pytest.raises(runs.UnsafeModelError, match="pickled model"):
-        audio.load_model(run)
+        base.load_model(run)
     monkeypatch.setenv(runs.TRUST_PICKLE_ENV, "1")
-    assert list(audio.load_model(run).classes_) == sorted(LABELS)
+    assert list(base.load_model(run).classes_) == sorted(LABELS)
 
 
 def test_trust_pickle_flag_is_scoped_to_one_command(tmp_path, one_clip_dir, capsys, monkeypatch):
@@ -195,14 +194,12 @@ def test_skops_file_calling_os_system_is_refused(tmp_path):
     import skops.io
     from sklearn.preprocessing import FunctionTransformer
 
-    from mer_utils.pipelines import audio
-
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.skops").write_bytes(skops.io.dumps(FunctionTransformer(func=os.system)))
     runs.write_run_info(run, "audio", LABELS, **_audio_params())
     with pytest.raises(runs.UnsafeModelError, match=r"model\.skops.*allow-list.*system"):
-        audio.load_model(run)
+        base.load_model(run)
 
 
 class _NotAModel:
@@ -220,24 +217,20 @@ def test_skops_file_with_an_unknown_class_is_refused(tmp_path, capsys, one_clip_
 
 
 def test_new_runs_write_skops_with_checksums_and_reload(tmp_path):
-    from mer_utils.pipelines import audio
-
     run = _sklearn_run(tmp_path / "run")
     info = runs.read_run_info(run)
     assert not (run / "model.joblib").exists()
     assert info["model_files"] == {"model.skops": runs.file_sha256(run / "model.skops")}
     assert info["model_fingerprint"] == runs.model_fingerprint(LABELS, info["model_files"])
     x = np.random.default_rng(2).normal(size=(3, 5))
-    np.testing.assert_allclose(audio.load_model(run).predict_proba(x), _fitted_pipeline().predict_proba(x))
+    np.testing.assert_allclose(base.load_model(run).predict_proba(x), _fitted_pipeline().predict_proba(x))
 
 
 def test_retraining_a_folder_with_another_model_type_leaves_one_model(tmp_path, keras_network):
-    from mer_utils.pipelines import audio
-
     run = _keras_run(tmp_path / "run", keras_network)
     _sklearn_run(run)
     assert sorted(p.name for p in run.glob("model.*")) == ["model.skops"]
-    assert list(audio.load_model(run).classes_) == sorted(LABELS)
+    assert list(base.load_model(run).classes_) == sorted(LABELS)
 
 
 def test_changed_skops_file_is_refused_by_checksum(tmp_path, capsys, one_clip_dir):
@@ -248,33 +241,27 @@ def test_changed_skops_file_is_refused_by_checksum(tmp_path, capsys, one_clip_di
 
 
 def test_model_file_added_after_training_is_refused(tmp_path, keras_network):
-    from mer_utils.pipelines import audio
-
     run = _sklearn_run(tmp_path / "run")
     keras_network.save(run / "model.keras")  # would be preferred over model.skops if trusted
     with pytest.raises(runs.UnsafeModelError, match=r"model\.keras: not among the model files recorded"):
-        audio.load_model(run)
+        base.load_model(run)
 
 
 def test_changed_keras_file_is_refused_by_checksum(tmp_path, keras_network):
-    from mer_utils.pipelines import spectrogram
-
     run = _keras_run(tmp_path / "run", keras_network)
-    assert spectrogram.load_model(run).output_shape[-1] == len(LABELS)
+    assert base.load_model(run).output_shape[-1] == len(LABELS)
     with (run / "model.keras").open("ab") as stream:
         stream.write(b"\0")
     with pytest.raises(runs.UnsafeModelError, match=r"model\.keras: SHA-256"):
-        spectrogram.load_model(run)
+        base.load_model(run)
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a zip archive"], ids=["empty", "garbage"])
 def test_corrupt_keras_file_is_reported_as_corrupt_not_missing(tmp_path, keras_network, content):
-    from mer_utils.pipelines import spectrogram
-
     run = _keras_run(tmp_path / "run", keras_network, checksums=False)
     (run / "model.keras").write_bytes(content)
     with pytest.raises(ValueError, match=r"model\.keras: corrupt") as caught:
-        spectrogram.load_model(run)
+        base.load_model(run)
     assert "not found" not in str(caught.value).lower()
 
 
@@ -284,11 +271,10 @@ def test_keras_models_load_in_safe_mode(tmp_path):
     inputs = keras.Input((4,))
     outputs = keras.layers.Lambda(lambda t: t * 2)(keras.layers.Dense(len(LABELS))(inputs))
     run = _keras_run(tmp_path / "run", keras.Model(inputs, outputs))
-    from mer_utils.pipelines import spectrogram
 
     # A Lambda layer holds Python bytecode: safe_mode refuses to deserialize it.
     with pytest.raises(ValueError, match=r"(?i)model\.keras.*lambda"):
-        spectrogram.load_model(run)
+        base.load_model(run)
 
 
 # run.json: validated on load, labels bound to the weights.
@@ -301,13 +287,11 @@ def test_reversed_labels_are_detected(tmp_path, keras_network, capsys, one_clip_
 
 
 def test_reordered_labels_of_a_sklearn_run_are_detected(tmp_path):
-    from mer_utils.pipelines import audio
-
     run = _sklearn_run(tmp_path / "run")
     swapped = LABELS[1:2] + LABELS[:1] + LABELS[2:]
     _edit_run_json(run, labels=swapped)
     with pytest.raises(runs.UnsafeModelError, match="not the ones the model was trained with"):
-        audio.load_model(run)
+        base.load_model(run)
 
 
 @pytest.mark.parametrize(
@@ -355,34 +339,28 @@ def test_unreadable_run_json_is_one_clear_line(tmp_path, capsys, one_clip_dir, c
 
 
 def test_video_run_without_face_parameters(tmp_path, keras_network):
-    from mer_utils.pipelines import video
-
     run = _keras_run(tmp_path / "run", keras_network)
     _edit_run_json(run, branch="video", faces={"no_such_parameter": 1})
     with pytest.raises(ValueError, match=r"run\.json.*'faces'"):
-        video.load_model(run)
+        base.load_model(run)
     _edit_run_json(run, faces=None)
     with pytest.raises(ValueError, match=r"run\.json: the key 'faces'"):
-        video.load_model(run)
+        base.load_model(run)
 
 
 def test_label_count_must_match_the_network_outputs(tmp_path, keras_network):
-    from mer_utils.pipelines import spectrogram
-
     run = _keras_run(tmp_path / "run", keras_network, checksums=False)  # an old run: no fingerprint
     _edit_run_json(run, labels=LABELS[:7])
     with pytest.raises(ValueError, match="lists 7 labels but model.keras has 8 outputs"):
-        spectrogram.load_model(run)
+        base.load_model(run)
 
 
 def test_sklearn_classes_must_be_among_the_labels(tmp_path, monkeypatch):
-    from mer_utils.pipelines import audio
-
     monkeypatch.setenv(runs.TRUST_PICKLE_ENV, "1")
     run = _old_pickle_run(tmp_path / "run", _fitted_pipeline())
     _edit_run_json(run, labels=["furious" if label == "angry" else label for label in LABELS])
     with pytest.raises(ValueError, match=r"predicts \['angry'\]"):
-        audio.load_model(run)
+        base.load_model(run)
 
 
 def test_run_without_a_model_file(tmp_path, capsys, one_clip_dir):
@@ -392,8 +370,6 @@ def test_run_without_a_model_file(tmp_path, capsys, one_clip_dir):
 
 
 def test_recorded_extra_file_missing_is_named(tmp_path):
-    from mer_utils.pipelines import audio
-
     run = tmp_path / "run"
     runs.save_model(run, _fitted_pipeline(), "sklearn")
     (run / "normalisation.npz").write_bytes(b"statistics")
@@ -401,18 +377,16 @@ def test_recorded_extra_file_missing_is_named(tmp_path):
     assert set(runs.read_run_info(run)["model_files"]) == {"model.skops", "normalisation.npz"}
     (run / "normalisation.npz").unlink()
     with pytest.raises(FileNotFoundError, match=r"normalisation\.npz: model file missing"):
-        audio.load_model(run)
+        base.load_model(run)
 
 
 def test_checksum_entry_outside_the_run_folder_is_refused(tmp_path):
-    from mer_utils.pipelines import audio
-
     run = _sklearn_run(tmp_path / "run")
     (tmp_path / "elsewhere.bin").write_bytes(b"x")
     hashes = {"model.skops": runs.file_sha256(run / "model.skops"), "../elsewhere.bin": "0" * 64}
     _edit_run_json(run, model_files=hashes, model_fingerprint=runs.model_fingerprint(LABELS, hashes))
     with pytest.raises(runs.UnsafeModelError, match="outside the run folder"):
-        audio.load_model(run)
+        base.load_model(run)
 
 
 def test_evaluate_on_wrong_paths(tmp_path, capsys):
@@ -761,26 +735,20 @@ def test_voice_activity_tells_speech_from_silence_hiss_and_a_short_clip():
     ],
 )
 def test_no_speech_makes_audio_unavailable_with_the_reason(lone_run, tmp_path, name, sound):
-    from mer_utils.pipelines import audio as pipeline
-
     clip = _media.write_wav(tmp_path / name, sound, _SR)
-    result = pipeline.predict_file(lone_run, clip)
+    result = base.predict_file(lone_run, clip)
     assert result["available"] is False and result["probabilities"] is None
     assert name in result["reason"] and "no speech found" in result["reason"]
 
 
 def test_no_speech_makes_spectrogram_unavailable_before_the_model_is_loaded(tmp_path):
-    from mer_utils.pipelines import spectrogram
-
     run = _fake_run(tmp_path / "spec", "spectrogram", seed=1)  # no model.keras: it must not be needed
     clip = _media.write_wav(tmp_path / "quiet.wav", _hiss(2.0, 1e-4), _SR)
-    result = spectrogram.predict_file(run, clip)
+    result = base.predict_file(run, clip)
     assert not result["available"] and "no speech found" in result["reason"]
 
 
 def test_two_lone_clips_and_a_non_ravdess_name_get_their_own_answers(lone_run, demo_dir, tmp_path):
-    from mer_utils.pipelines import audio as pipeline
-
     sources = sorted((demo_dir / "Actor_01").glob("*.mp4"))
     angry = next(p for p in sources if p.name.split("-")[2] == "05")
     sad = next(p for p in sources if p.name.split("-")[2] == "04")
@@ -788,7 +756,7 @@ def test_two_lone_clips_and_a_non_ravdess_name_get_their_own_answers(lone_run, d
     for source, name in ((angry, "myclip.mp4"), (sad, "holiday video.mp4")):
         folder = tmp_path / name.split(".")[0]
         folder.mkdir()
-        results.append(pipeline.predict_file(lone_run, shutil.copy(source, folder / name)))
+        results.append(base.predict_file(lone_run, shutil.copy(source, folder / name)))
     for result in results:
         assert result["available"], result["reason"]
         assert result["details"]["speaker_reference_clips"] == 1
@@ -799,14 +767,13 @@ def test_two_lone_clips_and_a_non_ravdess_name_get_their_own_answers(lone_run, d
 
 
 def test_a_run_without_stored_speaker_statistics_refuses_a_lone_clip(lone_run, demo_dir, tmp_path):
-    from mer_utils.pipelines import audio as pipeline
     from mer_utils.speakers import POPULATION_FILE
 
     old = tmp_path / "old_run"
     shutil.copytree(lone_run, old)
     (old / POPULATION_FILE).unlink()
     clip = shutil.copy(sorted((demo_dir / "Actor_02").glob("*.mp4"))[0], tmp_path / "mine.mp4")
-    result = pipeline.predict_file(old, clip)
+    result = base.predict_file(old, clip)
     assert not result["available"] and "retrain" in result["reason"]
 
 
@@ -826,20 +793,17 @@ def test_speaker_statistics_unchanged_with_enough_clips_and_shrunk_with_few():
 
 
 def test_a_green_wall_has_no_face_so_video_is_unavailable(tmp_path):
-    from mer_utils.pipelines import video
-
     faces = {"num_frames": 3, "start": 0.2, "stop": 0.8, "size": 32, "margin": 0.2}
     run = _fake_run(tmp_path / "video", "video", faces={**faces, "detectors": ["mtcnn", "haar", "center"]})
     wall = np.zeros((12, 96, 96, 3), np.uint8)
     wall[..., 1] = 180
     clip = _media.write_mp4(tmp_path / "wall.mp4", wall, fps=12, audio=_tone_bursts(1.0), sr=_SR)
-    result = video.predict_file(run, clip)
+    result = base.predict_file(run, clip)
     assert not result["available"] and "no face found in any of the 3 sampled frames" in result["reason"]
 
 
 def test_a_centre_crop_is_never_called_a_face_at_prediction(tmp_path):
     from mer_utils import faces
-    from mer_utils.pipelines import video
 
     grey = np.full((96, 96, 3), 120, np.uint8)
     # Training keeps its centre-crop fallback (every frame yields a crop) ...
@@ -855,7 +819,7 @@ def test_a_centre_crop_is_never_called_a_face_at_prediction(tmp_path):
     }
     run = _fake_run(tmp_path / "video", "video", faces=params)
     clip = _media.write_mp4(tmp_path / "grey.mp4", np.repeat(grey[None], 6, axis=0), fps=6)
-    result = video.predict_file(run, clip)
+    result = base.predict_file(run, clip)
     assert not result["available"] and "detectors: haar" in result["reason"]
     assert result["details"]["frames_with_face"] == 0
 

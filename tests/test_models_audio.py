@@ -11,6 +11,7 @@ import pytest
 
 from mer_utils import media
 from mer_utils.models.audio import BUILDERS, attention_model, build_model
+from mer_utils.pipelines import base
 
 pytestmark = pytest.mark.slow
 
@@ -162,8 +163,6 @@ def test_train_writes_the_run_folder(trained_run):
 
 
 def test_evaluate_scores_another_folder_and_reports_bad_files(trained_run, demo_dir, tmp_path):
-    from mer_utils.pipelines import audio as pipeline
-
     out, _ = trained_run
     folder = tmp_path / "other" / "Actor_04"
     clips = sorted((demo_dir / "Actor_04").glob("*.mp4"))[:6]
@@ -173,7 +172,7 @@ def test_evaluate_scores_another_folder_and_reports_bad_files(trained_run, demo_
     frames = np.full((6, 32, 32, 3), 100, dtype=np.uint8)
     media.write_mp4(folder / "02-01-03-01-01-01-04.mp4", frames, 12)  # video-only: no audio
     (folder / "not-a-ravdess-name.wav").write_bytes(b"RIFF")
-    metrics = pipeline.evaluate(out, tmp_path / "other")
+    metrics = base.evaluate(out, tmp_path / "other")
     assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1
     reasons = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
     assert "no audio" in reasons["02-01-03-01-01-01-04.mp4"]
@@ -182,31 +181,28 @@ def test_evaluate_scores_another_folder_and_reports_bad_files(trained_run, demo_
 
 def test_predict_table_with_noise_and_predict_file(trained_run, demo_dir):
     from mer_utils.evaluation import probabilities_of
-    from mer_utils.pipelines import audio as pipeline
     from mer_utils.ravdess import index_dataset
 
     out, metrics = trained_run
     index = index_dataset(demo_dir)
     test_rows = index[index["actor"].isin(metrics["split"]["test"])]
-    model = pipeline.load_model(out)
-    clean = pipeline.predict_table(out, test_rows, model=model)
-    noisy = pipeline.predict_table(out, test_rows, noise_snr_db=0.0, model=model)
+    model = base.load_model(out)
+    clean = base.predict_table(out, test_rows, model=model)
+    noisy = base.predict_table(out, test_rows, degradation=("noise", 0.0), model=model)
     assert list(clean["clip_id"]) == list(noisy["clip_id"])
     assert not np.allclose(probabilities_of(clean), probabilities_of(noisy))
-    result = pipeline.predict_file(out, test_rows["path"].iloc[0], model=model)
+    result = base.predict_file(out, test_rows["path"].iloc[0], model=model)
     assert result["available"] and len(result["probabilities"]) == 8
     assert result["details"]["speaker_reference_clips"] > 1
     assert np.isclose(sum(result["probabilities"]), 1, atol=1e-4)
 
 
 def test_predict_file_without_audio_is_unavailable_not_a_crash(trained_run, tmp_path):
-    from mer_utils.pipelines import audio as pipeline
-
     out, _ = trained_run
     silent = media.write_mp4(tmp_path / "02-01-05-01-01-01-09.mp4", np.zeros((6, 32, 32, 3), np.uint8), 12)
-    result = pipeline.predict_file(out, silent)
+    result = base.predict_file(out, silent)
     assert result["available"] is False and "no audio" in result["reason"]
-    assert pipeline.predict_file(out, tmp_path / "missing.wav")["available"] is False
+    assert base.predict_file(out, tmp_path / "missing.wav")["available"] is False
 
 
 @pytest.mark.parametrize("name", ["logreg", "svm", "whisper"])
@@ -231,20 +227,20 @@ def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     index = index_dataset(demo_dir)
     # It learned: the training actors are well fitted and the unseen actor is above chance (1/8).
     train_rows = index[index["actor"].isin(metrics["split"]["train"])]
-    fitted = pipeline.predict_table(out, train_rows)
+    fitted = base.predict_table(out, train_rows)
     assert (fitted["pred_label"] == fitted["true_label"]).mean() > 0.6
     assert metrics["accuracy"] > 0.2
     test_rows = index[index["actor"].isin(metrics["split"]["test"])]
-    model = pipeline.load_model(out)
-    rescored = pipeline.predict_table(out, test_rows, model=model)
+    model = base.load_model(out)
+    rescored = base.predict_table(out, test_rows, model=model)
     np.testing.assert_allclose(probabilities_of(rescored), probabilities_of(test), atol=1e-6)
-    noisy = pipeline.predict_table(out, test_rows, noise_snr_db=0.0, model=model)
+    noisy = base.predict_table(out, test_rows, degradation=("noise", 0.0), model=model)
     assert not np.allclose(probabilities_of(noisy), probabilities_of(rescored))
-    assert pipeline.evaluate(out, demo_dir)["n"] == len(index_dataset(demo_dir).drop_duplicates("take"))
-    result = pipeline.predict_file(out, test_rows["path"].iloc[0], model=model)
+    assert base.evaluate(out, demo_dir)["n"] == len(index_dataset(demo_dir).drop_duplicates("take"))
+    result = base.predict_file(out, test_rows["path"].iloc[0], model=model)
     assert result["available"] and result["details"]["speaker_reference_clips"] > 1
     assert np.isclose(sum(result["probabilities"]), 1, atol=1e-6)
-    assert pipeline.predict_file(out, tmp_path / "missing.wav")["available"] is False
+    assert base.predict_file(out, tmp_path / "missing.wav")["available"] is False
 
 
 def test_whisper_run_refuses_another_encoder(demo_dir, tmp_path, monkeypatch):
@@ -264,7 +260,7 @@ def test_whisper_run_refuses_another_encoder(demo_dir, tmp_path, monkeypatch):
     (out / "run.json").write_text(json.dumps(run_json))
     clip = read_predictions(out, "test")["path"].iloc[0]
     with pytest.raises(ValueError, match="whisper-large"):
-        pipeline.predict_file(out, clip)
+        base.predict_file(out, clip)
     assert metrics["n"] > 0
 
 
@@ -280,7 +276,7 @@ def test_train_rejects_bad_requests(demo_dir, tmp_path):
     with pytest.raises(ValueError, match="not an audio run"):
         (tmp_path / "text_run").mkdir()
         (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": ["joy", "fear"]}')
-        pipeline.predict_table(tmp_path / "text_run", pd.DataFrame())
+        base.predict_table(tmp_path / "text_run", pd.DataFrame(), branch="audio")
 
 
 def test_combine_runs_averages_members_and_refuses_mismatched_runs(trained_run, tmp_path):
@@ -299,7 +295,7 @@ def test_combine_runs_averages_members_and_refuses_mismatched_runs(trained_run, 
     assert combined["accuracy"] == pytest.approx(metrics["accuracy"])
     table = read_predictions(tmp_path / "ensemble", "test")
     # The saved averaged model reproduces the averaged probabilities.
-    rescored = pipeline.predict_table(tmp_path / "ensemble", read_predictions(out, "test").pipe(_as_index))
+    rescored = base.predict_table(tmp_path / "ensemble", read_predictions(out, "test").pipe(_as_index))
     np.testing.assert_allclose(probabilities_of(rescored), probabilities_of(table), atol=1e-4)
     run_json = json.loads((twin / "run.json").read_text())
     run_json["split"]["test"] = [99]

@@ -13,6 +13,7 @@ from mer_utils.models.spectrogram import (
     PretrainedWeightsError,
     build_resnet18,
 )
+from mer_utils.pipelines import base
 
 
 def _band_images(count: int, num_classes: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,24 +204,24 @@ def test_train_evaluate_predict_on_demo(demo_folder, tmp_path, monkeypatch):
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
     assert metrics["accuracy"] == pytest.approx(stored["accuracy"])
 
-    evaluated = spectrogram.evaluate(run, demo_folder)
+    evaluated = base.evaluate(run, demo_folder)
     assert evaluated["n"] == 120 and evaluated["actors"] == [1, 2, 3, 4]
     # The model saw actors 3 and 4: it must be right on clearly more than chance of all clips.
     assert evaluated["accuracy"] > 1.5 / 8
 
-    noisy = spectrogram.predict_table(run, demo_folder / "Actor_01", noise_snr_db=0.0)
+    noisy = base.predict_table(run, demo_folder / "Actor_01", degradation=("noise", 0.0))
     assert len(noisy) == 30 and not np.allclose(noisy.filter(like="prob_").to_numpy(), probabilities)
 
-    model = spectrogram.load_model(run)
+    model = base.load_model(run)
     clip = sorted((demo_folder / "Actor_01").glob("*.mp4"))[0]
-    result = spectrogram.predict_file(run, clip, model=model)
+    result = base.predict_file(run, clip, model=model)
     assert result["available"] and len(result["probabilities"]) == 8
     row = test_table.set_index("path").loc[str(clip)]
     assert np.allclose(result["probabilities"], row.filter(like="prob_").to_numpy(dtype=float), atol=1e-4)
 
     silent_video = tmp_path / "01-01-01-01-01-01-01.mp4"
     write_mp4(silent_video, np.zeros((6, 32, 32, 3), dtype=np.uint8), fps=6)
-    missing = spectrogram.predict_file(run, silent_video, model=model)
+    missing = base.predict_file(run, silent_video, model=model)
     assert not missing["available"] and "audio" in missing["reason"].lower()
 
 

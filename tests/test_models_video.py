@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mer_utils.models import video as video_model
+from mer_utils.pipelines import base
 
 # The smallest input ResNet50 accepts keeps the TensorFlow tests within seconds.
 TINY_SIZE = 32
@@ -179,8 +180,6 @@ def test_train_writes_the_run_folder_contract(video_run):
 def test_evaluate_scores_every_clip_of_another_folder(video_run, demo_dir, tmp_path):
     import shutil
 
-    from mer_utils.pipelines import video
-
     out, _ = video_run
     folder = tmp_path / "other"
     folder.mkdir()
@@ -189,7 +188,7 @@ def test_evaluate_scores_every_clip_of_another_folder(video_run, demo_dir, tmp_p
     (folder / "03-01-01-01-01-01-02.wav").write_bytes(b"RIFF broken")  # audio-only: not a video clip
     corrupt = folder / "01-01-08-02-02-02-02.mp4"  # repetition 02: a take of its own
     corrupt.write_bytes(b"corrupt")
-    metrics = video.evaluate(out, folder)
+    metrics = base.evaluate(out, folder)
     assert metrics["n"] == 5
     assert [s["path"] for s in metrics["skipped"]] == [str(corrupt)]
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "macro_f1" in metrics
@@ -197,47 +196,45 @@ def test_evaluate_scores_every_clip_of_another_folder(video_run, demo_dir, tmp_p
 
 @pytest.mark.slow
 def test_predict_table_occlusion_drops_frames(video_run, demo_dir):
-    from mer_utils.pipelines import video
     from mer_utils.ravdess import index_dataset
 
     out, _ = video_run
     index = index_dataset(demo_dir)
     index = index[index["actor"] == 4].head(3)
-    model = video.load_model(out)
-    clean = video.predict_table(out, index, model=model)
+    model = base.load_model(out)
+    clean = base.predict_table(out, index, model=model)
     assert len(clean) == 3 and clean.attrs["skipped"] == []
-    half = video.predict_table(out, index, model=model, occlusion=0.5)
+    half = base.predict_table(out, index, model=model, degradation=("occlusion", 0.5))
     assert np.isfinite(half.filter(like="prob_").to_numpy()).all()
-    again = video.predict_table(out, index, model=model, occlusion=0.5)
+    again = base.predict_table(out, index, model=model, degradation=("occlusion", 0.5))
     pd.testing.assert_frame_equal(half, again)  # the same frames are hidden for the same seed
-    hidden = video.predict_table(out, index, model=model, occlusion=1.0)
+    hidden = base.predict_table(out, index, model=model, degradation=("occlusion", 1.0))
     assert hidden.filter(like="prob_").isna().all().all() and (hidden["pred_label"] == "").all()
     assert len(hidden.attrs["skipped"]) == 3
     with pytest.raises(ValueError, match="occlusion"):
-        video.predict_table(out, index, model=model, occlusion=1.5)
+        base.predict_table(out, index, model=model, degradation=("occlusion", 1.5))
 
 
 @pytest.mark.slow
 def test_predict_file_on_a_clip_a_wav_and_a_faceless_video(video_run, demo_dir, tmp_path):
     from mer_utils.media import write_mp4, write_wav
-    from mer_utils.pipelines import video
 
     out, _ = video_run
-    model = video.load_model(out)
+    model = base.load_model(out)
     clip = next(iter(sorted((demo_dir / "Actor_01").glob("*.mp4"))))
-    result = video.predict_file(out, clip, model=model)
+    result = base.predict_file(out, clip, model=model)
     assert result["available"] and result["reason"] is None
     assert len(result["probabilities"]) == 8 and abs(sum(result["probabilities"]) - 1) < 1e-5
     assert result["details"]["fallback_share"] == 0.0  # MTCNN finds the demo face
     wav = write_wav(tmp_path / "voice.wav", np.zeros(4000, np.float32), 16000)
-    sound_only = video.predict_file(out, wav, model=model)
+    sound_only = base.predict_file(out, wav, model=model)
     assert not sound_only["available"] and "no video stream" in sound_only["reason"]
     faceless = write_mp4(tmp_path / "grey.mp4", np.full((6, 64, 64, 3), 120, np.uint8), fps=6)
     # The centre crop of training is not a face at prediction time: no face, no video answer.
-    wall = video.predict_file(out, faceless, model=model)
+    wall = base.predict_file(out, faceless, model=model)
     assert not wall["available"] and "no face found" in wall["reason"]
     assert wall["details"]["frames_with_face"] == 0
-    assert not video.predict_file(out, tmp_path / "nope.mp4", model=model)["available"]
+    assert not base.predict_file(out, tmp_path / "nope.mp4", model=model)["available"]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mer_utils.config import RAVDESS_EMOTIONS
+from mer_utils.pipelines import base
 from tests.conftest import REAL_DATA
 
 # Easy synthetic task: the bright region tells the label (top, bottom or a centre square);
@@ -100,10 +101,9 @@ def test_tiny_face_model_learns_the_easy_task(face_run):
 
 def test_evaluate_scores_another_image_folder(face_run, tmp_path):
     from mer_utils.cli import main
-    from mer_utils.pipelines import faces
 
     other = write_pattern_folder(tmp_path / "other" / "validation", 10, seed=5).parent
-    metrics = faces.evaluate(face_run, other)
+    metrics = base.evaluate(face_run, other)
     assert metrics["n"] == 30
     assert metrics["present_labels"]["accuracy"] >= 0.7
     assert main(["evaluate", str(face_run), "--data", str(other), "--json"]) == 0
@@ -111,21 +111,20 @@ def test_evaluate_scores_another_image_folder(face_run, tmp_path):
 
 def test_predict_file_on_an_image_and_on_a_demo_clip(face_run, tmp_path):
     from mer_utils.demo import make_demo_clip
-    from mer_utils.pipelines import faces
 
     image = tmp_path / "face.png"
     cv2.imwrite(str(image), pattern_image("top", np.random.default_rng(9)))
-    outcome = faces.predict_file(face_run, image)
+    outcome = base.predict_file(face_run, image)
     assert outcome["available"] and outcome["details"]["predicted"] == "happy"
     assert outcome["probabilities"][RAVDESS_EMOTIONS.index("calm")] == 0.0
 
     clip = make_demo_clip(tmp_path / "01-01-03-01-01-01-01.mp4", "happy", "normal", 1, 1)
-    outcome = faces.predict_file(face_run, clip)
+    outcome = base.predict_file(face_run, clip)
     assert outcome["available"] and outcome["details"]["frames"] == 8
     assert sum(outcome["details"]["detectors"].values()) == 8
     assert abs(sum(outcome["probabilities"]) - 1) < 1e-6
 
-    missing = faces.predict_file(face_run, tmp_path / "nope.mp4")
+    missing = base.predict_file(face_run, tmp_path / "nope.mp4")
     assert not missing["available"] and "nope.mp4" in missing["reason"]
 
 
@@ -140,11 +139,12 @@ def test_cli_rejects_options_of_other_branches(tmp_path, capsys):
 
 
 def test_init_copies_the_face_run_weights(face_run):
+    from mer_utils.models.faces import network_like_face_run
     from mer_utils.models.video import backbone_of
-    from mer_utils.pipelines import faces
 
-    network, info = faces.init_from_face_run(face_run, seed=1)
-    trained = faces.load_model(face_run)
+    info = base.run_info(face_run, "faces")
+    network = network_like_face_run(info, lambda: base.load_model(face_run), seed=1)
+    trained = base.load_model(face_run)
     assert info["model"] == "cnn" and network.input_shape[1:] == (48, 48, 3)
     for ours, theirs in zip(backbone_of(network).weights, backbone_of(trained).weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
@@ -175,7 +175,7 @@ def test_video_train_with_init_starts_from_the_face_run(face_run, demo_dir, tmp_
     info = json.loads((out / "run.json").read_text())
     assert info["init"] == str(face_run) and info["input_size"] == 48
     assert metrics["model"] == "init:cnn" and metrics["epochs"] == 1
-    model = video.load_model(out)
+    model = base.load_model(out)
     assert model.get_layer("backbone") is not None
     with pytest.raises(ValueError, match="either --model or --init"):
         video.train(demo_dir, out, smoke=True, init=face_run, model="resnet50-scratch")
@@ -193,26 +193,23 @@ def test_a_face_run_is_the_video_modality_of_mer_predict(face_run, tmp_path):
 
 
 def test_predict_on_a_real_clip_finds_real_faces(face_run):
-    from mer_utils.pipelines import faces
-
     clip = REAL_DATA / "real_video" / "ravdess" / "01-01-07-02-02-01-01.mp4"
     if not clip.is_file():
         pytest.skip(f"real clip not found at {clip}")
-    outcome = faces.predict_file(face_run, clip)
+    outcome = base.predict_file(face_run, clip)
     assert outcome["available"]
     assert outcome["details"]["detectors"].get("mtcnn", 0) >= 6  # real frames: MTCNN, not fallbacks
 
 
 def test_a_face_run_predicts_the_clips_of_a_ravdess_folder_one_row_per_take(face_run, tmp_path):
     from mer_utils.demo import make_demo_clip
-    from mer_utils.pipelines import faces
 
     actor = tmp_path / "clips" / "Actor_01"
     actor.mkdir(parents=True)
     for name, emotion in (("01-01-03-01-01-01-01", "happy"), ("01-01-05-01-01-01-01", "angry")):
         make_demo_clip(actor / f"{name}.mp4", emotion, "normal", 1, 1)
     (actor / "01-01-04-01-01-01-01.mp4").write_bytes(b"not a video")
-    table = faces.predict_table(face_run, tmp_path / "clips")
+    table = base.predict_table(face_run, tmp_path / "clips")
     # Take ids (the file name without its modality field) line the rows up with other runs' tables.
     assert sorted(table["clip_id"]) == ["01-03-01-01-01-01", "01-05-01-01-01-01"]
     assert sorted(table["true_label"]) == ["angry", "happy"]

@@ -173,7 +173,8 @@ def load_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_train_evaluate_predict_classical(tmp_path: Path):
-    from mer_utils.pipelines.text import evaluate, load_text_model, predict_text, train
+    from mer_utils.pipelines.base import evaluate, load_model
+    from mer_utils.pipelines.text import predict_text, train
 
     data = write_csv(toy_frame(rows_per_label=30, seed=1), tmp_path / "toy.csv")
     run = tmp_path / "run"
@@ -201,14 +202,15 @@ def test_train_evaluate_predict_classical(tmp_path: Path):
 
     predictions = predict_text(["I am so happy and delighted", "this is disgusting and gross"], run_dir=run)
     assert predictions["label"].tolist() == ["joy", "disgust"]
-    model = load_text_model(run)
+    model = load_model(run)
     again = predict_text("so sad and lonely", model=model)
     assert again["label"].item() == "sadness" and 0 < again["confidence"].item() <= 1
 
 
 def test_every_classical_model_learns():
     from mer_utils.models.text import CLASSICAL_MODELS
-    from mer_utils.pipelines.text import fit_classical, selection_score
+    from mer_utils.pipelines.base import selection_score
+    from mer_utils.pipelines.text_candidates import fit_classical
 
     names = list(CLASSICAL_MODELS)
     frame = stratified_split(load_frame(toy_frame(rows_per_label=20, seed=2)), seed=0)
@@ -383,7 +385,8 @@ def test_svm_embedding_votes_learn_cache_and_reload(
 
 @pytest.mark.slow
 def test_bilstm_learns_and_reloads(tmp_path: Path):
-    from mer_utils.pipelines.text import evaluate, predict_text, train
+    from mer_utils.pipelines.base import evaluate
+    from mer_utils.pipelines.text import predict_text, train
 
     data = write_csv(toy_frame(rows_per_label=40, seed=3), tmp_path / "toy.csv")
     run = tmp_path / "bilstm"
@@ -493,7 +496,8 @@ def test_finetuned_minilm_learns_is_seeded_and_reloads(tmp_path: Path):
 def test_svm_minilm_ft_run_folder_reloads_for_evaluate_and_predict(tmp_path: Path):
     skip_without_embeddings()
     from mer_utils.models.text import SVM_MINILM_FT_WEIGHTS
-    from mer_utils.pipelines.text import evaluate, load_text_model, predict_text, train
+    from mer_utils.pipelines.base import evaluate, load_model
+    from mer_utils.pipelines.text import predict_text, train
 
     data = write_csv(toy_frame(rows_per_label=6, seed=9), tmp_path / "toy.csv")
     run = tmp_path / "run"
@@ -516,4 +520,4 @@ def test_svm_minilm_ft_run_folder_reloads_for_evaluate_and_predict(tmp_path: Pat
 
     shutil.rmtree(run / "minilm-ft")
     with pytest.raises(FileNotFoundError, match="minilm-ft.*retrain"):
-        load_text_model(run)
+        load_model(run)

@@ -2,10 +2,11 @@
 
 Every branch module (``text``, ``audio``, ``spectrogram``, ``video``, ``faces``) follows the one
 contract of :mod:`mer_utils.pipelines.base` (read it first: the hooks a branch supplies and the
-run-folder schema) and exposes ``train(data, out, *, seed, smoke, model=None) -> dict``,
-``evaluate(run_dir, data) -> dict``, ``predict_table(run_dir, data, ..., degradation=None)``,
-``predict_file(run_dir, path, model=None) -> dict`` and ``load_model(run_dir)``. Branch modules are
-imported lazily by the CLI.
+run-folder schema) and exposes ``train(data, out, *, seed, smoke, model=None) -> dict`` plus its
+hooks; evaluating, predicting and loading go through ``base.evaluate``, ``base.predict_table``,
+``base.predict_file`` and ``base.load_model`` for every branch. Branch modules are imported lazily
+by the CLI, and no branch module imports another (shared parts live in ``base``, ``audio_common``
+or below).
 """
 
 from mer_utils.config import BRANCHES

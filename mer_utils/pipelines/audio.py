@@ -4,7 +4,7 @@ Two families share the split, the run folder and the prediction functions: Keras
 sequences (cnn, lstm, bilstm, attention, their average ``ensemble``, ``stats``), and scikit-learn
 models on one vector per clip, saved as ``model.skops``: ``whisper`` (the default: logistic
 regression on frozen Whisper-encoder embeddings, :mod:`mer_utils.whisper_encoder`), and ``logreg``
-and ``svm`` on hand-made utterance statistics (:func:`mer_utils.audio.utterance_features`).
+and ``svm`` on hand-made utterance statistics (:func:`mer_utils.utterance.utterance_features`).
 
 Keras steps: index the folder, keep one file per take (full AV .mp4 first, then audio-only .wav),
 split by actor (``actor_disjoint_split``, gender-balanced; 12/3/3 actors for 18), MFCC +
@@ -39,12 +39,11 @@ import pandas as pd
 
 from mer_utils import audio
 from mer_utils import speakers as speakers_module
+from mer_utils.audio_augment import AudioAugmentation, spec_augment
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
-from mer_utils.pipelines.audio_common import (  # noqa: F401  (names re-exported: the branch's old interface)
-    AUDIO_MODALITIES,
+from mer_utils.pipelines import base
+from mer_utils.pipelines.audio_common import (
     BRANCH,
-    LONE_CLIP_REASON,
-    MAX_REFERENCE_CLIPS,
     NORMALISATION_FILE,
     NORMALISATIONS,
     _index,
@@ -52,37 +51,20 @@ from mer_utils.pipelines.audio_common import (  # noqa: F401  (names re-exported
     _normalise,
     _normalise_for_prediction,
     _population_files,
-    _reference_clips,
     _save_normalisation,
-    _speaker_normalised,
     clip_for_prediction,
-    clip_index,
     rows_table,
-    split_actors,
     split_tables,
     timed_answer,
     write_audio_run,
 )
-from mer_utils.pipelines.audio_vectors import (  # noqa: F401
-    FEATURE_KINDS,
-    LOGREG_C,
-    SKLEARN_MODEL_FILE,
+from mer_utils.pipelines.audio_vectors import (
     SKLEARN_MODELS,
-    SVM_C,
-    WHISPER_C,
-    _check_encoder,
-    _clip_vector,
     _is_sklearn_run,
-    _utterance_vectors,
-    _vector_batch,
-    _vector_features,
-    build_sklearn_model,
     file_prediction_sklearn,
     fit_sklearn,
-    sklearn_probabilities,
     vector_table,
 )
-from mer_utils.pipelines.base import noisy_predict_table
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +101,7 @@ def _params_from(info: dict) -> audio.MfccParams:
 def _masked_copies(features: np.ndarray, seed: int) -> np.ndarray:
     """SpecAugment-masked copies of standardised (frames, features) sequences (masks take the mean, 0)."""
     rng = np.random.default_rng(seed)
-    return np.stack([audio.spec_augment(x, rng, freq_axis=1, fill=0.0, **FEATURE_MASKS) for x in features])
+    return np.stack([spec_augment(x, rng, freq_axis=1, fill=0.0, **FEATURE_MASKS) for x in features])
 
 
 def _ensemble(models: list):
@@ -216,7 +198,7 @@ def train(
         augmented = audio.mfcc_batch(
             train_rows,
             params,
-            augmentation=audio.AudioAugmentation(),
+            augmentation=AudioAugmentation(),
             copy=copy,
             seed=seed,
             progress=progress,
@@ -329,7 +311,7 @@ def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
             raise ValueError(f"{run_dir}: trained with other normalisation statistics than {run_dirs[0]}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    network = _ensemble([load_model(r) for r in run_dirs])
+    network = _ensemble([base.load_model(r, BRANCH) for r in run_dirs])
     save_model(out, network, "keras")
     _save_normalisation(out, statistics[0][0], statistics[0][1])
     population_files: tuple[str, ...] = ()
@@ -400,13 +382,6 @@ def load(run_dir: Path, info: dict):
     return load_model_file(run_dir, info)
 
 
-def load_model(run_dir: str | Path):
-    """Load a run folder's model: Keras (model.keras) or a scikit-learn pipeline (model.skops), checked."""
-    from mer_utils.pipelines import base
-
-    return base.load_model(run_dir, BRANCH)
-
-
 def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
     """Prediction table of a loaded model on every clip with sound in ``data``; "noise" adds white noise.
 
@@ -430,31 +405,9 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
     return table
 
 
-# The shared driver with the old ``noise_snr_db`` keyword (the same as ``degradation=("noise", level)``).
-predict_table = noisy_predict_table(BRANCH)
-
-
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
     """The actors scored by ``mer evaluate``."""
     return {"actors": sorted({int(Path(p).stem.split("-")[-1]) for p in table["path"]})}
-
-
-def evaluate(run_dir: str | Path, data: str | Path) -> dict:
-    """Score a saved run on every clip with sound of another RAVDESS folder; metrics + skipped."""
-    from mer_utils.pipelines import base
-
-    return base.evaluate(run_dir, data, branch=BRANCH)
-
-
-def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Emotion probabilities of one clip: available False (with the reason) when it has no usable audio.
-
-    No speech (under :data:`mer_utils.voice.MIN_SPEECH_SECONDS` of voice: silence, hiss, a
-    0.2 s clip) makes the model unavailable, as does an unreadable clip or one without sound.
-    """
-    from mer_utils.pipelines import base
-
-    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
 
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
@@ -476,7 +429,7 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     if features is None:
         return details
     mean, std = _load_normalisation(run_dir, info)
-    network = model if model is not None else load_model(run_dir)
+    network = model if model is not None else base.load_model(run_dir, BRANCH)
     return timed_answer(
         lambda: predict_probabilities(network, audio.apply_standardiser(features, mean, std)[None])[0],
         details,

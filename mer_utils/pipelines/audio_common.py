@@ -17,8 +17,6 @@ from mer_utils import speakers as speakers_module
 
 # Branch name written to run.json.
 BRANCH = "audio"
-# Modalities with sound, in order of preference, for one file per take.
-AUDIO_MODALITIES = ("audio-video", "audio-only")
 # File beside model.keras holding the global standardiser (mean, std).
 NORMALISATION_FILE = "normalisation.npz"
 # Speaker normalisation modes.
@@ -27,9 +25,9 @@ NORMALISATIONS = ("speaker", "global")
 
 def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """One clip with sound per take of a RAVDESS folder (or index); skipped files in ``attrs["skipped"]``."""
-    from mer_utils.ravdess import take_index
+    from mer_utils.ravdess import audio_takes
 
-    return take_index(data, AUDIO_MODALITIES, "audio track")
+    return audio_takes(data)
 
 
 def _index(data: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
@@ -193,7 +191,7 @@ MAX_REFERENCE_CLIPS = 60
 
 def _reference_clips(path: Path) -> list[Path]:
     """Other clips with sound of the same RAVDESS actor in the file's folder (for speaker statistics)."""
-    from mer_utils.ravdess import parse_filename
+    from mer_utils.ravdess import AUDIO_MODALITIES, parse_filename
 
     try:
         actor = parse_filename(path).actor

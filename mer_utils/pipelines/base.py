@@ -14,9 +14,10 @@ is a module of :mod:`mer_utils.pipelines` that supplies only its own parts:
 * optionally ``load(run_dir, info)`` (a model that is more than ``model.*``) and
   ``evaluation_extras(info, table)`` (keys added to ``mer evaluate``'s metrics).
 
-The shared drivers :func:`predict_table`, :func:`evaluate`, :func:`predict_file` and
-:func:`load_model` read and check run.json, load the model once, apply the degradation and shape
-the results; each branch module exposes them under its own names. Choosing on validation
+The shared drivers :func:`predict_table`, :func:`evaluate`, :func:`predict_file`,
+:func:`load_model` and :func:`run_info` read and check run.json, load the model once, apply the
+degradation and shape the results; callers use them for every branch (a branch module has no
+forwarders of its own). Choosing on validation
 happens in one place per kind of choice: the epoch of a Keras model in :mod:`mer_utils.training`
 (early stopping on validation loss in ``fit_classifier``; the best validation accuracy with
 :func:`mer_utils.training.best_validation_callback`), a model among candidates (text) with
@@ -221,33 +222,6 @@ def predict_table(
         table.attrs.update(attrs)
     table.attrs["skipped"] = skipped
     return table
-
-
-def noisy_predict_table(branch: str) -> Callable[..., pd.DataFrame]:
-    """``predict_table`` of a branch whose input takes white noise: the driver plus the ``noise_snr_db`` keyword."""
-
-    def branch_predict_table(
-        run_dir: str | Path,
-        data,
-        noise_snr_db: float | None = None,
-        model=None,
-        progress: bool = False,
-        degradation: Degradation | tuple | None = None,
-    ) -> pd.DataFrame:
-        if noise_snr_db is not None:
-            degradation = ("noise", noise_snr_db)
-        return predict_table(
-            run_dir, data, degradation=degradation, model=model, progress=progress, branch=branch
-        )
-
-    branch_predict_table.__name__ = branch_predict_table.__qualname__ = "predict_table"
-    branch_predict_table.__doc__ = (
-        f"Prediction table of a saved {branch} run on the clips of a folder or an index (e.g. the test rows).\n\n"
-        '    ``noise_snr_db`` (the same as ``degradation=("noise", level)``) adds white noise at that SNR\n'
-        "    before the features (robustness curves). Clips that cannot be read are left out and listed\n"
-        '    in ``table.attrs["skipped"]``; see :func:`mer_utils.pipelines.base.predict_table`.\n'
-    )
-    return branch_predict_table
 
 
 def evaluate(run_dir: str | Path, data, branch: str | None = None) -> dict:

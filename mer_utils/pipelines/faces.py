@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.pipelines import base
 
 log = logging.getLogger(__name__)
 
@@ -76,185 +76,6 @@ SEED = DEFAULT_SEED
 DEGRADATIONS: tuple[str, ...] = ()
 
 
-# --- model --------------------------------------------------------------------------------
-
-
-def build_face_model(
-    model: str,
-    input_size: int,
-    num_classes: int,
-    seed: int | None = None,
-    augment: bool = True,
-    dropout: float = 0.25,
-    augmentation: str = "full",
-    repeats: Sequence[int] | None = None,
-):
-    """The network of a face run: ``cnn`` or ``resnet50`` (ImageNet when loadable, else scratch).
-
-    ``dropout``, ``augmentation`` (``"full"`` or ``"light"``: flip and shift only) and ``repeats``
-    (convolutions per stage) shape the CNN only.
-    Returns ``(network, weights)`` with ``weights`` the start actually used ("imagenet" or None).
-    """
-    from mer_utils.models.video import PretrainedWeightsError, build_face_cnn, build_video_model
-
-    if model == "cnn":
-        if augmentation not in ("full", "light"):
-            raise ValueError(f"augmentation must be 'full' or 'light', got {augmentation!r}")
-        augment_mode = (True if augmentation == "full" else "light") if augment else False
-        network = build_face_cnn(
-            input_size, num_classes, repeats=repeats, dropout=dropout, augment=augment_mode, seed=seed
-        )
-        return network, None
-    if model == "resnet50":
-        try:
-            return build_video_model(
-                "imagenet", input_size, num_classes, augment=augment, seed=seed
-            ), "imagenet"
-        except PretrainedWeightsError as error:
-            log.warning("%s; training the ResNet50 from scratch", error)
-            network = build_video_model(None, input_size, num_classes, augment=augment, seed=seed)
-            return network, None
-    raise ValueError(f"unknown faces model {model!r}; expected one of {sorted(MODELS)}")
-
-
-def init_from_face_run(run_dir: str | Path, num_classes: int = 8, seed: int | None = None):
-    """A fresh network of a face run's architecture and input size holding the run's weights.
-
-    Used by ``mer train video --init FACE_RUN``. Returns ``(network, run info)``.
-    """
-    from mer_utils.models.video import build_face_cnn, build_video_model
-
-    info = run_info(run_dir)
-    if len(info["labels"]) != num_classes:
-        raise ValueError(
-            f"{run_dir}: the face run has {len(info['labels'])} labels, the video model {num_classes}"
-        )
-    if info["model"] == "cnn":
-        settings = info.get("settings", {})
-        augment = True if settings.get("augmentation", "full") == "full" else "light"
-        network = build_face_cnn(
-            int(info["input_size"]),
-            num_classes,
-            repeats=settings.get("repeats"),
-            dropout=settings.get("dropout", 0.25),
-            augment=augment,
-            seed=seed,
-        )
-    elif info["model"] == "resnet50":
-        # The run's weights replace whatever start ImageNet would give, so no download is needed.
-        network = build_video_model(
-            None, int(info["input_size"]), num_classes, seed=seed, standardize=info["weights"] is None
-        )
-    else:
-        raise ValueError(f"{run_dir}: unknown faces model {info['model']!r} in run.json")
-    trained = load_model(run_dir)
-    copied = 0
-    for layer in trained.layers:
-        if layer.weights:
-            network.get_layer(layer.name).set_weights(layer.get_weights())
-            copied += 1
-    if copied == 0:
-        raise ValueError(f"{run_dir}: the face model has no weights to copy")
-    return network, info
-
-
-def prepare_images(images: np.ndarray) -> np.ndarray:
-    """Model inputs from uint8 faces (n, S, S, 1 or 3): RGB, then ``preprocess_faces`` like the video model."""
-    from mer_utils.face_images import gray_to_rgb
-    from mer_utils.faces import preprocess_faces
-
-    return preprocess_faces(gray_to_rgb(images))
-
-
-def face_probabilities(network, images: np.ndarray, present: list[bool], batch_size: int = 256) -> np.ndarray:
-    """Probabilities of uint8 faces: the mean over each face and its mirror image, absent labels at 0.
-
-    Averaging with the mirror image (test-time flip; faces are near-symmetric and training flips
-    them too) smooths out one-sided lighting and pose; it was fixed before any test score was seen.
-    """
-    from mer_utils.training import predict_probabilities
-
-    x = prepare_images(images)
-    direct = predict_probabilities(network, x, batch_size=batch_size)
-    mirrored = predict_probabilities(network, x[:, :, ::-1], batch_size=batch_size)
-    return mask_absent((direct + mirrored) / 2, present)
-
-
-def mask_absent(probabilities: np.ndarray, present: list[bool]) -> np.ndarray:
-    """Probabilities with the labels absent from training set to 0 and each row renormalised."""
-    probabilities = np.asarray(probabilities, dtype=float) * np.asarray(present, dtype=float)
-    totals = probabilities.sum(axis=1, keepdims=True)
-    return probabilities / np.where(totals > 0, totals, 1.0)
-
-
-def smoothed_targets(y: np.ndarray, present: list[bool], smoothing: float) -> np.ndarray:
-    """One-hot targets with ``smoothing`` spread over the present labels only (absent ones stay 0)."""
-    present_mask = np.asarray(present, dtype=float)
-    targets = np.eye(len(present))[y] * (1.0 - smoothing)
-    return (targets + smoothing * present_mask / present_mask.sum()).astype(np.float32)
-
-
-def fit_face_model(
-    network,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    present: list[bool],
-    *,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    label_smoothing: float,
-    class_weight_power: float,
-    patience: int,
-    verbose: int = 0,
-) -> dict:
-    """Adam with cosine decay, smoothed targets, softened class weights, best validation accuracy kept.
-
-    Returns history, seconds, epochs run, best validation accuracy and training images/s.
-    """
-    import keras
-
-    from mer_utils.models.video import best_validation_accuracy_callback
-    from mer_utils.training import balanced_class_weights
-
-    num_classes = len(present)
-    steps = epochs * int(np.ceil(len(x_train) / batch_size))
-    network.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    weights = balanced_class_weights(y_train, num_classes)
-    sample_weight = np.asarray([weights[k] for k in range(num_classes)]) ** class_weight_power
-    selector = best_validation_accuracy_callback(
-        x_val, smoothed_targets(y_val, present, 0.0), patience, batch_size=256
-    )
-    started = time.perf_counter()
-    history = network.fit(
-        x_train,
-        smoothed_targets(y_train, present, label_smoothing),
-        sample_weight=sample_weight[y_train].astype(np.float32),
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        callbacks=[selector],
-        verbose=verbose,
-    )
-    seconds = time.perf_counter() - started
-    hist = {k: [float(v) for v in values] for k, values in history.history.items()}
-    epochs_run = len(hist.get("loss", []))
-    return {
-        "history": hist,
-        "seconds": seconds,
-        "epochs": epochs_run,
-        "best_val_accuracy": float(selector.best_accuracy),
-        "train_images_per_second": epochs_run * len(x_train) / seconds if seconds > 0 else float("nan"),
-        "class_weights": {k: float(sample_weight[k]) for k in range(num_classes)},
-    }
-
-
 # --- training -----------------------------------------------------------------------------
 
 
@@ -277,6 +98,7 @@ def _relative_ids(paths: pd.Series, data: Path) -> list[str]:
 
 def _table(network, images: np.ndarray, index: pd.DataFrame, labels: list[str], present, data: Path):
     from mer_utils.evaluation import prediction_table
+    from mer_utils.models.faces import face_probabilities
 
     probabilities = face_probabilities(network, images, present)
     return prediction_table(
@@ -307,9 +129,10 @@ def train(
     """
     from mer_utils.config import set_seed
     from mer_utils.face_images import index_face_images, load_face_images, split_face_images
+    from mer_utils.models.faces import build_face_model, prepare_images
     from mer_utils.pipelines.base import write_run
     from mer_utils.runs import save_model
-    from mer_utils.training import encode_labels
+    from mer_utils.training import encode_labels, fit_soft_targets
 
     settings = dict(SMOKE_SETTINGS if smoke else FULL_SETTINGS)
     unknown = set(overrides) - set(settings)
@@ -354,7 +177,7 @@ def train(
         augmentation=settings["augmentation"],
         repeats=settings["repeats"],
     )
-    fit = fit_face_model(
+    fit = fit_soft_targets(
         network,
         prepare_images(decoded.images[masks["train"]]),
         y[masks["train"]],
@@ -442,20 +265,6 @@ def _protocol(index: pd.DataFrame) -> str:
 # --- prediction on saved runs -------------------------------------------------------------
 
 
-def load_model(run_dir: str | Path):
-    """The Keras model of a faces run folder (checksums and labels checked, ``safe_mode``)."""
-    from mer_utils.pipelines import base
-
-    return base.load_model(run_dir, BRANCH)
-
-
-def run_info(run_dir: str | Path) -> dict:
-    """run.json of a faces run (raises ``ValueError`` for another branch's run)."""
-    from mer_utils.pipelines import base
-
-    return base.run_info(run_dir, BRANCH)
-
-
 def _present(info: dict) -> list[bool]:
     present = set(info.get("present_labels", info["labels"]))
     return [label in present for label in info["labels"]]
@@ -483,10 +292,9 @@ def clip_table(run_dir: Path, info: dict, data, model, progress: bool) -> pd.Dat
     from tqdm.auto import tqdm
 
     from mer_utils.evaluation import prediction_table
-    from mer_utils.pipelines.video import VIDEO_MODALITIES
-    from mer_utils.ravdess import take_index
+    from mer_utils.ravdess import video_takes
 
-    index = take_index(data, VIDEO_MODALITIES, "video stream (a face needs one)")
+    index = video_takes(data)
     skipped = list(index.attrs.get("skipped", []))
     rows, probabilities = [], []
     for row in tqdm(list(index.itertuples()), desc="faces per clip", disable=not progress):
@@ -528,42 +336,9 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
     return table
 
 
-def predict_table(
-    run_dir: str | Path, data: str | Path, *, model=None, progress: bool = False, degradation=None
-) -> pd.DataFrame:
-    """Prediction table of a saved faces run on every image of the labelled folder ``data`` (or
-    every clip of a RAVDESS folder, one row per take).
-
-    Unknown label folders, unreadable images and clips without a face are listed in
-    ``table.attrs["skipped"]``.
-    """
-    from mer_utils.pipelines import base
-
-    return base.predict_table(
-        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH
-    )
-
-
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
     """Metrics over the labels present in training only."""
     return {"present_labels": present_label_metrics(table, list(info["labels"]), _present(info))}
-
-
-def evaluate(run_dir: str | Path, data: str | Path) -> dict:
-    """Score a saved faces run on every image of the labelled folder ``data`` -> metrics + ``skipped``."""
-    from mer_utils.pipelines import base
-
-    return base.evaluate(run_dir, data, branch=BRANCH)
-
-
-def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Predict one clip or image: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
-
-    See :func:`file_prediction`.
-    """
-    from mer_utils.pipelines import base
-
-    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
 
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
@@ -574,6 +349,7 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     """
     from mer_utils.face_images import IMAGE_SUFFIXES, decode_image
     from mer_utils.faces import FaceParams, extract_clip_faces
+    from mer_utils.models.faces import face_probabilities
     from mer_utils.pipelines.base import unavailable
 
     labels, present = list(info["labels"]), _present(info)
@@ -600,7 +376,7 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     }
     if not len(faces):
         return unavailable(f"{path}: no face found in any frame", details)
-    network = model if model is not None else load_model(run_dir)
+    network = model if model is not None else base.load_model(run_dir, BRANCH)
     started = time.perf_counter()
     frame_probabilities = face_probabilities(network, faces, present, batch_size=64)
     probabilities = frame_probabilities.mean(axis=0)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
-from mer_utils.pipelines.base import noisy_predict_table
+from mer_utils.pipelines import base
 from mer_utils.spectrograms import (  # noqa: F401  (re-exported: the features were part of this module)
     SpectrogramParams,
     _floor,
@@ -57,8 +57,6 @@ MODELS: dict[str, dict] = {
     # ImageNet initialisation from the KerasHub preset (needs keras_hub and, once, internet).
     "resnet18_imagenet": {"weights": "imagenet"},
 }
-# Modality preference for one file per take: the AV mp4's sound track, else the audio-only wav.
-AUDIO_MODALITIES = ("audio-video", "audio-only")
 # Extra file of the run folder with the per-epoch training curves (format: pipelines.base).
 HISTORY_FILE = "history.json"
 # Degradations its input takes in predict_table (besides "missing"): white noise at an SNR.
@@ -115,9 +113,9 @@ SMOKE_IMAGE_SIZE = 64
 
 def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     """RAVDESS index of a folder (or a given index) with one file with sound per take."""
-    from mer_utils.ravdess import take_index
+    from mer_utils.ravdess import audio_takes
 
-    return take_index(data, AUDIO_MODALITIES, "audio track")
+    return audio_takes(data)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -319,13 +317,6 @@ def _params_of(info: dict) -> SpectrogramParams:
     return SpectrogramParams(**{k: info[k] for k in fields if k in info})
 
 
-def load_model(run_dir: str | Path):
-    """Load the Keras model of a spectrogram run folder (checksums and labels checked, ``safe_mode``)."""
-    from mer_utils.pipelines import base
-
-    return base.load_model(run_dir, BRANCH)
-
-
 def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
     """Prediction table of a loaded model on the clips of ``data``; "noise" degradation adds white noise."""
     params = _params_of(info)
@@ -341,22 +332,11 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
     return table
 
 
-# The shared driver with the old ``noise_snr_db`` keyword (the same as ``degradation=("noise", level)``).
-predict_table = noisy_predict_table(BRANCH)
-
-
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
     """The actors scored by ``mer evaluate``."""
     from mer_utils.ravdess import parse_filename
 
     return {"actors": sorted({parse_filename(p).actor for p in table["path"].astype(str)})}
-
-
-def evaluate(run_dir: str | Path, data: str | Path) -> dict:
-    """Score a saved run on every clip with sound in another RAVDESS folder (all actors)."""
-    from mer_utils.pipelines import base
-
-    return base.evaluate(run_dir, data, branch=BRANCH)
 
 
 def _reference_log_mels(path: Path, params: SpectrogramParams, seed: int) -> list[np.ndarray]:
@@ -375,17 +355,6 @@ def _reference_log_mels(path: Path, params: SpectrogramParams, seed: int) -> lis
     return maps
 
 
-def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Predict one clip: probabilities in run.json's label order, or ``available`` False with the reason.
-
-    Unavailable for unreadable clips, clips without sound and clips without speech
-    (:func:`mer_utils.voice.clip_voice_activity`).
-    """
-    from mer_utils.pipelines import base
-
-    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
-
-
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     """This branch's part of :func:`predict_file`: voice check, log-mel, image, model."""
     from mer_utils.media import MediaError
@@ -401,7 +370,7 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     except (MediaError, FileNotFoundError, ValueError) as error:
         return unavailable(str(error), {"path": str(path)})
     feature_seconds = time.perf_counter() - start
-    network = model if model is not None else load_model(run_dir)
+    network = model if model is not None else base.load_model(run_dir, BRANCH)
     means, reference = None, 1
     if params.speaker_norm:
         # As in evaluation: the speaker's mean spectrum over their clips in the folder (RAVDESS

@@ -26,23 +26,11 @@ import pandas as pd
 
 from mer_utils import text as text_data
 from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
-from mer_utils.pipelines.base import selection_score  # noqa: F401  (re-exported)
-from mer_utils.pipelines.text_candidates import (  # noqa: F401  (re-exported: the branch's old interface)
-    BATCH_SIZE,
-    CV_FOLDS,
-    EPOCHS,
-    LEARNING_RATE,
-    PATIENCE,
-    PREDICT_BATCH,
-    SMOKE_CV_FOLDS,
-    SMOKE_EPOCHS,
+from mer_utils.pipelines import base
+from mer_utils.pipelines.text_candidates import (
     Candidate,
     KerasTextModel,
-    _cleaning_step,
-    _selection_scorer,
-    _sklearn_pipeline,
     _table,
-    _weighted_vote,
     fit_bilstm,
     fit_classical,
     fit_embedding_models,
@@ -192,7 +180,7 @@ def train(
         comparison[name] = {
             "val": _summary(val_metrics) | {"macro_auc": val_metrics["macro_auc"]},
             "test": _summary(test_metrics) | {"macro_auc": test_metrics["macro_auc"]},
-            "selection_score_val": selection_score(val_metrics),
+            "selection_score_val": base.selection_score(val_metrics),
             "train_seconds": round(candidate.train_seconds, 2),
             "best_params": candidate.best_params,
             "cv_score": candidate.cv_score,
@@ -277,16 +265,6 @@ def save_text_model(model, run_dir: str | Path) -> Path:
     return save_model(run_dir, model, "sklearn")
 
 
-def load_text_model(run_dir: str | Path):
-    """Load a run folder's text model: an object with ``predict_proba(texts)`` and ``classes_``.
-
-    Checked first: run.json, the recorded SHA-256 of every model file, the label order.
-    """
-    from mer_utils.pipelines import base
-
-    return base.load_model(run_dir, BRANCH)
-
-
 def load(run_dir: Path, info: dict):
     """This branch's model loader: model.skops (+ fine-tuned weights) or model.keras + vocabulary.json."""
     from mer_utils.runs import KERAS_MODEL_FILE, load_model_file, read_json
@@ -329,7 +307,7 @@ def predict_text(
     if model is None:
         if run_dir is None:
             raise ValueError("predict_text needs run_dir (a text run folder) or model")
-        model = load_text_model(run_dir)
+        model = base.load_model(run_dir, BRANCH)
     texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
     probs = probabilities(model, texts, labels)
     frame = pd.DataFrame({"text": texts})
@@ -358,34 +336,9 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
     return table
 
 
-def predict_table(
-    run_dir: str | Path, data: str | Path, *, model=None, progress: bool = False, degradation=None
-) -> pd.DataFrame:
-    """Prediction table of a saved text run on every usable row of a CSV (clip_id = row id)."""
-    from mer_utils.pipelines import base
-
-    return base.predict_table(
-        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH
-    )
-
-
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
     """The CSV's cleaning counts."""
     return {"data_cleaning": table.attrs.get("data_cleaning")}
-
-
-def evaluate(run_dir: str | Path, data: str | Path) -> dict:
-    """Score a saved text run on every usable row of another CSV (no de-duplication, no split)."""
-    from mer_utils.pipelines import base
-
-    return base.evaluate(run_dir, data, branch=BRANCH)
-
-
-def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Predict the emotion of a UTF-8 text file (its whole text): the shared per-file answer."""
-    from mer_utils.pipelines import base
-
-    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
 
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
@@ -401,7 +354,7 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     if not content.strip():
         return unavailable(f"{path}: the file holds no text")
     labels = list(info["labels"])
-    model = model if model is not None else load_text_model(run_dir)
+    model = model if model is not None else base.load_model(run_dir, BRANCH)
     probs = probabilities(model, [content], labels)[0]
     return {
         "available": True,
@@ -409,7 +362,3 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
         "probabilities": [float(p) for p in probs],
         "details": {"predicted": labels[int(np.argmax(probs))], "characters": len(content)},
     }
-
-
-# The contract's name for the loader (``mer predict`` / fusion call ``module.load_model``).
-load_model = load_text_model

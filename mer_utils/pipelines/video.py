@@ -30,13 +30,12 @@ import numpy as np
 import pandas as pd
 
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.pipelines import base
 
 log = logging.getLogger(__name__)
 
 # Branch name written into run.json (the CLI dispatches on it).
 BRANCH = "video"
-# Modalities that carry a face, in order of preference when a take has several copies.
-VIDEO_MODALITIES = ("audio-video", "video-only")
 # Model variants: name -> ResNet50 weights.
 MODEL_WEIGHTS = {"resnet50": "imagenet", "resnet50-scratch": None}
 # Default model variant for real users (needs the ImageNet weights once).
@@ -89,9 +88,9 @@ def video_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
 
     Audio-only .wav files carry no face: takes with nothing else are listed in ``attrs["skipped"]``.
     """
-    from mer_utils.ravdess import take_index
+    from mer_utils.ravdess import video_takes
 
-    return take_index(data, VIDEO_MODALITIES, "video stream (a face needs one)")
+    return video_takes(data)
 
 
 def limit_clips_per_actor(index: pd.DataFrame, clips_per_actor: int | None, seed: int = SEED) -> pd.DataFrame:
@@ -219,12 +218,19 @@ def train(
     settings.update(overrides)
     labels = list(RAVDESS_EMOTIONS)
     if init is not None:
-        from mer_utils.pipelines.faces import init_from_face_run
+        from mer_utils.models.faces import network_like_face_run
+        from mer_utils.pipelines.base import load_model, run_info
 
         if model is not None:
             raise ValueError("give either --model or --init (the face run decides the architecture)")
         set_seed(seed, keras=True)
-        network, face_info = init_from_face_run(init, num_classes=len(labels), seed=seed)
+        face_info = run_info(init, "faces")
+        network = network_like_face_run(
+            {**face_info, "run_dir": str(init)},
+            lambda: load_model(init, "faces"),
+            num_classes=len(labels),
+            seed=seed,
+        )
         model_name, weights = f"init:{face_info['model']}", None
         settings["input_size"] = int(face_info["input_size"])
     else:
@@ -346,13 +352,6 @@ def _table_from_frames(network, frames: FrameSet, labels: list[str]) -> pd.DataF
 # --- prediction on saved runs -------------------------------------------------------------
 
 
-def load_model(run_dir: str | Path):
-    """The Keras model of a video run folder (checksums and labels checked, ``safe_mode``)."""
-    from mer_utils.pipelines import base
-
-    return base.load_model(run_dir, BRANCH)
-
-
 def load(run_dir: Path, info: dict):
     """This branch's model loader: run.json's face parameters are checked before the model is read."""
     from mer_utils.runs import load_model_file
@@ -396,55 +395,9 @@ def table_of(
     return table
 
 
-def predict_table(
-    run_dir: str | Path,
-    data: str | Path | pd.DataFrame,
-    *,
-    occlusion: float = 0.0,
-    seed: int = SEED,
-    model=None,
-    workers: int = 1,
-    progress: bool = False,
-    degradation=None,
-) -> pd.DataFrame:
-    """Prediction table of a saved video run on the clips of ``data`` (a folder or an index DataFrame).
-
-    ``occlusion`` (0-1; the same as ``degradation=("occlusion", share, seed)``) hides the face in
-    that share of each clip's sampled frames (the same frames for a given seed and take); hidden
-    frames count as "no face found" and are dropped from the clip mean. Clips that cannot be
-    read, or are left without any frame, are listed in ``table.attrs["skipped"]`` ({path, reason});
-    unreadable clips have no row, fully occluded ones keep a row with NaN probabilities and an
-    empty ``pred_label``.
-    """
-    from mer_utils.pipelines import base
-
-    if occlusion:
-        degradation = ("occlusion", occlusion, seed)
-    return base.predict_table(
-        run_dir, data, degradation=degradation, model=model, progress=progress, branch=BRANCH, workers=workers
-    )
-
-
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
     """The share of kept frames that were not MTCNN faces."""
     return {"fallback_share": table.attrs.get("fallback_share")}
-
-
-def evaluate(run_dir: str | Path, data: str | Path) -> dict:
-    """Score a saved video run on every video clip of ``data`` (all actors) -> metrics + ``skipped``."""
-    from mer_utils.pipelines import base
-
-    return base.evaluate(run_dir, data, branch=BRANCH)
-
-
-def predict_file(run_dir: str | Path, path: str | Path, model=None) -> dict:
-    """Predict one clip: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
-
-    See :func:`file_prediction`.
-    """
-    from mer_utils.pipelines import base
-
-    return base.predict_file(run_dir, path, model=model, branch=BRANCH)
 
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
@@ -492,7 +445,7 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
         )
     from mer_utils.faces import preprocess_faces
 
-    network = model if model is not None else load_model(run_dir)
+    network = model if model is not None else base.load_model(run_dir, BRANCH)
     started = time.perf_counter()
     frame_probabilities = predict_probabilities(network, preprocess_faces(clip.faces[keep]))
     probabilities = clip_probabilities(frame_probabilities, np.zeros(int(keep.sum()), int), 1)[0]
