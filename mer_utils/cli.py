@@ -13,8 +13,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from mer_utils.branches import REGISTRY, TRAIN_OPTIONS, branch_names, branches_with_option, get_branch
 from mer_utils.config import DEFAULT_SEED
-from mer_utils.pipelines import branch_module
 
 # Errors that mean bad input, a missing file or package, or a refused file: one line, exit code 2.
 # (OSError covers FileNotFoundError and PermissionError; UnicodeDecodeError and JSON errors are ValueErrors.)
@@ -78,17 +78,21 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    module = branch_module(args.branch)
+    from mer_utils.pipelines import base
+
     extra = {}
-    if args.epochs is not None:
-        if args.branch != "faces":
-            raise ValueError(f"--epochs applies to `mer train faces`, not to '{args.branch}'")
-        extra["epochs"] = args.epochs
-    if args.init is not None:
-        if args.branch != "video":
-            raise ValueError(f"--init applies to `mer train video`, not to '{args.branch}'")
-        extra["init"] = args.init
-    metrics = module.train(args.data, args.out, seed=args.seed, smoke=args.smoke, model=args.model, **extra)
+    for option in TRAIN_OPTIONS:
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if option not in get_branch(args.branch).options:
+            takers = "|".join(branches_with_option(option))
+            raise ValueError(f"--{option} applies to `mer train {takers}`, not to '{args.branch}'")
+        extra[option] = value
+    # The options land in the branch's settings (epochs) or its train's keywords (init).
+    metrics = base.train(
+        args.branch, args.data, args.out, seed=args.seed, smoke=args.smoke, model=args.model, **extra
+    )
     print(f"run written to {args.out}")
     _print_json({k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics})
     return 0
@@ -149,6 +153,18 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
 
+def _data_help() -> str:
+    """--data help of `mer train`: what each registered branch reads."""
+    kinds: dict[str, list[str]] = {}
+    for branch in REGISTRY.values():
+        kinds.setdefault(branch.data_help, []).append(branch.name)
+    common = max(kinds, key=lambda kind: len(kinds[kind]))
+    others = [
+        f"{kind} for {', '.join(repr(n) for n in names)}" for kind, names in kinds.items() if kind != common
+    ]
+    return ", ".join([common, *others])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mer", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -186,26 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(func=cmd_index)
 
     train = commands.add_parser("train", help="train one branch and write a run folder")
-    train.add_argument("branch", choices=("video", "audio", "spectrogram", "text", "faces"))
-    train.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="RAVDESS folder, text CSV for 'text', labelled face-image folder for 'faces'",
-    )
+    train.add_argument("branch", choices=branch_names())
+    train.add_argument("--data", type=Path, required=True, help=_data_help())
     train.add_argument("--out", type=Path, required=True, help="run folder to write")
     train.add_argument(
         "--model",
         default=None,
-        help="variant: video resnet50|resnet50-scratch; faces cnn|resnet50; audio whisper|logreg|svm|cnn|lstm|bilstm|attention|stats|ensemble; "
-        "spectrogram resnet18|resnet18_speaker_norm|resnet18_imagenet; text best|lr|dt|rf|nb|svm|lr+svm|bilstm|minilm|svm+minilm|minilm-ft|svm+minilm-ft|mpnet|svm+mpnet "
-        "(default: the branch's best on real data)",
+        help="variant: "
+        + "; ".join(f"{b.name} {'|'.join(b.models)}" for b in REGISTRY.values())
+        + " (default: the first listed, the branch's best on real data)",
     )
     train.add_argument("--seed", type=int, default=DEFAULT_SEED)
     train.add_argument("--smoke", action="store_true", help="tiny, fast run (CI and checks)")
-    train.add_argument("--epochs", type=int, default=None, help="faces only: training epochs (default 30)")
     train.add_argument(
-        "--init", type=Path, default=None, help="video only: start from a `mer train faces` run's weights"
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"{'/'.join(branches_with_option('epochs'))} only: training epochs (default: the branch's settings)",
+    )
+    train.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help=f"{'/'.join(branches_with_option('init'))} only: start from a `mer train faces` run's weights",
     )
     train.set_defaults(func=cmd_train)
 

@@ -44,8 +44,6 @@ RUNS_DIR = Path(os.environ.get("MER_RUNS_DIR") or PROJECT_ROOT / "runs").expandu
 # Disk cache for faces and audio features, keyed by clip and parameters.
 CACHE_DIR = Path(os.environ.get("MER_CACHE_DIR") or PROJECT_ROOT / ".cache").expanduser()
 
-# The branches (modules under mer_utils.pipelines) a run folder's run.json may name.
-BRANCHES: tuple[str, ...] = ("video", "audio", "spectrogram", "text", "faces")
 # RAVDESS emotions in code order (code 01 = neutral ... 08 = surprised).
 RAVDESS_EMOTIONS: tuple[str, ...] = (
     "neutral",

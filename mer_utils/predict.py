@@ -13,15 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mer_utils.branches import clip_branches
 from mer_utils.pipelines import base, branch_module
 from mer_utils.runs import read_run_info
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# Branches that can read a video clip (text models take sentences, not clips); a faces run is the
-# video modality: frames -> detected faces -> frame probabilities -> clip mean.
-CLIP_BRANCHES = ("video", "audio", "spectrogram", "faces")
+# The branches that can read a video clip come from the registry (mer_utils.branches.clip_branches:
+# text models take sentences, not clips; a faces run is the video modality: frames -> detected
+# faces -> frame probabilities -> clip mean).
 
 
 class NoModalityError(ValueError):
@@ -46,9 +47,9 @@ def load_models(
     for name, entry in parameters["modalities"].items():
         run_dir = Path(entry["run_dir"])
         info = read_run_info(run_dir)
-        if info["branch"] not in CLIP_BRANCHES:
+        if info["branch"] not in clip_branches():
             raise ValueError(
-                f"{run_dir}: a '{info['branch']}' run cannot read a video clip; use {CLIP_BRANCHES} runs"
+                f"{run_dir}: a '{info['branch']}' run cannot read a video clip; use {clip_branches()} runs"
             )
         if labels is None:
             labels = info["labels"]
@@ -205,7 +206,7 @@ def predict_tables(run_dirs: dict[str, Path], data: str | Path) -> dict[str, pd.
     tables = {}
     for name, run_dir in run_dirs.items():
         branch = read_run_info(run_dir)["branch"]
-        if branch not in CLIP_BRANCHES:
+        if branch not in clip_branches():
             raise ValueError(f"{run_dir}: a '{branch}' run cannot predict the clips of {data}")
         tables[name] = base.predict_table(run_dir, data, progress=True)
     return tables

@@ -19,13 +19,13 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mer_utils.config import BRANCHES
+from mer_utils import branches as branch_registry
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -151,14 +151,26 @@ def read_predictions(run_dir: str | Path, split: str) -> pd.DataFrame:
 
 # --- model files: safe formats, checksums, the label fingerprint ------------------------------
 
-# Keys (and their JSON types) each branch reads from run.json besides branch and labels.
-BRANCH_KEYS: dict[str, dict[str, type]] = {
-    "video": {"faces": dict},
-    "audio": {"features": dict, "normalisation": str, "seed": int},
-    "spectrogram": {},
-    "text": {},
-    "faces": {"faces": dict, "input_size": int},
-}
+
+class _BranchKeys(Mapping):
+    """Keys (and their JSON types) each branch reads from run.json besides branch and labels.
+
+    A live view of the branch registry (:mod:`mer_utils.branches`, each ``Branch.run_keys``).
+    """
+
+    def __getitem__(self, branch: str) -> dict[str, type]:
+        if branch not in branch_registry.REGISTRY:
+            raise KeyError(branch)
+        return dict(branch_registry.REGISTRY[branch].run_keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(branch_registry.branch_names())
+
+    def __len__(self) -> int:
+        return len(branch_registry.REGISTRY)
+
+
+BRANCH_KEYS: Mapping[str, dict[str, type]] = _BranchKeys()
 # scikit-learn models are written with skops, which rebuilds objects without running their code.
 SKOPS_MODEL_FILE = "model.skops"
 # Runs written before skops: pickles, which run arbitrary code on load; refused unless trusted.
@@ -252,8 +264,10 @@ def validate_run_info(info: Any, run_dir: str | Path, complete: bool = True) -> 
     for key in ("branch", "labels"):
         if key not in info:
             raise ValueError(f"{where}: the key {key!r} is missing; {fix}")
-    if info["branch"] not in BRANCHES:
-        raise ValueError(f"{where}: unknown branch {info['branch']!r}; expected one of {list(BRANCHES)}")
+    if info["branch"] not in branch_registry.REGISTRY:
+        raise ValueError(
+            f"{where}: unknown branch {info['branch']!r}; expected one of {list(branch_registry.branch_names())}"
+        )
     labels = info["labels"]
     if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
         raise ValueError(f"{where}: 'labels' must be a list of label names, found {labels!r}; {fix}")
@@ -268,6 +282,9 @@ def validate_run_info(info: Any, run_dir: str | Path, complete: bool = True) -> 
             raise ValueError(
                 f"{where}: {key!r} must be a JSON {kind.__name__}, found {type(info[key]).__name__}; {fix}"
             )
+    problems = branch_registry.parameter_problems(info)
+    if problems:
+        raise ValueError(f"{where}: {problems[0]}; {fix}")
     hashes = info.get(MODEL_FILES_KEY)
     if hashes is not None and not (
         isinstance(hashes, dict)

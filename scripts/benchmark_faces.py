@@ -73,18 +73,18 @@ def time_model(model: str, data: Path | None, steps: int) -> dict[str, float]:
     from mer_utils.pipelines import faces
     from mer_utils.training import fit_soft_targets, smoothed_targets
 
-    settings = faces.FULL_SETTINGS
+    settings = faces.FULL
     size = faces.MODELS[model]["input_size"]
-    batch = settings["batch_size"]
+    batch = settings.batch_size
     images, y = sample_images(data, batch * (steps + 2), size)
     x = prepare_images(images)
     present = [True] * len(_labels())
-    network, _ = build_face_model(model, size, len(present), seed=0, repeats=settings["repeats"])
+    network, _ = build_face_model(model, size, len(present), seed=0, repeats=settings.repeats)
     common = dict(
         batch_size=batch,
-        learning_rate=settings["learning_rate"],
-        label_smoothing=settings["label_smoothing"],
-        class_weight_power=settings["class_weight_power"],
+        learning_rate=settings.learning_rate,
+        label_smoothing=settings.label_smoothing,
+        class_weight_power=settings.class_weight_power,
         patience=99,
     )
     # One short fit traces the graph; the timed fit then runs at steady speed.

@@ -7,6 +7,7 @@ code. The README's "Bad input" section lists the same cases.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ class _RunsCommand:
 
 
 def _audio_params() -> dict:
-    from mer_utils.pipelines.audio import _vector_features
+    from mer_utils.pipelines.audio_vectors import _vector_features
 
     return {
         "model": "logreg",
@@ -910,3 +911,41 @@ def test_out_of_memory_is_reported_as_such_not_as_a_corrupt_file(tmp_path, monke
     monkeypatch.setattr(cv2, "resize", exhausted)
     with pytest.raises(MemoryError, match="big.mp4: out of memory while decoding the video"):
         _media.read_frames(clip, 2, size=16)
+
+
+@pytest.mark.parametrize(("key", "value"), [("sr", -16000), ("n_mfcc", 1e9), ("n_mels", -128)])
+def test_out_of_range_preprocessing_in_run_json_is_refused_naming_the_key(
+    tmp_path, capsys, one_clip_dir, key, value
+):
+    # Issue #25 item 3: run.json's checksums bind the model files and labels, not the settings;
+    # a hand-edited number must be refused when run.json is read, before it reaches librosa.
+    run = _sklearn_run(tmp_path / "run")
+    info = json.loads((run / "run.json").read_text())
+    info["features"][key] = value
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=rf"run\.json: 'features\.{key}' = .* is outside"):
+        runs.read_run_info(run)
+    clip = next(one_clip_dir.rglob("*.mp4"))
+    assert cli.main(["predict", str(clip), "--models", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "run.json" in err and f"features.{key}" in err and "Traceback" not in err
+
+
+def test_settings_numbers_are_range_checked_by_name():
+    from mer_utils.branches import check_settings, parameter_problems
+
+    assert parameter_problems({"sr": 16000, "settings": {"epochs": 3, "learning_rate": 1e-3}}) == []
+    assert parameter_problems({"settings": {"batch_size": 0}}) == [
+        "'settings.batch_size' = 0 is outside [1, 1048576]"
+    ]
+    assert parameter_problems({"faces": {"size": "big"}})[0].startswith("'faces.size' must be a number")
+    assert parameter_problems({"settings": {"fmax": None, "anything_else": -1}}) == []
+
+    @dataclasses.dataclass(frozen=True)
+    class Tiny:
+        epochs: int = 3
+        dropout: float = 0.2
+
+    check_settings(Tiny())
+    with pytest.raises(ValueError, match="'dropout' = 1.5 is outside"):
+        check_settings(Tiny(dropout=1.5))

@@ -210,6 +210,7 @@ def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     from mer_utils import whisper_encoder
     from mer_utils.evaluation import probabilities_of
     from mer_utils.pipelines import audio as pipeline
+    from mer_utils.pipelines.audio_vectors import FEATURE_KINDS
     from mer_utils.ravdess import index_dataset
     from mer_utils.runs import read_predictions, read_run_info
 
@@ -219,7 +220,7 @@ def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     metrics = pipeline.train(demo_dir, out, seed=3, model=name, smoke=True, progress=False)
     info = read_run_info(out)
     assert (out / "model.skops").is_file() and not (out / "model.keras").exists()
-    assert info["model"] == name and info["feature_kind"] == pipeline.FEATURE_KINDS[name]
+    assert info["model"] == name and info["feature_kind"] == FEATURE_KINDS[name]
     for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "n", "split", "val"):
         assert key in metrics, key
     test = read_predictions(out, "test")

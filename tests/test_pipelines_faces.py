@@ -51,14 +51,13 @@ def face_run(tmp_path_factory):
 
 
 def _train_face_run(root: Path) -> Path:
-    from mer_utils.pipelines import faces
-
     data = write_pattern_folder(root / "patterns", IMAGES_PER_LABEL, seed=0)
     (data / "contempt").mkdir()
     cv2.imwrite(str(data / "contempt" / "x.png"), np.zeros((48, 48), np.uint8))
     (data / "anger" / "broken.png").write_bytes(b"\x89PNG but not really")
     out = root / "run"
-    faces.train(
+    base.train(
+        "faces",
         data,
         out,
         seed=0,
@@ -68,7 +67,6 @@ def _train_face_run(root: Path) -> Path:
         val_share=0.2,
         test_share=0.2,
         progress=False,
-        verbose=0,
     )
     return out
 

@@ -14,13 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_utils.config import BRANCHES, RAVDESS_EMOTIONS, TEXT_LABELS
+from mer_utils.branches import REGISTRY, branch_names, get_branch
+from mer_utils.config import RAVDESS_EMOTIONS, TEXT_LABELS
 from mer_utils.pipelines import base, branch_module
 from mer_utils.runs import read_run_info, validate_run_info
 from tests.test_pipelines_faces import write_pattern_folder
 from tests.test_text import toy_frame, write_csv
 
-pytestmark = pytest.mark.slow
+# The registered branches (read before any test registers a toy branch).
+BRANCHES = branch_names()
 
 
 @pytest.fixture(scope="module")
@@ -42,26 +44,29 @@ def inputs(demo_dir, tmp_path_factory) -> dict[str, Path]:
     }
 
 
+# What each kind of input of the registry is, in the inputs fixture: (data to train on, a file to predict).
+INPUT_OF = {"clips": ("ravdess", "clip"), "text": ("text", "sentence"), "face images": ("images", "image")}
+# Each branch's smoke settings shrunk further, so a schema run takes seconds (the model's options).
+TINY = {
+    "audio": {"model": "logreg"},
+    "spectrogram": {
+        "test_actors": [1],
+        "val_actors": [2],
+        "epochs": 1,
+        "augmented_copies": 0,
+        "image_size": 32,
+    },
+    "video": {"num_frames": 2, "clips_per_actor": 4, "frozen_epochs": 1},
+    "text": {"model": "nb"},
+    "faces": {"epochs": 1, "val_share": 0.2, "test_share": 0.2},
+}
+
+
 def _train(branch: str, data: dict[str, Path], out: Path) -> dict:
-    module = branch_module(branch)
-    if branch == "audio":
-        return module.train(data["ravdess"], out, seed=3, smoke=True, model="logreg", progress=False)
-    if branch == "spectrogram":
-        return module.train(
-            data["ravdess"], out, seed=3, smoke=True, test_actors=[1], val_actors=[2],
-            epochs=1, augment_copies=0, image_size=32, progress=False,
-        )  # fmt: skip
-    if branch == "video":
-        return module.train(
-            data["ravdess"], out, seed=3, smoke=True, num_frames=2, clips_per_actor=4,
-            frozen_epochs=1, progress=False,
-        )  # fmt: skip
-    if branch == "text":
-        return module.train(data["text"], out, seed=3, smoke=True, model="nb")
-    return module.train(
-        data["images"], out, seed=0, smoke=True, epochs=1, val_share=0.2, test_share=0.2,
-        progress=False, verbose=0,
-    )  # fmt: skip
+    """A tiny smoke run of ``branch`` through the one training driver."""
+    where = data[INPUT_OF[get_branch(branch).reads][0]]
+    seed = 0 if branch == "faces" else 3
+    return base.train(branch, where, out, seed=seed, smoke=True, progress=False, **TINY[branch])
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +81,10 @@ def runs(inputs, tmp_path_factory) -> dict[str, Path]:
 
 
 def _labels(branch: str) -> list[str]:
-    return list(TEXT_LABELS if branch == "text" else RAVDESS_EMOTIONS)
+    return list(get_branch(branch).labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branch", BRANCHES)
 def test_run_folder_follows_the_one_schema(runs, branch):
     run = runs[branch]
@@ -119,17 +125,18 @@ def test_run_folder_follows_the_one_schema(runs, branch):
         np.testing.assert_allclose(table[probs].to_numpy(float).sum(axis=1), 1.0, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branch", BRANCHES)
 def test_shared_evaluate_and_predict_file(runs, inputs, branch):
     run = runs[branch]
-    data = {"text": inputs["text"], "faces": inputs["images"]}.get(branch, inputs["ravdess"])
+    data = inputs[INPUT_OF[get_branch(branch).reads][0]]
     metrics = base.evaluate(run, data)
     assert set(base.METRIC_KEYS) <= set(metrics)
     for key in ("branch", "model", "seed", "data", "skipped"):
         assert key in metrics, key
     assert metrics["branch"] == branch and metrics["n"] > 0
 
-    file = {"text": inputs["sentence"], "faces": inputs["image"]}.get(branch, inputs["clip"])
+    file = inputs[INPUT_OF[get_branch(branch).reads][1]]
     answer = base.predict_file(run, file)
     assert set(answer) == {"available", "reason", "probabilities", "details"}
     assert answer["details"]["path"] == str(file)
@@ -145,10 +152,11 @@ def test_shared_evaluate_and_predict_file(runs, inputs, branch):
     assert not missing["available"] and "does-not-exist" in missing["reason"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branch", BRANCHES)
 def test_one_degradation_parameter(runs, inputs, branch):
     run = runs[branch]
-    data = {"text": inputs["text"], "faces": inputs["images"]}.get(branch, inputs["ravdess"])
+    data = inputs[INPUT_OF[get_branch(branch).reads][0]]
     clean = base.predict_table(run, data)
     dropped = base.predict_table(run, data, degradation=("missing", 0.5))
     assert len(dropped) == len(clean)
@@ -246,3 +254,40 @@ def test_cache_folder_is_read_at_call_time(tmp_path: Path, monkeypatch: pytest.M
     assert cache.cache_dir(cache.AUDIO, tmp_path / "given") == tmp_path / "given"
     with pytest.raises(ValueError, match="plain folder name"):
         cache.cache_dir("../up")
+
+
+def test_the_registry_matches_the_branch_modules():
+    """Every list of branches derives from the registry; its model variants are the modules' own."""
+    from mer_utils import cli, runs
+    from mer_utils.models.audio import BUILDERS
+    from mer_utils.models.text import TEXT_MODELS
+    from mer_utils.pipelines import audio, faces, spectrogram, video
+    from mer_utils.pipelines.audio_vectors import SKLEARN_MODELS
+    from mer_utils.predict import clip_branches
+
+    assert BRANCHES == ("video", "audio", "spectrogram", "text", "faces")
+    assert set(get_branch("video").models) == set(video.MODEL_WEIGHTS)
+    assert set(get_branch("faces").models) == set(faces.MODELS)
+    assert set(get_branch("spectrogram").models) == set(spectrogram.MODELS)
+    assert set(get_branch("audio").models) == {*BUILDERS, *SKLEARN_MODELS, audio.ENSEMBLE_MODEL}
+    assert get_branch("text").models == ("best", *TEXT_MODELS)
+    for branch in BRANCHES:
+        assert branch_module(branch).BRANCH == branch
+        assert get_branch(branch).labels == (TEXT_LABELS if branch == "text" else RAVDESS_EMOTIONS)
+    assert clip_branches() == ("video", "audio", "spectrogram", "faces")
+    assert dict(runs.BRANCH_KEYS) == {name: dict(b.run_keys) for name, b in REGISTRY.items()}
+    parser = cli.build_parser()
+    for branch in BRANCHES:
+        assert parser.parse_args(["train", branch, "--data", "d", "--out", "o"]).branch == branch
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "speech", "--data", "d", "--out", "o"])
+    assert {base.degradation_kind(b) for b in BRANCHES} == {"noise", "occlusion", "missing"}
+
+
+def test_an_unknown_branch_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown branch 'speech'.*'video'"):
+        branch_module("speech")
+    with pytest.raises(ValueError, match="not one of"):
+        from mer_utils.branches import Branch
+
+        Branch(name="toy", reads="clips", data_help="x", labels=("a", "b"), models=("m",), default_model="n")

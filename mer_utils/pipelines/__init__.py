@@ -2,20 +2,18 @@
 
 Every branch module (``text``, ``audio``, ``spectrogram``, ``video``, ``faces``) follows the one
 contract of :mod:`mer_utils.pipelines.base` (read it first: the hooks a branch supplies and the
-run-folder schema) and exposes ``train(data, out, *, seed, smoke, model=None) -> dict`` plus its
-hooks; evaluating, predicting and loading go through ``base.evaluate``, ``base.predict_table``,
-``base.predict_file`` and ``base.load_model`` for every branch. Branch modules are imported lazily
-by the CLI, and no branch module imports another (shared parts live in ``base``, ``audio_common``
-or below).
+run-folder schema) and is listed in the registry of :mod:`mer_utils.branches`. Training goes
+through ``base.train(branch, data, out, settings)``, evaluating, predicting and loading through
+``base.evaluate``, ``base.predict_table``, ``base.predict_file`` and ``base.load_model``, for every
+branch. Branch modules are imported lazily by the CLI, and no branch module imports another
+(shared parts live in ``base``, ``audio_common`` or below).
 """
 
-from mer_utils.config import BRANCHES
+from mer_utils.branches import get_branch
 
 
 def branch_module(branch: str):
-    """Import and return ``mer_utils.pipelines.<branch>``; unknown branches raise ``ValueError``."""
+    """Import and return a registered branch's module (:mod:`mer_utils.branches`); unknown ones raise ``ValueError``."""
     import importlib
 
-    if branch not in BRANCHES:
-        raise ValueError(f"unknown branch {branch!r}; expected one of {BRANCHES}")
-    return importlib.import_module(f"mer_utils.pipelines.{branch}")
+    return importlib.import_module(get_branch(branch).module)

@@ -32,6 +32,7 @@ in :mod:`mer_utils.pipelines.audio_common`; the run folder follows :mod:`mer_uti
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ import pandas as pd
 from mer_utils import audio
 from mer_utils import speakers as speakers_module
 from mer_utils.audio_augment import AudioAugmentation, spec_augment
+from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
 from mer_utils.pipelines.audio_common import (
@@ -65,33 +67,43 @@ from mer_utils.pipelines.audio_vectors import (
     fit_sklearn,
     vector_table,
 )
+from mer_utils.pipelines.base import Settings
 
 log = logging.getLogger(__name__)
 
 # The model averaging the four architectures' probabilities (`--model ensemble`).
 ENSEMBLE_MODEL = "ensemble"
-# Default model of `mer train audio`: the best on the validation actors (07, 10, 11) of the real-data
-# comparison in notebook 03: logistic regression on speaker-normalised Whisper-base embeddings (val 0.72)
-# beat the same classifier on utterance statistics (0.578) and the average of the four networks (0.561).
-DEFAULT_MODEL = "whisper"
-# Augmented copies of every training clip (noise, shift, pitch, stretch, then SpecAugment masks); 1 in smoke mode.
-AUGMENTED_COPIES = 2
+# Default model of `mer train audio` (the registry's; see mer_utils.branches).
+DEFAULT_MODEL = get_branch(BRANCH).default_model
 # SpecAugment-style masks on the training MFCC sequences (frequency bands, time spans).
 FEATURE_MASKS = {"freq_masks": 2, "max_freq_width": 6, "time_masks": 2, "max_time_width": 20}
-# Training budget (early stopping on validation loss usually stops much earlier).
-EPOCHS = 60
-SMOKE_EPOCHS = 12
-BATCH_SIZE = 32
-LEARNING_RATE = 1e-3
-PATIENCE = 10
-# Seeds of a single architecture averaged into the saved model (1: one network).
-ENSEMBLE_SIZE = 1
-# Base width (filters / LSTM units) of the models; smoke runs use half.
-WIDTH = 64
+
+
+@dataclass(frozen=True)
+class AudioSettings(Settings):
+    """Training settings of an audio run (written to run.json ``"settings"``; the Keras models use all,
+    the scikit-learn models ``normalisation`` only)."""
+
+    # Epoch limit (early stopping on validation loss usually stops much earlier).
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 10
+    # Augmented copies of every training clip (noise, shift, pitch, stretch, then SpecAugment masks).
+    augmented_copies: int = 2
+    # Seeds of a single architecture averaged into the saved model (1: one network).
+    ensemble_size: int = 1
+    # Base width (filters / LSTM units) of the models.
+    width: int = 64
+    # "speaker" (each speaker standardised with their own clips first) or "global".
+    normalisation: str = "speaker"
+
+
+# A full run; smoke runs (CI) train fewer epochs at half the width on one augmented copy.
+FULL = AudioSettings()
+SMOKE = replace(FULL, epochs=12, augmented_copies=1, width=32)
 # Training curves (format: mer_utils.pipelines.base; read them with base.read_history).
 HISTORY_FILE = "history.json"
-# Degradations its input takes in predict_table (besides "missing"): white noise at an SNR.
-DEGRADATIONS = ("noise",)
 
 
 def _params_from(info: dict) -> audio.MfccParams:
@@ -120,27 +132,26 @@ def _ensemble(models: list):
 def train(
     data: str | Path,
     out: str | Path,
+    settings: AudioSettings | None = None,
     *,
     seed: int = DEFAULT_SEED,
     smoke: bool = False,
     model: str | None = None,
     test_actors: list[int] | None = None,
     val_actors: list[int] | None = None,
-    epochs: int | None = None,
-    augmented_copies: int | None = None,
-    normalisation: str = "speaker",
-    ensemble_size: int | None = None,
-    width: int | None = None,
     params: audio.MfccParams | None = None,
     progress: bool = True,
+    **overrides,
 ) -> dict:
     """Train one MFCC model on a RAVDESS folder and write the run folder; return the test metrics.
 
     ``model`` is cnn, lstm, bilstm, attention, ensemble (all four trained, their probabilities
     averaged in one saved model), or logreg / svm / whisper (scikit-learn on clip vectors, see
     :func:`mer_utils.pipelines.audio_vectors.fit_sklearn`); the default is :data:`DEFAULT_MODEL`. ``smoke``
-    shrinks epochs, width and augmentation for CI. The split is ``actor_disjoint_split(seed)``
-    unless ``test_actors`` / ``val_actors`` fix it.
+    shrinks epochs, width and augmentation for CI (``settings`` default to SMOKE or FULL,
+    :class:`AudioSettings`; ``overrides`` replace single fields, None meaning the default, e.g.
+    ``epochs=5``, ``normalisation="global"``). The split is ``actor_disjoint_split(seed)`` unless
+    ``test_actors`` / ``val_actors`` fix it.
     """
     import keras
 
@@ -154,19 +165,23 @@ def train(
     known = [*BUILDERS, ENSEMBLE_MODEL, *SKLEARN_MODELS]
     if name not in known:
         raise ValueError(f"unknown audio model {name!r}; expected one of {known}")
+    settings = base.settings_for(
+        BRANCH, smoke, settings, **{key: value for key, value in overrides.items() if value is not None}
+    )
+    normalisation = settings.normalisation
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {NORMALISATIONS}")
     if name in SKLEARN_MODELS:
         fitted = fit_sklearn(
             data, out, name, seed, smoke, test_actors, val_actors, normalisation, progress=progress
         )
+        fitted["info"] = {**fitted.get("info", {}), "settings": asdict(settings)}
         return write_audio_run(out, name, seed, smoke, data, **fitted)
     params = params or audio.MfccParams()
-    epochs = epochs or (SMOKE_EPOCHS if smoke else EPOCHS)
-    copies = AUGMENTED_COPIES if augmented_copies is None else augmented_copies
-    copies = min(copies, 1) if smoke else copies
-    ensemble_size = ensemble_size or (1 if smoke else ENSEMBLE_SIZE)
-    width = width or (WIDTH // 2 if smoke else WIDTH)
+    epochs = settings.epochs
+    copies = settings.augmented_copies
+    ensemble_size = settings.ensemble_size
+    width = settings.width
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
@@ -231,9 +246,9 @@ def train(
                 x_val,
                 y_val,
                 epochs=epochs,
-                batch_size=BATCH_SIZE,
-                learning_rate=LEARNING_RATE,
-                patience=PATIENCE,
+                batch_size=settings.batch_size,
+                learning_rate=settings.learning_rate,
+                patience=settings.patience,
                 verbose=2 if progress else 0,
             )
         )
@@ -271,6 +286,7 @@ def train(
             "ensemble_size": ensemble_size,
             "members": member_names,
             "width": width,
+            "settings": asdict(settings),
         },
         metrics={
             "params": count_parameters(network),

@@ -1,12 +1,16 @@
 """The branch contract: one train / evaluate / predict skeleton and one run-folder schema for every branch.
 
-A branch (``video``, ``audio``, ``spectrogram``, ``text``, ``faces``: :data:`mer_utils.config.BRANCHES`)
-is a module of :mod:`mer_utils.pipelines` that supplies only its own parts:
+A branch (``video``, ``audio``, ``spectrogram``, ``text``, ``faces``: the registry of
+:mod:`mer_utils.branches`, which also says what it reads, its run.json keys, model variants,
+``mer train`` options and the degradation kinds its input accepts besides ``"missing"``) is a
+module that supplies only its own parts:
 
-* ``BRANCH`` (its name) and ``DEGRADATIONS`` (the degradation kinds its input accepts, besides
-  ``"missing"``, which every branch gets from here);
-* its index, features and model fit inside ``train(data, out, *, seed, smoke, model, ...)``, which
-  ends with :func:`write_run`;
+* ``BRANCH`` (its name);
+* its training, as the hooks of the one driver :func:`train` (``index``, ``split``, ``features``,
+  ``fit``, ``tables``, optionally ``split_record(index, features)``: run.json's ``split``) with its frozen :class:`Settings` subclass and
+  ``FULL`` / ``SMOKE`` instances; a branch not yet split into hooks keeps one
+  ``train(data, out, *, seed, smoke, model, ...)`` ending with :func:`write_run`, which the
+  driver calls;
 * ``table_of(run_dir, info, data, model, degradation, progress)``: the prediction table of a loaded
   model on a folder or an index, with ``attrs["skipped"]``;
 * ``file_prediction(run_dir, info, path, model)``: the prediction of one file (a dict, see
@@ -46,13 +50,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mer_utils.branches import check_settings, get_branch
 from mer_utils.pipelines import branch_module
 
 log = logging.getLogger(__name__)
@@ -107,7 +112,7 @@ def as_degradation(value: Degradation | tuple | dict | None) -> Degradation | No
 
 def degradation_kind(branch: str) -> str:
     """The natural degradation of a branch's input: "noise" (audio), "occlusion" (faces) or "missing"."""
-    kinds = branch_module(branch).DEGRADATIONS
+    kinds = get_branch(branch).degradations
     return kinds[0] if kinds else "missing"
 
 
@@ -202,15 +207,12 @@ def predict_table(
     """
     info = run_info(run_dir, branch)
     module = branch_module(info["branch"])
+    accepted = get_branch(info["branch"]).degradations
     degradation = as_degradation(degradation)
-    if (
-        degradation is not None
-        and degradation.kind != "missing"
-        and degradation.kind not in module.DEGRADATIONS
-    ):
+    if degradation is not None and degradation.kind != "missing" and degradation.kind not in accepted:
         raise ValueError(
             f"{run_dir}: a {info['branch']} run cannot take {degradation.kind!r}; it accepts "
-            f"{[*module.DEGRADATIONS, 'missing']}"
+            f"{[*accepted, 'missing']}"
         )
     model = model if model is not None else load_model(run_dir)
     feature_degradation = degradation if degradation is not None and degradation.kind != "missing" else None
@@ -297,6 +299,143 @@ def choose_on_validation(
     if not val_metrics:
         raise ValueError("no candidate models to choose from")
     return max(val_metrics, key=lambda name: score(val_metrics[name]))
+
+
+# --- settings and the one training driver -------------------------------------------------------------
+
+# The hooks a branch module supplies for :func:`train` (see the module docstring).
+TRAIN_HOOKS = ("index", "split", "features", "fit", "tables")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Base of every branch's frozen settings dataclass: numbers are range-checked when it is made.
+
+    A branch subclasses it (``@dataclass(frozen=True) class FacesSettings(Settings): ...``) and
+    defines ``FULL`` and ``SMOKE`` instances; :func:`train` writes the one used to run.json's
+    ``"settings"``. One name per concept across branches: ``epochs``, ``batch_size``,
+    ``learning_rate``, ``patience``, ``augmented_copies``, ... (ranges:
+    :data:`mer_utils.branches.PARAMETER_RANGES`).
+    """
+
+    def __post_init__(self) -> None:
+        check_settings(self, type(self).__name__)
+
+
+def settings_for(branch: str, smoke: bool = False, settings: Any = None, **overrides) -> Any:
+    """A branch's settings: ``settings`` (else its SMOKE or FULL instance) with ``overrides`` replaced, checked.
+
+    An override that is not a field raises ``ValueError`` naming the known fields; a number out
+    of range raises ``ValueError`` naming the field.
+    """
+    module = branch_module(branch)
+    start = settings if settings is not None else (module.SMOKE if smoke else module.FULL)
+    known = [item.name for item in fields(start)]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {branch} settings {unknown}; expected some of {known}")
+    chosen = replace(start, **overrides) if overrides else start
+    check_settings(chosen, f"{branch} settings")
+    return chosen
+
+
+@dataclass
+class Fitted:
+    """What a branch's ``fit`` hook returns: the model to save and what the run folder records of it."""
+
+    model: Any
+    # "keras" or "sklearn" (mer_utils.runs.save_model).
+    model_format: str
+    history: dict = field(default_factory=dict)
+    phases: list = field(default_factory=list)
+    members: list | None = None
+    # The branch's own run.json and metrics.json keys.
+    info: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    extra_model_files: tuple[str, ...] = ()
+
+
+def train(
+    branch: str,
+    data,
+    out: str | Path,
+    settings: Any = None,
+    *,
+    seed: int | None = None,
+    smoke: bool = False,
+    model: str | None = None,
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """Train ``branch`` on ``data`` and write the run folder ``out``: the one driver of ``mer train``.
+
+    The steps are the branch's hooks, in order: ``index(data, settings)`` (rows, with
+    ``attrs["skipped"]``), ``split(index, settings, seed)`` (adds a ``split`` column: train / val /
+    test), ``features(index, settings, model, seed, progress)`` (a dict; an optional ``"skipped"``
+    list), ``fit(features, settings, model, seed)`` (a :class:`Fitted`), then the model is saved and
+    ``tables(fitted, features, settings, labels)`` gives the val and test prediction tables for
+    :func:`write_run` (and may add to ``fitted.metrics`` figures read off them); run.json gets
+    ``"settings"``. ``settings`` defaults to the branch's
+    SMOKE or FULL instance; ``overrides`` replace single fields (``mer train``'s ``--epochs``
+    lands here). A branch whose module still trains in one function (no hooks yet: audio,
+    spectrogram, video, text) is handed the same arguments (``module.train(data, out, seed=...,
+    smoke=..., model=..., **overrides)``, with ``progress=`` if it takes it and ``settings=`` when given).
+    Returns metrics.json.
+    """
+    from mer_utils.config import DEFAULT_SEED, set_seed
+    from mer_utils.runs import save_model
+
+    spec = get_branch(branch)
+    module = branch_module(branch)
+    seed = DEFAULT_SEED if seed is None else int(seed)
+    if not all(hasattr(module, hook) for hook in TRAIN_HOOKS):
+        import inspect
+
+        if settings is not None:
+            overrides["settings"] = settings
+        if "progress" in inspect.signature(module.train).parameters:
+            overrides["progress"] = progress
+        return module.train(data, out, seed=seed, smoke=smoke, model=model, **overrides)
+    chosen = settings_for(branch, smoke, settings, **overrides)
+    model_name = model or spec.default_model
+    if model_name not in spec.models:
+        raise ValueError(f"unknown {branch} model {model_name!r}; expected one of {list(spec.models)}")
+    labels = list(spec.labels)
+    set_seed(seed)
+    index = module.index(data, chosen)
+    skipped = list(index.attrs.get("skipped", []))
+    index = module.split(index, chosen, seed)
+    features = module.features(index, chosen, model_name, seed, progress)
+    skipped += list(features.get("skipped", []))
+    fitted = module.fit(features, chosen, model_name, seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(out, fitted.model, fitted.model_format)
+    tables = module.tables(fitted, features, chosen, labels)
+    split_record = getattr(module, "split_record", None)
+    split = (
+        split_record(index, features)
+        if split_record is not None
+        else {part: int((index["split"] == part).sum()) for part in ("train", "val", "test")}
+    )
+    return write_run(
+        out,
+        branch=branch,
+        labels=labels,
+        model=model_name,
+        seed=seed,
+        smoke=smoke,
+        data=data,
+        split=split,
+        tables=tables,
+        skipped=skipped,
+        history=fitted.history,
+        phases=fitted.phases,
+        members=fitted.members,
+        extra_model_files=fitted.extra_model_files,
+        info={**fitted.info, "settings": asdict(chosen)},
+        metrics=fitted.metrics,
+    )
 
 
 # --- writing and reading the run folder ---------------------------------------------------------------

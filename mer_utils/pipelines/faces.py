@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
+from mer_utils.pipelines.base import Fitted, Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +41,40 @@ log = logging.getLogger(__name__)
 BRANCH = "faces"
 # Model variants: name -> input size and whether images are decoded grey.
 MODELS = {"cnn": {"input_size": 48, "grayscale": True}, "resnet50": {"input_size": 64, "grayscale": False}}
-# Default model variant: the compact CNN trains on FER2013 in the 45-minute budget on 2 cores.
-DEFAULT_MODEL = "cnn"
-# Settings of a full run. Cosine learning-rate decay to 0 over all epochs; label smoothing
-# spread over the labels present in training; class weights = balanced weights ** power
-# (power 0.5: disgust, 6% of FER2013's largest class, weighs 3x, not 16x, which kept accuracy).
-FULL_SETTINGS = {
-    "epochs": 30,
-    "batch_size": 64,
-    "learning_rate": 1e-3,
-    "label_smoothing": 0.1,
-    "class_weight_power": 0.5,
-    "patience": 8,
-    "val_share": 0.1,
-    "test_share": 0.1,
-    "max_images_per_label": None,
-    "dropout": 0.25,
-    "augmentation": "full",
+# Default model variant (the registry's: the compact CNN trains on FER2013 in the 45-minute budget on 2 cores).
+DEFAULT_MODEL = get_branch(BRANCH).default_model
+
+
+@dataclass(frozen=True)
+class FacesSettings(Settings):
+    """Training settings of a face run (written to run.json ``"settings"``).
+
+    Cosine learning-rate decay to 0 over all epochs; label smoothing spread over the labels
+    present in training; class weights = balanced weights ** ``class_weight_power`` (0.5: disgust,
+    6% of FER2013's largest class, weighs 3x, not 16x, which kept accuracy).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    label_smoothing: float = 0.1
+    class_weight_power: float = 0.5
+    patience: int = 8
+    val_share: float = 0.1
+    test_share: float = 0.1
+    # At most this many images per label and split (None: all).
+    max_images_per_label: int | None = None
+    dropout: float = 0.25
+    # "full" (flip, rotation, shift, zoom) or "light" (flip and shift).
+    augmentation: str = "full"
     # Convolutions per stage of the CNN: two from the second stage on (VGG-style) doubled the
     # cost of a step and gained more than twice the epochs of the one-convolution net did.
-    "repeats": [1, 2, 2, 2],
-}
-# Smoke settings (CI, quick checks): a few images per label and epochs.
-SMOKE_SETTINGS = {**FULL_SETTINGS, "epochs": 3, "batch_size": 16, "max_images_per_label": 24}
+    repeats: tuple[int, ...] = (1, 2, 2, 2)
+
+
+# A full run; smoke runs (CI, quick checks) take a few images per label and epochs.
+FULL = FacesSettings()
+SMOKE = replace(FULL, epochs=3, batch_size=16, max_images_per_label=24)
 # Face crops of clips for prediction: the video branch's frames and detector chain; a tighter
 # margin than the video branch's 0.2 because FER2013 crops end at the brows and the chin.
 CLIP_FACES = {
@@ -72,8 +86,6 @@ CLIP_FACES = {
 }
 # Default seed for the split, the augmentation and the model.
 SEED = DEFAULT_SEED
-# Degradations its input (labelled image folders) takes in predict_table besides "missing": none.
-DEGRADATIONS: tuple[str, ...] = ()
 
 
 # --- training -----------------------------------------------------------------------------
@@ -110,135 +122,146 @@ def _table(network, images: np.ndarray, index: pd.DataFrame, labels: list[str], 
     )
 
 
-def train(
-    data: str | Path,
-    out: str | Path,
-    *,
-    seed: int = SEED,
-    smoke: bool = False,
-    model: str | None = None,
-    epochs: int | None = None,
-    progress: bool = True,
-    verbose: int = 2,
-    **overrides,
-) -> dict:
-    """Train a face model on the labelled image folder ``data`` and write the run folder ``out``.
+def index(data: str | Path, settings: FacesSettings) -> pd.DataFrame:
+    """Every image of the labelled folder ``data``; unknown label folders are in ``attrs["skipped"]``."""
+    from mer_utils.face_images import index_face_images
 
-    ``model``: ``cnn`` (default) or ``resnet50``; ``epochs`` overrides the settings' epochs;
-    ``overrides`` replace single settings keys. Returns the test metrics (also in metrics.json).
-    """
-    from mer_utils.config import set_seed
-    from mer_utils.face_images import index_face_images, load_face_images, split_face_images
-    from mer_utils.models.faces import build_face_model, prepare_images
-    from mer_utils.pipelines.base import write_run
-    from mer_utils.runs import save_model
-    from mer_utils.training import encode_labels, fit_soft_targets
+    found = index_face_images(Path(data))
+    found.attrs["root"] = str(data)
+    return found
 
-    settings = dict(SMOKE_SETTINGS if smoke else FULL_SETTINGS)
-    unknown = set(overrides) - set(settings)
-    if unknown:
-        raise ValueError(f"unknown faces settings {sorted(unknown)}; expected some of {sorted(settings)}")
-    settings.update(overrides)
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {epochs}")
-        settings["epochs"] = int(epochs)
-    model_name = model or DEFAULT_MODEL
-    if model_name not in MODELS:
-        raise ValueError(f"unknown faces model {model_name!r}; expected one of {sorted(MODELS)}")
-    input_size, grayscale = MODELS[model_name]["input_size"], MODELS[model_name]["grayscale"]
+
+def split(index: pd.DataFrame, settings: FacesSettings, seed: int) -> pd.DataFrame:
+    """Stratified train / val / test parts (or the folder's own), at most ``max_images_per_label`` each."""
+    from mer_utils.face_images import split_face_images
+
+    parts = split_face_images(index, seed=seed, val_share=settings.val_share, test_share=settings.test_share)
+    parts = _limit_per_label(parts, settings.max_images_per_label, seed)
+    parts.attrs["root"] = index.attrs["root"]
+    return parts
+
+
+def features(index: pd.DataFrame, settings: FacesSettings, model: str, seed: int, progress: bool) -> dict:
+    """The decoded faces at the model's input size, their labels, split masks and the labels present."""
+    from mer_utils.face_images import load_face_images
+    from mer_utils.training import encode_labels
+
+    input_size, grayscale = MODELS[model]["input_size"], MODELS[model]["grayscale"]
     labels = list(RAVDESS_EMOTIONS)
-    data, out = Path(data), Path(out)
-
-    index = index_face_images(data)
-    listed_skips = list(index.attrs.get("skipped", []))
-    index = split_face_images(
-        index, seed=seed, val_share=settings["val_share"], test_share=settings["test_share"]
-    )
-    index = _limit_per_label(index, settings["max_images_per_label"], seed)
     started = time.perf_counter()
     decoded = load_face_images(index, input_size, grayscale, progress=progress)
     decode_seconds = time.perf_counter() - started
     rows = decoded.index
     y = encode_labels(rows["label"].astype(str), labels)
-    masks = {split: (rows["split"] == split).to_numpy() for split in ("train", "val", "test")}
-    for split, mask in masks.items():
+    masks = {part: (rows["split"] == part).to_numpy() for part in ("train", "val", "test")}
+    for part, mask in masks.items():
         if not mask.any():
-            raise ValueError(f"{data}: no readable {split} images (see the skipped images)")
-    present = [bool((y[masks["train"]] == k).any()) for k in range(len(labels))]
+            raise ValueError(f"{index.attrs['root']}: no readable {part} images (see the skipped images)")
+    return {
+        "images": decoded.images,
+        "rows": rows,
+        "y": y,
+        "masks": masks,
+        "present": [bool((y[masks["train"]] == k).any()) for k in range(len(labels))],
+        "input_size": input_size,
+        "grayscale": grayscale,
+        "decode_seconds": decode_seconds,
+        "cached": decoded.cached,
+        "protocol": _protocol(index),
+        "root": Path(index.attrs["root"]),
+        "skipped": decoded.skipped,
+        "progress": progress,
+    }
 
+
+def fit(features: dict, settings: FacesSettings, model: str, seed: int) -> Fitted:
+    """Build the face network (seeded) and fit it with :func:`mer_utils.training.fit_soft_targets`."""
+    from mer_utils.config import set_seed
+    from mer_utils.models.faces import build_face_model, prepare_images
+    from mer_utils.training import fit_soft_targets
+
+    images, y, masks, present = features["images"], features["y"], features["masks"], features["present"]
+    labels = list(RAVDESS_EMOTIONS)
     set_seed(seed, keras=True)
     network, weights = build_face_model(
-        model_name,
-        input_size,
+        model,
+        features["input_size"],
         len(labels),
         seed=seed,
-        dropout=settings["dropout"],
-        augmentation=settings["augmentation"],
-        repeats=settings["repeats"],
+        dropout=settings.dropout,
+        augmentation=settings.augmentation,
+        repeats=settings.repeats,
     )
-    fit = fit_soft_targets(
+    result = fit_soft_targets(
         network,
-        prepare_images(decoded.images[masks["train"]]),
+        prepare_images(images[masks["train"]]),
         y[masks["train"]],
-        prepare_images(decoded.images[masks["val"]]),
+        prepare_images(images[masks["val"]]),
         y[masks["val"]],
         present,
-        epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
-        learning_rate=settings["learning_rate"] if weights is None else settings["learning_rate"] / 10,
-        label_smoothing=settings["label_smoothing"],
-        class_weight_power=settings["class_weight_power"],
-        patience=settings["patience"],
-        verbose=verbose,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate if weights is None else settings.learning_rate / 10,
+        label_smoothing=settings.label_smoothing,
+        class_weight_power=settings.class_weight_power,
+        patience=settings.patience,
+        verbose=2 if features["progress"] else 0,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(out, network, "keras")
-    counts = {split: int(mask.sum()) for split, mask in masks.items()}
-    tables = {
-        split: _table(network, decoded.images[masks[split]], rows[masks[split]], labels, present, data)
-        for split in ("val", "test")
-    }
-    return write_run(
-        out,
-        branch=BRANCH,
-        labels=labels,
-        model=model_name,
-        seed=seed,
-        smoke=smoke,
-        data=data,
-        split=counts,
-        tables=tables,
-        skipped=listed_skips + decoded.skipped,
-        history=fit["history"],
+    input_size = features["input_size"]
+    return Fitted(
+        model=network,
+        model_format="keras",
+        history=result["history"],
         info={
             "weights": weights,
             "input_size": input_size,
-            "grayscale": grayscale,
+            "grayscale": features["grayscale"],
             "present_labels": [
                 label for label, is_present in zip(labels, present, strict=True) if is_present
             ],
             "preprocessing": "RGB uint8 crops -> keras.applications.resnet50.preprocess_input (the video model's)",
             "faces": {**CLIP_FACES, "size": input_size},
             "prediction": "mean of each face's and its mirror image's probabilities; clip = mean of its frames",
-            "settings": settings,
-            "protocol": _protocol(index),
+            "protocol": features["protocol"],
         },
         metrics={
-            "present_labels": present_label_metrics(tables["test"], labels, present),
-            "protocol": _protocol(index),
+            "protocol": features["protocol"],
             "weights": weights,
             "input_size": input_size,
             "parameters": int(network.count_params()),
-            "decode_seconds": round(decode_seconds, 1),
-            "images_cached": decoded.cached,
-            "train_seconds": round(fit["seconds"], 1),
-            "train_images_per_second": round(fit["train_images_per_second"], 1),
-            "epochs": fit["epochs"],
-            "best_val_accuracy": fit["best_val_accuracy"],
-            "class_weights": {labels[k]: w for k, w in fit["class_weights"].items() if present[k]},
+            "decode_seconds": round(features["decode_seconds"], 1),
+            "images_cached": features["cached"],
+            "train_seconds": round(result["seconds"], 1),
+            "train_images_per_second": round(result["train_images_per_second"], 1),
+            "epochs": result["epochs"],
+            "best_val_accuracy": result["best_val_accuracy"],
+            "class_weights": {labels[k]: w for k, w in result["class_weights"].items() if present[k]},
         },
     )
+
+
+def tables(fitted: Fitted, features: dict, settings: FacesSettings, labels: list[str]) -> dict:
+    """Val and test tables (one row per image); metrics over the labels present in training join the metrics."""
+    images, rows, masks, present = (
+        features["images"],
+        features["rows"],
+        features["masks"],
+        features["present"],
+    )
+    made = {
+        part: _table(fitted.model, images[masks[part]], rows[masks[part]], labels, present, features["root"])
+        for part in ("val", "test")
+    }
+    fitted.metrics = {
+        "present_labels": present_label_metrics(made["test"], labels, present),
+        **fitted.metrics,
+    }
+    return made
+
+
+def split_record(index: pd.DataFrame, features: dict) -> dict:
+    """run.json's ``split``: the decoded images per part."""
+    return {part: int(mask.sum()) for part, mask in features["masks"].items()}
 
 
 def present_label_metrics(table: pd.DataFrame, labels: list[str], present: list[bool]) -> dict:

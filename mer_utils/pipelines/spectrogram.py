@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
+from mer_utils.pipelines.base import Settings
 from mer_utils.spectrograms import (  # noqa: F401  (re-exported: the features were part of this module)
     SpectrogramParams,
     _floor,
@@ -59,8 +61,6 @@ MODELS: dict[str, dict] = {
 }
 # Extra file of the run folder with the per-epoch training curves (format: pipelines.base).
 HISTORY_FILE = "history.json"
-# Degradations its input takes in predict_table (besides "missing"): white noise at an SNR.
-DEGRADATIONS = ("noise",)
 # Waveform augmentation of the training copies (fields as in mer_utils.audio.AudioAugmentation).
 FULL_AUGMENTATION = {
     "noise_snr_db": (15.0, 35.0),
@@ -78,7 +78,7 @@ SMOKE_AUGMENTATION = {
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Settings):
     """Model size and training schedule of one run (stored in run.json)."""
 
     # Filters of the first ResNet18 stage (64 = the real ResNet18).
@@ -93,16 +93,16 @@ class TrainSettings:
     # Epochs without validation-loss improvement before stopping (best weights restored).
     patience: int = 8
     # Augmented copies of every training clip added to the originals.
-    augment_copies: int = 2
+    augmented_copies: int = 2
     # SpecAugment masks on the augmented copies (frequency bands and time spans).
     spec_augment: bool = True
 
 
 # The full run: ResNet18 at a quarter of the parameters trains in 10-20 min on 2 CPU cores.
-FULL_SETTINGS = TrainSettings()
+FULL = TrainSettings()
 # Smoke runs (CI, demo data): a thin network on small images, still clearly above chance.
-SMOKE_SETTINGS = TrainSettings(
-    width=16, dropout=0.2, epochs=20, batch_size=16, learning_rate=2e-3, patience=6, augment_copies=1
+SMOKE = TrainSettings(
+    width=16, dropout=0.2, epochs=20, batch_size=16, learning_rate=2e-3, patience=6, augmented_copies=1
 )
 # Image size of smoke runs (pixels).
 SMOKE_IMAGE_SIZE = 64
@@ -127,7 +127,7 @@ def settings_for(
     """Image parameters, training settings and waveform augmentation of a full or smoke run."""
     overrides = overrides or {}
     params = SpectrogramParams(image_size=SMOKE_IMAGE_SIZE) if smoke else SpectrogramParams()
-    settings = SMOKE_SETTINGS if smoke else FULL_SETTINGS
+    settings = SMOKE if smoke else FULL
     augmentation = dict(SMOKE_AUGMENTATION if smoke else FULL_AUGMENTATION)
     param_fields = set(SpectrogramParams.__dataclass_fields__)
     setting_fields = set(TrainSettings.__dataclass_fields__)
@@ -163,7 +163,7 @@ def train(
     from mer_utils.runs import save_model
     from mer_utils.training import count_parameters, encode_labels, fit_classifier
 
-    model_name = model or "resnet18"
+    model_name = model or get_branch(BRANCH).default_model
     if model_name not in MODELS:
         raise ValueError(f"unknown spectrogram model {model_name!r}; expected one of {sorted(MODELS)}")
     variant = dict(MODELS[model_name])
@@ -220,7 +220,7 @@ def train(
     train_rows = batches["train"].rows
     train_images = [render_images(batches["train"].features, train_rows["actor"], params, means)]
     train_labels = [train_rows["emotion"].tolist()]
-    for copy in range(1, settings.augment_copies + 1):
+    for copy in range(1, settings.augmented_copies + 1):
         batch = log_mel_batch(
             train_rows, params, augmentation=augmentation, copy=copy, seed=seed, progress=progress
         )

@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mer_utils import text as text_data
+from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
 from mer_utils.pipelines import base
 from mer_utils.pipelines.text_candidates import (
+    FULL_TEXT,
+    SMOKE_TEXT,
     Candidate,
     KerasTextModel,
+    TextSettings,
     _table,
     fit_bilstm,
     fit_classical,
@@ -41,6 +46,8 @@ from mer_utils.pipelines.text_candidates import (
 log = logging.getLogger(__name__)
 
 BRANCH = "text"
+# Settings of full and smoke runs (:class:`mer_utils.pipelines.text_candidates.TextSettings`).
+FULL, SMOKE = FULL_TEXT, SMOKE_TEXT
 # Saved model files: skops for the scikit-learn pipelines (no code runs on load).
 SKOPS_MODEL_FILE = "model.skops"
 # Runs written before skops held this pickle; it is refused unless MER_TRUST_PICKLE=1.
@@ -67,11 +74,13 @@ def _summary(metrics: dict) -> dict:
 def train(
     data: str | Path,
     out: str | Path,
+    settings: TextSettings | None = None,
     *,
     seed: int = DEFAULT_SEED,
     smoke: bool = False,
     model: str | None = None,
     verbose: int = 0,
+    **overrides,
 ) -> dict:
     """Train text model(s) on a CSV, keep the one asked for (or the best on validation), write the run.
 
@@ -92,7 +101,8 @@ def train(
     )
     from mer_utils.pipelines.base import choose_on_validation, write_run
 
-    requested = "best" if model in (None, "best") else model
+    settings = base.settings_for(BRANCH, smoke, settings, **overrides)
+    requested = get_branch(BRANCH).default_model if model is None else model
     if requested != "best" and requested not in TEXT_MODELS:
         raise ValueError(f"unknown text model {model!r}; expected 'best' or one of {list(TEXT_MODELS)}")
     if requested in EMBEDDING_MODELS:
@@ -126,6 +136,7 @@ def train(
                 seed=seed,
                 smoke=smoke,
                 cleaning=cleaning,
+                settings=settings,
             )
         )
     embedding = [n for n in names if n in EMBEDDING_MODELS and n not in FINETUNED_MODELS]
@@ -169,6 +180,7 @@ def train(
             cleaning=cleaning,
             labels=labels,
             verbose=verbose,
+            settings=settings,
         )
 
     tables: dict[str, dict[str, pd.DataFrame]] = {}
@@ -217,6 +229,7 @@ def train(
             "cleaning": cleaning,
             "split_sizes": list(text_data.SPLIT_SIZES),
             "selection": "validation mean of accuracy and macro-F1",
+            "settings": asdict(settings),
         },
         metrics=extra,
     )
@@ -320,8 +333,6 @@ def predict_text(
 
 # --- saved runs: this branch's parts of the shared driver (mer_utils.pipelines.base) ---------
 
-# Degradations its input (texts) takes in predict_table besides "missing": none.
-DEGRADATIONS: tuple[str, ...] = ()
 # Longest text file predict_file reads (characters); longer files are cut there.
 MAX_FILE_CHARACTERS = 100_000
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mer_utils import text as text_data
 from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
-from mer_utils.pipelines.base import selection_score
+from mer_utils.pipelines.base import Settings, selection_score
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,23 @@ LEARNING_RATE = 2e-3
 PATIENCE = 2
 # Texts per BiLSTM inference call.
 PREDICT_BATCH = 512
+
+
+@dataclass(frozen=True)
+class TextSettings(Settings):
+    """Training settings of a text run (written to run.json ``"settings"``): the classical models'
+    cross-validation folds and the BiLSTM's budget (early stopping on validation loss)."""
+
+    cv_folds: int = CV_FOLDS
+    epochs: int = EPOCHS
+    batch_size: int = BATCH_SIZE
+    learning_rate: float = LEARNING_RATE
+    patience: int = PATIENCE
+
+
+# The settings of full and smoke runs (smoke: fewer folds and epochs, smaller batches).
+FULL_TEXT = TextSettings()
+SMOKE_TEXT = TextSettings(cv_folds=SMOKE_CV_FOLDS, epochs=SMOKE_EPOCHS, batch_size=16)
 
 
 @dataclass
@@ -115,6 +132,7 @@ def fit_classical(
     seed: int = DEFAULT_SEED,
     smoke: bool = False,
     cleaning: dict | None = None,
+    settings: TextSettings | None = None,
 ) -> dict[str, Candidate]:
     """Tune (stratified k-fold CV on train) and fit the named classical models on cleaned TF-IDF.
 
@@ -144,7 +162,8 @@ def fit_classical(
     feature_seconds = time.perf_counter() - start
     log.info("TF-IDF: %d texts x %d features in %.1f s", x_train.shape[0], x_train.shape[1], feature_seconds)
     smallest_class = int(pd.Series(y_train).value_counts().min())
-    folds = max(2, min(SMOKE_CV_FOLDS if smoke else CV_FOLDS, smallest_class))
+    settings = settings or (SMOKE_TEXT if smoke else FULL_TEXT)
+    folds = max(2, min(settings.cv_folds, smallest_class))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     fitted: dict[str, Candidate] = {}
     order = [n for n in CLASSICAL_MODELS if n in names or (n in ("lr", "svm") and "lr+svm" in names)]
@@ -391,6 +410,7 @@ def fit_bilstm(
     cleaning: dict | None = None,
     labels: Sequence[str] = TEXT_LABELS,
     verbose: int = 0,
+    settings: TextSettings | None = None,
 ) -> Candidate:
     """Tokenise + pad (TextVectorization), then train embedding + BiLSTM with early stopping on val."""
     from mer_utils.config import set_seed
@@ -398,6 +418,7 @@ def fit_bilstm(
     from mer_utils.training import encode_labels, fit_classifier
 
     set_seed(seed, keras=True)
+    settings = settings or (SMOKE_TEXT if smoke else FULL_TEXT)
     cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
     start = time.perf_counter()
     train_clean = text_data.clean_texts(train_texts, **cleaning)
@@ -412,10 +433,10 @@ def fit_bilstm(
         y_train,
         x_val,
         y_val,
-        epochs=SMOKE_EPOCHS if smoke else EPOCHS,
-        batch_size=16 if smoke else BATCH_SIZE,
-        learning_rate=LEARNING_RATE,
-        patience=PATIENCE,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        patience=settings.patience,
         class_weight=True,
         verbose=verbose,
     )

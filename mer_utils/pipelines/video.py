@@ -23,14 +23,16 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
+from mer_utils.pipelines.base import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,45 +41,46 @@ BRANCH = "video"
 # Model variants: name -> ResNet50 weights.
 MODEL_WEIGHTS = {"resnet50": "imagenet", "resnet50-scratch": None}
 # Default model variant for real users (needs the ImageNet weights once).
-DEFAULT_MODEL = "resnet50"
-# Settings of a full run: 8 frames per clip in the expressive window, 224-pixel crops, two phases
-# (head at learning_rate, then conv5 at fine_tune_learning_rate); from scratch (weights=None) one
-# phase of frozen_epochs + fine_tune_epochs epochs at scratch_learning_rate.
-FULL_SETTINGS = {
-    "num_frames": 8,
-    "start": 0.2,
-    "stop": 0.8,
-    "input_size": 224,
-    "margin": 0.2,
-    "frozen_epochs": 5,
-    "fine_tune_epochs": 15,
-    "learning_rate": 1e-3,
-    "fine_tune_learning_rate": 1e-5,
-    "scratch_learning_rate": 3e-4,
-    "batch_size": 32,
-    "patience": 4,
-    "clips_per_actor": None,
-}
+DEFAULT_MODEL = get_branch(BRANCH).default_model
+
+
+@dataclass(frozen=True)
+class VideoSettings(Settings):
+    """Frames, crops and training schedule of a video run (written to run.json ``"settings"``).
+
+    A full run takes 8 frames per clip in the expressive window and 224-pixel crops and trains in
+    two phases (the head at ``learning_rate``, then conv5 at ``fine_tune_learning_rate``); from
+    scratch (weights None) one phase of ``frozen_epochs + fine_tune_epochs`` epochs at
+    ``scratch_learning_rate``.
+    """
+
+    num_frames: int = 8
+    start: float = 0.2
+    stop: float = 0.8
+    input_size: int = 224
+    margin: float = 0.2
+    frozen_epochs: int = 5
+    fine_tune_epochs: int = 15
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-5
+    scratch_learning_rate: float = 3e-4
+    batch_size: int = 32
+    patience: int = 4
+    # At most this many clips per actor, spread over the emotions (None: all).
+    clips_per_actor: int | None = None
+
+
+FULL = VideoSettings()
 # Smoke settings (CI, notebook smoke mode): a from-scratch ResNet50 on 4 small crops per clip,
-# sized so notebook 02 (face extraction included) runs in about 3 minutes on 2 cores.
-# Measured on the demo set (seed 42, test actors 4 and 5): batch 32 / 8 epochs / lr 1e-3 reached
-# 0.20 test accuracy, batch 16 / 12 epochs 0.35, and lr 3e-4 with per-image standardisation 0.58
-# (lr 1e-3 made the from-scratch loss jump between epochs).
-SMOKE_SETTINGS = {
-    **FULL_SETTINGS,
-    "num_frames": 4,
-    "input_size": 32,
-    "frozen_epochs": 12,
-    "fine_tune_epochs": 0,
-    "batch_size": 16,
-    "patience": 6,
-}
+# sized so notebook 02 (face extraction included) runs in a few minutes on 2 cores; lr 3e-4 with
+# per-image standardisation trains steadily where lr 1e-3 made the from-scratch loss jump.
+SMOKE = replace(
+    FULL, num_frames=4, input_size=32, frozen_epochs=12, fine_tune_epochs=0, batch_size=16, patience=6
+)
 # Detector chain of every run (recorded in run.json).
 DETECTOR_CHAIN = ("mtcnn", "haar", "center")
 # Default seed for splits, subsets, occlusion draws and the model.
 SEED = DEFAULT_SEED
-# Degradations its input takes in predict_table (besides "missing"): a share of face frames hidden.
-DEGRADATIONS = ("occlusion",)
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -156,15 +159,15 @@ def frame_set(
     return FrameSet(x=preprocess_faces(x) if len(x) else x.astype(np.float32), y=y, owner=owner, clips=clips)
 
 
-def _face_params(settings: dict):
+def _face_params(settings: VideoSettings):
     from mer_utils.faces import FaceParams
 
     return FaceParams(
-        num_frames=settings["num_frames"],
-        start=settings["start"],
-        stop=settings["stop"],
-        size=settings["input_size"],
-        margin=settings["margin"],
+        num_frames=settings.num_frames,
+        start=settings.start,
+        stop=settings.stop,
+        size=settings.input_size,
+        margin=settings.margin,
         detectors=DETECTOR_CHAIN,
     )
 
@@ -179,6 +182,7 @@ def _skipped_records(failed: pd.DataFrame) -> list[dict]:
 def train(
     data: str | Path,
     out: str | Path,
+    settings: VideoSettings | None = None,
     *,
     seed: int = SEED,
     smoke: bool = False,
@@ -198,9 +202,9 @@ def train(
     offline start when ImageNet weights cannot be had).
 
     Split: ``actor_disjoint_split`` with ``seed`` (4/2/2 actors on the 8-actor demo set,
-    16/4/4 on all 24), overridable with ``test_actors`` / ``val_actors``. Settings come from
-    SMOKE_SETTINGS or FULL_SETTINGS; ``overrides`` replace single keys (e.g. ``num_frames=12``,
-    ``start=0.0, stop=1.0``). ``model``: ``resnet50`` (ImageNet, default) or
+    16/4/4 on all 24), overridable with ``test_actors`` / ``val_actors``. ``settings`` default to
+    SMOKE or FULL (:class:`VideoSettings`); ``overrides`` replace single fields (e.g.
+    ``num_frames=12``, ``start=0.0, stop=1.0``). ``model``: ``resnet50`` (ImageNet, default) or
     ``resnet50-scratch``; smoke mode defaults to ``resnet50-scratch``.
     Returns the test metrics (also written to ``metrics.json``).
     """
@@ -211,11 +215,7 @@ def train(
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import save_model
 
-    settings = dict(SMOKE_SETTINGS if smoke else FULL_SETTINGS)
-    unknown = set(overrides) - set(settings)
-    if unknown:
-        raise ValueError(f"unknown video settings {sorted(unknown)}; expected some of {sorted(settings)}")
-    settings.update(overrides)
+    settings = base.settings_for(BRANCH, smoke, settings, **overrides)
     labels = list(RAVDESS_EMOTIONS)
     if init is not None:
         from mer_utils.models.faces import network_like_face_run
@@ -232,7 +232,7 @@ def train(
             seed=seed,
         )
         model_name, weights = f"init:{face_info['model']}", None
-        settings["input_size"] = int(face_info["input_size"])
+        settings = replace(settings, input_size=int(face_info["input_size"]))
     else:
         model_name = model or ("resnet50-scratch" if smoke else DEFAULT_MODEL)
         if model_name not in MODEL_WEIGHTS:
@@ -246,9 +246,9 @@ def train(
     if init is None:
         # Build the model first: it fails fast, with a clear message, when ImageNet weights are unreachable.
         network = build_video_model(
-            weights=weights, input_size=settings["input_size"], num_classes=len(labels), seed=seed
+            weights=weights, input_size=settings.input_size, num_classes=len(labels), seed=seed
         )
-    index = limit_clips_per_actor(index, settings["clips_per_actor"], seed=seed)
+    index = limit_clips_per_actor(index, settings.clips_per_actor, seed=seed)
     params = _face_params(settings)
     started = time.perf_counter()
     extraction = extract_faces(index["path"], params, workers=workers, progress=progress)
@@ -268,13 +268,13 @@ def train(
         parts["val"].x,
         parts["val"].y,
         pretrained=weights is not None,
-        frozen_epochs=settings["frozen_epochs"],
-        fine_tune_epochs=settings["fine_tune_epochs"],
+        frozen_epochs=settings.frozen_epochs,
+        fine_tune_epochs=settings.fine_tune_epochs,
         # From scratch, lr 1e-3 made the loss jump between epochs; 3e-4 trains steadily.
-        learning_rate=settings["learning_rate"] if weights is not None else settings["scratch_learning_rate"],
-        fine_tune_learning_rate=settings["fine_tune_learning_rate"],
-        batch_size=settings["batch_size"],
-        patience=settings["patience"],
+        learning_rate=settings.learning_rate if weights is not None else settings.scratch_learning_rate,
+        fine_tune_learning_rate=settings.fine_tune_learning_rate,
+        batch_size=settings.batch_size,
+        patience=settings.patience,
         verbose=verbose,
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -300,16 +300,16 @@ def train(
         phases=training.phases,
         info={
             "weights": weights,
-            "input_size": settings["input_size"],
+            "input_size": settings.input_size,
             "faces": params.as_dict(),
-            "settings": settings,
+            "settings": asdict(settings),
             "init": str(init) if init is not None else None,
         },
         metrics={
             "weights": weights,
             "init": str(init) if init is not None else None,
-            "input_size": settings["input_size"],
-            "frames_per_clip": settings["num_frames"],
+            "input_size": settings.input_size,
+            "frames_per_clip": settings.num_frames,
             "train_frames": len(parts["train"].x),
             "fallback_share": extraction.total_fallback_share(),
             "fallback_clips": int((detail["fallback_share"] > 0).sum()),
