@@ -7,8 +7,8 @@ cache sub-folders a branch writes, the run-schema test and notebook 06. Adding a
 module holding its hooks (``mer_utils.pipelines.<name>``, see :mod:`mer_utils.pipelines.base`),
 its tests, and one :func:`register` line below.
 
-This module is a data module: it imports only :mod:`mer_utils.config` and the standard library,
-so :mod:`mer_utils.runs` and the CLI read it without loading any branch.
+This module is a data module: it imports only :mod:`mer_utils.config`, :mod:`mer_utils.cache` and
+the standard library, so :mod:`mer_utils.runs` and the CLI read it without loading any branch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from mer_utils import cache
 from mer_utils.config import RAVDESS_EMOTIONS, TEXT_LABELS
 
 # What a branch reads from --data (and so which kind of file `mer predict` / `mer evaluate` gives it).
@@ -63,6 +64,7 @@ class Branch:
         for what, given, known in (
             ("options", self.options, TRAIN_OPTIONS),
             ("degradations", self.degradations, DEGRADATIONS),
+            ("caches", self.caches, cache.KINDS),
         ):
             unknown = sorted(set(given) - set(known))
             if unknown:
@@ -213,7 +215,7 @@ register(
         options=("init",),
         degradations=("occlusion",),
         reads_clip=True,
-        caches=("faces",),
+        caches=(cache.FACES,),
     )
 )
 register(
@@ -227,7 +229,7 @@ register(
         run_keys={"features": dict, "normalisation": str, "seed": int},
         degradations=("noise",),
         reads_clip=True,
-        caches=("audio", "whisper"),
+        caches=(cache.AUDIO, cache.WHISPER),
     )
 )
 register(
@@ -240,7 +242,7 @@ register(
         default_model="resnet18",
         degradations=("noise",),
         reads_clip=True,
-        caches=("audio",),
+        caches=(cache.AUDIO,),
     )
 )
 register(
@@ -266,7 +268,7 @@ register(
             "svm+mpnet",
         ),  # fmt: skip
         default_model="best",
-        caches=("text_embeddings", "text_encoders"),
+        caches=(cache.TEXT_EMBEDDINGS, cache.TEXT_ENCODERS),
     )
 )
 register(
@@ -280,6 +282,6 @@ register(
         run_keys={"faces": dict, "input_size": int},
         options=("epochs",),
         reads_clip=True,
-        caches=("face_images", "faces"),
+        caches=(cache.FACE_IMAGES, cache.FACES),
     )
 )

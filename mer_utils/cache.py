@@ -19,6 +19,8 @@ FACE_IMAGES = "face_images"
 TEXT_EMBEDDINGS = "text_embeddings"
 TEXT_ENCODERS = "text_encoders"
 WHISPER = "whisper"
+# Every kind, in one tuple (the branch registry names the kinds each branch writes).
+KINDS = (AUDIO, FACES, FACE_IMAGES, TEXT_EMBEDDINGS, TEXT_ENCODERS, WHISPER)
 
 
 def cache_root() -> Path:

@@ -282,6 +282,9 @@ def test_the_registry_matches_the_branch_modules():
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "speech", "--data", "d", "--out", "o"])
     assert {base.degradation_kind(b) for b in BRANCHES} == {"noise", "occlusion", "missing"}
+    from mer_utils import cache
+
+    assert {kind for b in REGISTRY.values() for kind in b.caches} == set(cache.KINDS)
 
 
 def test_an_unknown_branch_is_named_with_the_known_ones():
