@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load an old pickled model.joblib (can run any code: only for runs you made yourself)",
     )
+    parser.add_argument(
+        "--trust-run",
+        action="store_true",
+        help="load a run (or fusion file) without the checksums that tie model, labels and fusion "
+        "together (only for runs you made yourself)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo-data", help="write the synthetic RAVDESS-format demo data set")
@@ -275,14 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     out of memory) print one line ``mer <command>: error: <message>`` and return 2; Ctrl-C returns
     130; anything else is a bug: one line and 1 (``-v DEBUG`` prints the traceback).
     """
-    from mer_utils.runs import TRUST_PICKLE_ENV
+    from mer_utils.runs import TRUST_PICKLE_ENV, TRUST_RUN_ENV
 
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    previous = os.environ.get(TRUST_PICKLE_ENV)
-    if args.trust_pickle:
-        os.environ[TRUST_PICKLE_ENV] = "1"
+    # The trust flags last one command: the environment is restored afterwards.
+    flags = {TRUST_PICKLE_ENV: args.trust_pickle, TRUST_RUN_ENV: args.trust_run}
+    previous = {name: os.environ.get(name) for name, given in flags.items() if given}
+    for name in previous:
+        os.environ[name] = "1"
     prefix = f"mer {args.command}:"
     try:
         return args.func(args)
@@ -311,11 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        if args.trust_pickle:
-            if previous is None:
-                os.environ.pop(TRUST_PICKLE_ENV, None)
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
             else:
-                os.environ[TRUST_PICKLE_ENV] = previous
+                os.environ[name] = value
 
 
 if __name__ == "__main__":

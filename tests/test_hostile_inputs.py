@@ -180,8 +180,10 @@ def test_trust_pickle_flag_is_scoped_to_one_command(tmp_path, one_clip_dir, caps
     assert runs.TRUST_PICKLE_ENV not in os.environ
 
 
-def test_pickle_renamed_to_skops_is_refused_as_corrupt(tmp_path, capsys, one_clip_dir):
+def test_pickle_renamed_to_skops_is_refused_as_corrupt(tmp_path, capsys, one_clip_dir, monkeypatch):
     import joblib
+
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")  # even an old run the user trusts: the pickle never runs
 
     marker = tmp_path / "pwned"
     run = _old_pickle_run(tmp_path / "run", _fitted_pipeline())
@@ -268,8 +270,10 @@ def test_changed_keras_file_is_refused_by_checksum(tmp_path, keras_network):
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a zip archive"], ids=["empty", "garbage"])
-def test_corrupt_keras_file_is_reported_as_corrupt_not_missing(tmp_path, keras_network, content):
+def test_corrupt_keras_file_is_reported_as_corrupt_not_missing(tmp_path, keras_network, content, monkeypatch):
     from mer_utils.pipelines import spectrogram
+
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")  # an old run without checksums, trusted by its owner
 
     run = _keras_run(tmp_path / "run", keras_network, checksums=False)
     (run / "model.keras").write_bytes(content)
@@ -366,8 +370,10 @@ def test_video_run_without_face_parameters(tmp_path, keras_network):
         video.load_model(run)
 
 
-def test_label_count_must_match_the_network_outputs(tmp_path, keras_network):
+def test_label_count_must_match_the_network_outputs(tmp_path, keras_network, monkeypatch):
     from mer_utils.pipelines import spectrogram
+
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")
 
     run = _keras_run(tmp_path / "run", keras_network, checksums=False)  # an old run: no fingerprint
     _edit_run_json(run, labels=LABELS[:7])
@@ -946,3 +952,195 @@ def test_out_of_memory_is_reported_as_such_not_as_a_corrupt_file(tmp_path, monke
     monkeypatch.setattr(cv2, "resize", exhausted)
     with pytest.raises(MemoryError, match="big.mp4: out of memory while decoding the video"):
         _media.read_frames(clip, 2, size=16)
+
+
+# --- issue 25, round two: trust decided from names, runs and fusion files tied together ------
+# A model file naming a module, run.json and fusion.json edited with their hashes recomputed, a
+# disk that fills up, paths that are not clips, a killed `mer demo-data`, weak runs.
+
+
+def _rewrite_zip(path: Path, edit) -> None:
+    """Rewrite a zip (model.skops / model.keras) with ``edit(name, data) -> data`` applied to each member."""
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(buffer, "w") as target:
+        for member in source.infolist():
+            target.writestr(member, edit(member.filename, source.read(member)))
+    path.write_bytes(buffer.getvalue())
+
+
+def _recompute_hashes(run_dir: Path, labels=None) -> None:
+    """What anyone who can edit run.json can do: record the current files' hashes and fingerprint."""
+    info = json.loads((run_dir / "run.json").read_text())
+    labels = info["labels"] if labels is None else labels
+    hashes = {name: runs.file_sha256(run_dir / name) for name in info["model_files"]}
+    _edit_run_json(
+        run_dir, labels=labels, model_files=hashes, model_fingerprint=runs.model_fingerprint(labels, hashes)
+    )
+
+
+class _ImportSpy:
+    """A meta-path finder that records every attempt to import a module under ``prefix``."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.attempts = prefix, []
+
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(self.prefix):
+            self.attempts.append(name)
+        return None
+
+
+def _f2py_skops_run(run_dir: Path) -> Path:
+    """A real audio run whose model.skops names a type in numpy.f2py.__main__ (importing it runs f2py)."""
+    _sklearn_run(run_dir)
+
+    def edit(name, data):
+        if name != "schema.json":
+            return data
+        schema = json.loads(data)
+        schema["content"]["content"]["steps"]["content"][0]["content"][1].update(
+            {"__module__": "numpy.f2py.__main__", "__class__": "main", "__loader__": "ObjectNode"}
+        )
+        return json.dumps(schema).encode()
+
+    _rewrite_zip(run_dir / "model.skops", edit)
+    _recompute_hashes(run_dir)
+    return run_dir
+
+
+def test_skops_naming_numpy_f2py_is_refused_before_any_import(tmp_path, capsys, one_clip_dir, monkeypatch):
+    import subprocess
+    import sys
+
+    run = _f2py_skops_run(tmp_path / "run")
+    assert "numpy.f2py.__main__" in (run / "model.skops").read_bytes().decode("latin-1")
+    for name in [m for m in sys.modules if m.startswith("numpy.f2py")]:
+        monkeypatch.delitem(sys.modules, name)
+    spy = _ImportSpy("numpy.f2py")
+    monkeypatch.setattr(sys, "meta_path", [spy, *sys.meta_path])
+    started = []
+    monkeypatch.setattr(subprocess.Popen, "__init__", lambda self, *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(os, "system", lambda command: started.append(command) or 1)
+    _fails_cleanly(
+        ["evaluate", run, "--data", one_clip_dir], capsys, "model.skops", "numpy.f2py.__main__.main"
+    )
+    assert spy.attempts == [] and not [m for m in sys.modules if m.startswith("numpy.f2py")]
+    assert started == []
+
+
+def test_skops_trust_is_decided_without_importing_anything(tmp_path, monkeypatch):
+    import sys
+
+    good = runs.save_model(tmp_path / "good", _fitted_pipeline(), "sklearn").read_bytes()
+    bad = (_f2py_skops_run(tmp_path / "bad") / "model.skops").read_bytes()
+    spy = _ImportSpy("")
+    monkeypatch.setattr(sys, "meta_path", [spy, *sys.meta_path])
+    before = set(sys.modules)
+    assert runs.skops_refused_names(good) == []
+    assert runs.skops_refused_names(bad) == ["numpy.f2py.__main__.main"]
+    assert set(sys.modules) == before and spy.attempts == []
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"__module__": "sklearn", "__class__": "utils", "__loader__": "ObjectNode"},  # a prefix is no name
+        {
+            "__module__": "numpy",
+            "__class__": "load",
+            "__loader__": "FunctionNode",
+        },  # a real, unlisted function
+        {"__module__": "builtins", "__class__": "dict", "__loader__": "SomeFutureNode"},  # an unknown loader
+    ],
+    ids=["package-prefix", "unlisted-function", "unknown-loader"],
+)
+def test_only_exact_allow_listed_names_pass(tmp_path, node):
+    run = _sklearn_run(tmp_path / "run")
+
+    def edit(name, data):
+        if name != "schema.json":
+            return data
+        schema = json.loads(data)
+        schema["content"]["content"]["steps"]["content"][0]["content"][1].update(node)
+        return json.dumps(schema).encode()
+
+    _rewrite_zip(run / "model.skops", edit)
+    assert runs.skops_refused_names((run / "model.skops").read_bytes())
+
+
+def test_every_scikit_learn_model_mer_trains_is_on_the_allow_list():
+    import skops.io
+
+    from mer_utils.pipelines.audio_vectors import SKLEARN_MODELS, build_sklearn_model
+    from mer_utils.pipelines.text_candidates import fit_classical
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)), np.repeat(["joy", "fear", "anger", "shame"], 10)
+    models = {f"audio {name}": build_sklearn_model(name, seed=0).fit(x, y) for name in SKLEARN_MODELS}
+    words = ["happy sunny day", "scared of the dark", "so angry now", "ashamed of it", "what a joy"]
+    texts = [f"{words[i % 5]} {i}" for i in range(40)]
+    fitted = fit_classical(["lr", "svm", "nb", "dt", "rf", "lr+svm"], texts, list(y), seed=0, smoke=True)
+    models.update({f"text {name}": candidate.model for name, candidate in fitted.items()})
+    for name, model in models.items():
+        data = skops.io.dumps(model)
+        assert runs.skops_refused_names(data) == [], name
+        assert set(skops.io.get_untrusted_types(data=data)) <= runs.SKOPS_ALLOWED_NAMES, name
+
+
+# Runs without checksums; the label order stored inside the model file.
+
+
+def test_run_without_checksums_is_refused_unless_trusted(
+    tmp_path, keras_network, capsys, one_clip_dir, monkeypatch
+):
+    from mer_utils.pipelines import spectrogram
+
+    monkeypatch.delenv(runs.TRUST_RUN_ENV, raising=False)
+    run = _keras_run(tmp_path / "run", keras_network)
+    _edit_run_json(run, model_files=None, model_fingerprint=None)
+    line = _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "run.json", "model_files")
+    assert "--trust-run" in line and runs.TRUST_RUN_ENV in line
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")
+    assert spectrogram.load_model(run).output_shape[-1] == len(LABELS)
+
+
+def test_trust_run_flag_is_scoped_to_one_command(tmp_path, keras_network, capsys, one_clip_dir, monkeypatch):
+    monkeypatch.delenv(runs.TRUST_RUN_ENV, raising=False)
+    run = _keras_run(tmp_path / "run", keras_network)
+    _edit_run_json(run, model_files=None, model_fingerprint=None, labels=LABELS[::-1])
+    # Trusted, the run gets past the checksums and is refused by the labels stored in model.keras.
+    assert cli.main(["--trust-run", "evaluate", str(run), "--data", str(one_clip_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "mer evaluate: error:" in err and "model.keras was trained with" in err and "Traceback" not in err
+    assert runs.TRUST_RUN_ENV not in os.environ
+
+
+@pytest.mark.parametrize("kind", ["keras", "skops"])
+def test_reversed_labels_with_recomputed_hashes_are_refused(
+    tmp_path, keras_network, capsys, one_clip_dir, kind
+):
+    run = _keras_run(tmp_path / "run", keras_network) if kind == "keras" else _sklearn_run(tmp_path / "run")
+    assert runs.model_file_labels(run / f"model.{kind}") == LABELS
+    _recompute_hashes(run, labels=LABELS[::-1])
+    line = _fails_cleanly(
+        ["evaluate", run, "--data", one_clip_dir], capsys, "run.json", f"model.{kind} was trained with"
+    )
+    assert str(LABELS) in line
+
+
+def test_stored_labels_survive_keras_safe_mode_and_skops_loading(tmp_path, keras_network):
+    from mer_utils.pipelines import audio, spectrogram
+
+    keras_run = _keras_run(tmp_path / "keras", keras_network)
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype("float32")
+    np.testing.assert_allclose(
+        spectrogram.load_model(keras_run).predict(x, verbose=0),
+        keras_network.predict(x, verbose=0),
+        rtol=1e-5,
+    )
+    skops_run = _sklearn_run(tmp_path / "skops")
+    assert list(audio.load_model(skops_run).classes_) == sorted(LABELS)
+    with zipfile.ZipFile(skops_run / "model.skops") as archive:
+        assert json.loads(archive.read(runs.LABELS_MEMBER)) == {"labels": LABELS}
