@@ -1144,3 +1144,112 @@ def test_stored_labels_survive_keras_safe_mode_and_skops_loading(tmp_path, keras
     assert list(audio.load_model(skops_run).classes_) == sorted(LABELS)
     with zipfile.ZipFile(skops_run / "model.skops") as archive:
         assert json.loads(archive.read(runs.LABELS_MEMBER)) == {"labels": LABELS}
+
+
+# fusion.json tied to its runs.
+
+
+def _fusion_run(run_dir: Path, branch: str, seed: int, labels=LABELS) -> Path:
+    """A run folder with a (tiny, distinct) model file, run.json and validation and test predictions."""
+    from mer_utils.evaluation import prediction_table
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.save_model(run_dir, _fitted_pipeline(), "sklearn")
+    (run_dir / "weights.bin").write_bytes(f"{branch} {seed}".encode())
+    runs.write_run_info(run_dir, branch, labels, extra_model_files=("weights.bin",), seed=seed)
+    rng = np.random.default_rng(seed)
+    for split, count in (("val", 40), ("test", 24)):
+        truth = [labels[i % len(labels)] for i in range(count)]
+        probabilities = rng.dirichlet(np.ones(len(labels)), size=count)
+        probabilities[np.arange(count), [labels.index(t) for t in truth]] += 1.0
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        ids = [f"01-01-01-01-01-{i:02d}-{split}" for i in range(count)]
+        runs.write_predictions(run_dir, split, prediction_table(probabilities, labels, ids, truth))
+    return run_dir
+
+
+@pytest.fixture()
+def fused(tmp_path):
+    """Two runs (audio, spectrogram) and the `mer fuse` folder fitted on them."""
+    from mer_utils.fusion.io import fuse_runs
+
+    audio = _fusion_run(tmp_path / "audio_logreg", "audio", 1)
+    spectrogram = _fusion_run(tmp_path / "spectrogram", "spectrogram", 2)
+    fuse_runs([audio, spectrogram], tmp_path / "fusion", n_boot=20)
+    return audio, spectrogram, tmp_path / "fusion"
+
+
+def test_fusion_file_records_each_runs_fingerprint(fused):
+    from mer_utils.fusion.io import fusion_parameters_for_runs
+
+    audio, spectrogram, folder = fused
+    saved = json.loads((folder / "fusion.json").read_text())
+    assert saved["modalities"]["audio"]["model_fingerprint"] == runs.read_run_info(audio)["model_fingerprint"]
+    parameters = fusion_parameters_for_runs([audio, spectrogram], folder)
+    assert set(parameters["modalities"]) == {"audio", "spectrogram"}
+
+
+def test_fusion_file_of_another_run_is_refused_naming_both(fused, tmp_path, capsys, one_clip_dir):
+    _, spectrogram, folder = fused
+    whisper = _fusion_run(tmp_path / "audio_whisper", "audio", 3)  # another audio model, same branch
+    clip = next(one_clip_dir.rglob("*.mp4"))
+    line = _fails_cleanly(
+        ["predict", clip, "--models", whisper, spectrogram, "--fusion", folder],
+        capsys,
+        "fusion.json",
+        "fingerprint",
+    )
+    assert str(whisper) in line and str(folder / "fusion.json") in line
+
+
+def test_fusion_file_with_other_labels_or_no_fingerprints_is_refused(fused, monkeypatch):
+    from mer_utils.fusion.io import fusion_parameters_for_runs
+
+    audio, spectrogram, folder = fused
+    path = folder / "fusion.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "labels": LABELS[::-1]}))
+    with pytest.raises(
+        ValueError, match=r"fusion\.json: fitted on the labels .*audio_logreg/run\.json lists"
+    ):
+        fusion_parameters_for_runs([audio, spectrogram], folder)
+    for entry in saved["modalities"].values():
+        entry.pop("model_fingerprint")
+    path.write_text(json.dumps(saved))
+    monkeypatch.delenv(runs.TRUST_RUN_ENV, raising=False)
+    with pytest.raises(
+        ValueError, match=r"fusion\.json: records no model fingerprint for 'audio'.*--trust-run"
+    ):
+        fusion_parameters_for_runs([audio, spectrogram], folder)
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")
+    assert set(fusion_parameters_for_runs([audio, spectrogram], folder)["modalities"]) == {
+        "audio",
+        "spectrogram",
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda p: p["modalities"]["audio"].update(temperature=1e-300),
+            r"temperature of 'audio' must be in \[0.05, 20.0\]",
+        ),
+        (lambda p: p["modalities"]["audio"].update(temperature=1e6), r"temperature of 'audio' must be in"),
+        (lambda p: p["parameters"].update(gamma=1e6), r"parameters.gamma must be in \[0.0, 32.0\]"),
+        (
+            lambda p: p["parameters"].update(confidence_exponent=50),
+            r"parameters.confidence_exponent must be in \[0.0, 2.0\]",
+        ),
+    ],
+    ids=["tiny-temperature", "huge-temperature", "huge-gamma", "huge-alpha"],
+)
+def test_fusion_temperatures_and_exponents_are_bounded(fused, edit, message):
+    from mer_utils.fusion.parameters import load_fusion_parameters
+
+    folder = fused[2]
+    saved = json.loads((folder / "fusion.json").read_text())
+    edit(saved)
+    (folder / "fusion.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=message):
+        load_fusion_parameters(folder)
