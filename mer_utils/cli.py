@@ -77,7 +77,30 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+# Branches that read a folder (of clips, or of face images); text reads a CSV file.
+FOLDER_BRANCHES = {
+    "video": "a folder of RAVDESS clips (Actor_XX/*.mp4)",
+    "audio": "a folder of RAVDESS clips (Actor_XX/*.mp4 or *.wav)",
+    "spectrogram": "a folder of RAVDESS clips (Actor_XX/*.mp4 or *.wav)",
+    "faces": "a folder of labelled face images (one subfolder per emotion)",
+}
+
+
+def _check_train_data(branch: str, data: Path) -> None:
+    """Say what ``--data`` is when it is the wrong kind of thing for the branch (a CSV for audio...)."""
+    if branch in FOLDER_BRANCHES and data.is_file():
+        kind = f"a {data.suffix.lstrip('.').upper()} file" if data.suffix else "a file"
+        text_hint = "; a CSV is for `mer train text`" if data.suffix.lower() == ".csv" else ""
+        raise ValueError(f"{data}: is {kind}; {branch} needs {FOLDER_BRANCHES[branch]}{text_hint}")
+    if branch == "text" and data.is_dir():
+        raise ValueError(
+            f"{data}: is a folder; text needs a CSV file with the columns Emotion and Text "
+            "(folders of clips are for `mer train audio|video|spectrogram`)"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_train_data(args.branch, args.data)
     module = branch_module(args.branch)
     extra = {}
     if args.epochs is not None:
@@ -133,10 +156,33 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def clip_argument(text: str) -> Path:
+    """The clip given to `mer predict` as a Path, or a clear error saying what it is instead."""
+    fix = "give the path of a video or audio file on this machine (e.g. clip.mp4)"
+    if text == "-":
+        raise ValueError(f"'-': mer predict does not read standard input; save the clip to a file and {fix}")
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ValueError(
+            f"{text}: is a {scheme} URL; mer never downloads clips: download it first, then {fix}"
+        )
+    path = Path(text)
+    if path.is_dir():
+        raise ValueError(
+            f"{path}: is a folder, not a clip; {fix} (to score a folder: `mer evaluate RUN --data DIR`)"
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; {fix}")
+    if not path.is_file():
+        raise ValueError(f"{path}: is not a regular file (a device or a pipe); {fix}")
+    return path
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from mer_utils.predict import format_prediction, predict_clip
 
-    result = predict_clip(args.clip, args.models, verbose=args.verbose, fusion=args.fusion)
+    clip = clip_argument(args.clip)
+    result = predict_clip(clip, args.models, verbose=args.verbose, fusion=args.fusion)
     if args.json:
         _print_json(result)
     else:
@@ -237,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.set_defaults(func=cmd_fuse)
 
     predict = commands.add_parser("predict", help="predict the emotion of one new clip")
-    predict.add_argument("clip", type=Path)
+    predict.add_argument("clip", help="the clip to predict (a video or audio file)")
     predict.add_argument("--models", type=Path, nargs="+", required=True, help="run folders")
     predict.add_argument(
         "--fusion", type=Path, help="a `mer fuse` folder (fusion.json); default: fit on the runs' validation"

@@ -6,6 +6,7 @@ every container goes through it. Errors name the file and what is wrong with it.
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -42,6 +43,12 @@ def _open(path: Path):
 
     try:
         return av.open(str(path))
+    except PermissionError as error:  # PyAV's PermissionError is also an FFmpegError: not "corrupt"
+        raise PermissionError(
+            errno.EACCES,
+            f"{path}: permission denied (the file is not readable by this user); "
+            "make it readable (chmod a+r) or copy it somewhere you can read",
+        ) from error
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
         raise MediaError(
             f"{path}: cannot be opened as audio/video, the file is corrupt or not media ({error})"

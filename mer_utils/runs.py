@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,16 +36,31 @@ METRICS_FILE = "metrics.json"
 KERAS_MODEL_FILE = "model.keras"
 
 log = logging.getLogger(__name__)
+# os.umask can only be read by setting it: one thread at a time.
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and rename, so readers never see half a file."""
+    """Write ``data`` to ``path`` via a temporary file and rename, so readers never see half a file.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (0666 minus the umask), not
+    the private 0600 of the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -282,6 +298,9 @@ def save_model(run_dir: str | Path, model: Any, kind: str) -> Path:
     if kind not in ("keras", "sklearn"):
         raise ValueError(f"unknown model kind {kind!r}; expected 'keras' or 'sklearn'")
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The folder stops being a run until write_run_info writes run.json again (after every other
+    # file), so training cut short leaves no folder that looks like a finished run.
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
     target = run_dir / (SKOPS_MODEL_FILE if kind == "sklearn" else KERAS_MODEL_FILE)
     for name in (KERAS_MODEL_FILE, SKOPS_MODEL_FILE, PICKLE_MODEL_FILE):
         # A run folder trained again with another model type must not keep the old model beside the new.

@@ -1253,3 +1253,239 @@ def test_fusion_temperatures_and_exponents_are_bounded(fused, edit, message):
     (folder / "fusion.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=message):
         load_fusion_parameters(folder)
+
+
+# Also: paths that are not clips, the wrong kind of --data, permissions, full disks, umask,
+# a killed `mer demo-data`, clashing archive members, weak runs.
+
+
+def test_a_clip_that_cannot_be_read_for_permission_is_not_called_corrupt(tmp_path, monkeypatch):
+    import av
+
+    clip = _media.write_wav(tmp_path / "locked.wav", _tone_bursts(1.0), _SR)
+    clip.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make FFmpeg answer as it does for a user
+
+        def denied(path, *args, **kwargs):
+            raise av.error.PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(av, "open", denied)
+    with pytest.raises(PermissionError, match=r"locked\.wav: permission denied.*chmod") as caught:
+        _media.read_audio(clip, _SR)
+    assert "corrupt" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("argument", "needles"),
+    [
+        ("folder", ("clip.mp4: is a folder, not a clip", "mer evaluate")),
+        ("-", ("'-': mer predict does not read standard input",)),
+        (
+            "https://example.com/clip.mp4",
+            ("https://example.com/clip.mp4: is a https URL", "download it first"),
+        ),
+        ("missing", ("nothing.mp4: no such file", "give the path of a video or audio file")),
+    ],
+)
+def test_predict_says_what_a_non_clip_argument_is(tmp_path, capsys, argument, needles):
+    (tmp_path / "clip.mp4").mkdir()
+    clip = {"folder": tmp_path / "clip.mp4", "missing": tmp_path / "nothing.mp4"}.get(argument, argument)
+    _fails_cleanly(["predict", clip, "--models", tmp_path], capsys, *needles)
+
+
+def test_train_says_what_the_wrong_kind_of_data_is(tmp_path, capsys):
+    csv = tmp_path / "emotions.csv"
+    csv.write_text("Emotion,Text\njoy,hello\n")
+    _fails_cleanly(
+        ["train", "audio", "--data", csv, "--out", tmp_path / "run"],
+        capsys,
+        "emotions.csv: is a CSV file; audio needs a folder of RAVDESS clips",
+        "mer train text",
+    )
+    _fails_cleanly(
+        ["train", "text", "--data", tmp_path, "--out", tmp_path / "run"],
+        capsys,
+        "is a folder; text needs a CSV",
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def _write_tiny_run(out: Path) -> None:
+    """A finished run through the one schema writer (model saved first, then write_run)."""
+    from mer_utils.evaluation import prediction_table
+    from mer_utils.pipelines.base import write_run
+
+    runs.save_model(out, _fitted_pipeline(), "sklearn")
+    table = prediction_table(np.full((2, len(LABELS)), 1 / len(LABELS)), LABELS, ["a", "b"], LABELS[:2])
+    write_run(
+        out,
+        branch="audio",
+        labels=LABELS,
+        model="logreg",
+        seed=0,
+        smoke=True,
+        data="d",
+        split={},
+        tables={"val": table, "test": table},
+        info={k: v for k, v in _audio_params().items() if k not in ("model", "seed")},
+    )
+
+
+def test_a_full_disk_leaves_no_folder_that_looks_like_a_run(tmp_path, capsys, one_clip_dir, monkeypatch):
+    import errno
+
+    real_write = runs.atomic_write_bytes
+
+    def disk_full_at_metrics(path, data):
+        if Path(path).name == "metrics.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(runs, "atomic_write_bytes", disk_full_at_metrics)
+    with pytest.raises(OSError, match="No space left"):
+        _write_tiny_run(tmp_path / "new")
+    _fails_cleanly(["evaluate", tmp_path / "new", "--data", one_clip_dir], capsys, "not a run folder")
+    monkeypatch.setattr(runs, "atomic_write_bytes", real_write)
+    _write_tiny_run(tmp_path / "old")  # a finished run, trained again into the same folder
+    assert runs.read_run_info(tmp_path / "old")
+    monkeypatch.setattr(runs, "atomic_write_bytes", disk_full_at_metrics)
+    with pytest.raises(OSError, match="No space left"):
+        _write_tiny_run(tmp_path / "old")
+    _fails_cleanly(["evaluate", tmp_path / "old", "--data", one_clip_dir], capsys, "not a run folder")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_run_files_honour_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        _write_tiny_run(tmp_path / "run")
+    finally:
+        os.umask(previous)
+    for name in ("model.skops", "run.json", "metrics.json", "predictions_test.csv"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == mode, name
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_kill_9_of_demo_data_leaves_no_worker_alive(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "mer_utils.cli", "demo-data", str(tmp_path / "demo"), "--actors", "24"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) >= 2, "the demo-data workers never started"
+        time.sleep(1.0)  # the workers are making clips
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        for pid in {parent.pid, *workers, *_children(parent.pid)}:
+            try:  # only the processes this test started (a pid may have been reused)
+                if b"demo-data" in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+@pytest.mark.parametrize(
+    ("members", "existing", "needle"),
+    [
+        ({"Actor_01": b"x", "Actor_01/a.mp4": b"v"}, None, r"member 'Actor_01' clashes with another member"),
+        (
+            {"Actor_01/a.mp4": b"v"},
+            "file:Actor_01",
+            r"member 'Actor_01/a\.mp4' clashes with the file .*Actor_01",
+        ),
+        ({"Actor_01/a.mp4": b"v", "b.mp4": b"w"}, "folder:b.mp4", r"member 'b\.mp4' clashes with the folder"),
+    ],
+    ids=["member-vs-member", "member-under-a-file", "member-over-a-folder"],
+)
+def test_a_zip_member_that_clashes_names_archive_and_member(tmp_path, members, existing, needle):
+    from mer_utils.ravdess import safe_extract
+
+    archive = _zip(tmp_path / "clash.zip", members)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    if existing:
+        kind, name = existing.split(":")
+        (dest / name).mkdir() if kind == "folder" else (dest / name).write_bytes(b"mine")
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    with pytest.raises(ValueError, match=rf"clash\.zip: {needle}") as caught:
+        safe_extract(archive, dest)
+    assert "nothing was extracted" in str(caught.value)
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
+
+
+class _FixedModule:
+    """A branch whose model always answers the same probabilities (what a weak demo run does)."""
+
+    def __init__(self, probabilities):
+        self.probabilities = probabilities
+
+    def predict_file(self, run_dir, clip, model=None):
+        return {"available": True, "probabilities": list(self.probabilities), "details": {}}
+
+
+def _weak_loaded(probabilities: dict[str, list[float]], val_accuracy: dict[str, float], n: int = 60) -> dict:
+    modalities = {
+        name: {"trust": 0.5, "temperature": 1.0, "val_accuracy": val_accuracy[name], "val_n": n}
+        for name in probabilities
+    }
+    return {
+        "models": {
+            name: {"module": _FixedModule(p), "model": None, "run_dir": Path("."), "branch": "audio"}
+            for name, p in probabilities.items()
+        },
+        "parameters": {"method": "entropy_trust", "labels": LABELS, "modalities": modalities},
+        "labels": LABELS,
+        "timings": {},
+    }
+
+
+def test_a_fused_answer_from_weak_runs_says_it_carries_little_information(tmp_path):
+    from mer_utils.predict import format_prediction, predict_clip
+
+    clip = _media.write_wav(tmp_path / "any.wav", _tone_bursts(1.0), _SR)
+    peaked = [0.65] + [0.05] * 7
+    strong = predict_clip(
+        clip, loaded=_weak_loaded({"audio": peaked, "video": peaked}, {"audio": 0.6, "video": 0.5})
+    )
+    assert strong["weak_answer"] is None and "note:" not in format_prediction(strong)
+    chance_runs = predict_clip(
+        clip, loaded=_weak_loaded({"audio": peaked, "video": peaked}, {"audio": 0.15, "video": 0.1})
+    )
+    assert "every run used scored near chance" in chance_runs["weak_answer"]
+    flat = [0.16] + [0.12] * 7
+    uniform = predict_clip(clip, loaded=_weak_loaded({"audio": flat}, {"audio": 0.6}))
+    assert "close to uniform" in uniform["weak_answer"]
+    assert "note:    the fused probabilities are close to uniform" in format_prediction(uniform)
+    assert json.loads(json.dumps(uniform))["weak_answer"] == uniform["weak_answer"]

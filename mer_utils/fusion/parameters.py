@@ -248,3 +248,47 @@ def single_clip_rule(parameters: dict) -> dict:
         "class_trust": class_trust,
         "single": single,
     }
+
+
+def near_chance(entry: Mapping, num_labels: int) -> bool:
+    """True when a modality's validation accuracy (fusion.json ``val_accuracy``, ``val_n``) is not
+    clearly above chance: less than :data:`CHANCE_STANDARD_ERRORS` binomial standard errors above 1/K."""
+    accuracy = entry.get("val_accuracy")
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not math.isfinite(accuracy):
+        return False
+    chance = 1.0 / num_labels
+    n = entry.get("val_n")
+    if isinstance(n, int) and n > 0:
+        margin = CHANCE_STANDARD_ERRORS * math.sqrt(chance * (1 - chance) / n)
+    else:
+        margin = 0.5 * chance
+    return accuracy < chance + margin
+
+
+def weak_answer(parameters: dict, fused_probabilities, used: list[str]) -> str | None:
+    """Why a fused answer carries little information about the clip, or None when it does.
+
+    Two signs, each enough: every run used scored near chance on its validation clips
+    (:func:`near_chance`), or the fused probabilities are close to uniform (top probability below
+    :data:`FLAT_TOP_FACTOR` / K). Such an answer tends to be the same label for any clip.
+    """
+    fused = [float(p) for p in fused_probabilities]
+    num_labels = len(fused)
+    chance = 1.0 / num_labels
+    reasons = []
+    entries = {name: parameters["modalities"].get(name, {}) for name in used}
+    weak = [name for name, entry in entries.items() if near_chance(entry, num_labels)]
+    if used and len(weak) == len(used):
+        scores = ", ".join(f"{name} {entries[name]['val_accuracy']:.2f}" for name in weak)
+        reasons.append(
+            f"every run used scored near chance on its validation clips ({scores}; chance {chance:.2f})"
+        )
+    top = max(fused)
+    if top < FLAT_TOP_FACTOR * chance:
+        reasons.append(f"the fused probabilities are close to uniform (top {top:.2f}, uniform {chance:.2f})")
+    if not reasons:
+        return None
+    return (
+        "; ".join(reasons)
+        + ": the label carries little information about this clip (runs trained on more or real data help)"
+    )
