@@ -6,7 +6,6 @@ every container goes through it. Errors name the file and what is wrong with it.
 
 from __future__ import annotations
 
-import errno
 import logging
 from pathlib import Path
 
@@ -21,6 +20,10 @@ class MediaError(ValueError):
 
 class NoAudioStreamError(MediaError):
     """The clip has no audio track (e.g. a RAVDESS video-only clip, modality 02)."""
+
+
+class MediaPermissionError(MediaError, PermissionError):
+    """The clip may not be read by this user: a PermissionError, and a MediaError so batch jobs skip it."""
 
 
 class NoVideoStreamError(MediaError):
@@ -44,10 +47,9 @@ def _open(path: Path):
     try:
         return av.open(str(path))
     except PermissionError as error:  # PyAV's PermissionError is also an FFmpegError: not "corrupt"
-        raise PermissionError(
-            errno.EACCES,
+        raise MediaPermissionError(
             f"{path}: permission denied (the file is not readable by this user); "
-            "make it readable (chmod a+r) or copy it somewhere you can read",
+            "make it readable (chmod a+r) or copy it somewhere you can read"
         ) from error
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
         raise MediaError(

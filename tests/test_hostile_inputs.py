@@ -1273,6 +1273,8 @@ def test_a_clip_that_cannot_be_read_for_permission_is_not_called_corrupt(tmp_pat
     with pytest.raises(PermissionError, match=r"locked\.wav: permission denied.*chmod") as caught:
         _media.read_audio(clip, _SR)
     assert "corrupt" not in str(caught.value)
+    # Also a MediaError: batch jobs skip the clip with this reason instead of stopping.
+    assert isinstance(caught.value, _media.MediaError)
 
 
 @pytest.mark.parametrize(
