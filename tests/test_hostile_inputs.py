@@ -1031,16 +1031,21 @@ def test_skops_naming_numpy_f2py_is_refused_before_any_import(tmp_path, capsys, 
 
 
 def test_skops_trust_is_decided_without_importing_anything(tmp_path, monkeypatch):
+    import socket
+    import subprocess
     import sys
 
     good = runs.save_model(tmp_path / "good", _fitted_pipeline(), "sklearn").read_bytes()
     bad = (_f2py_skops_run(tmp_path / "bad") / "model.skops").read_bytes()
     spy = _ImportSpy("")
     monkeypatch.setattr(sys, "meta_path", [spy, *sys.meta_path])
+    calls = []
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: calls.append(("connect", a)))
+    monkeypatch.setattr(subprocess.Popen, "__init__", lambda *a, **k: calls.append(("popen", a)))
     before = set(sys.modules)
     assert runs.skops_refused_names(good) == []
     assert runs.skops_refused_names(bad) == ["numpy.f2py.__main__.main"]
-    assert set(sys.modules) == before and spy.attempts == []
+    assert set(sys.modules) == before and spy.attempts == [] and calls == []
 
 
 @pytest.mark.parametrize(
