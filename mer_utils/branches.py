@@ -207,7 +207,7 @@ register(
     Branch(
         name="video",
         reads="clips",
-        data_help="RAVDESS folder",
+        data_help="a folder of RAVDESS clips",
         labels=RAVDESS_EMOTIONS,
         models=("resnet50", "resnet50-scratch"),
         default_model="resnet50",
@@ -222,7 +222,7 @@ register(
     Branch(
         name="audio",
         reads="clips",
-        data_help="RAVDESS folder",
+        data_help="a folder of RAVDESS clips",
         labels=RAVDESS_EMOTIONS,
         models=("whisper", "logreg", "svm", "cnn", "lstm", "bilstm", "attention", "stats", "ensemble"),
         default_model="whisper",
@@ -236,7 +236,7 @@ register(
     Branch(
         name="spectrogram",
         reads="clips",
-        data_help="RAVDESS folder",
+        data_help="a folder of RAVDESS clips",
         labels=RAVDESS_EMOTIONS,
         models=("resnet18", "resnet18_speaker_norm", "resnet18_imagenet"),
         default_model="resnet18",
@@ -249,7 +249,7 @@ register(
     Branch(
         name="text",
         reads="text",
-        data_help="text CSV",
+        data_help="a CSV file with text and emotion columns",
         labels=TEXT_LABELS,
         models=(
             "best",
@@ -275,7 +275,7 @@ register(
     Branch(
         name="faces",
         reads="face images",
-        data_help="labelled face-image folder",
+        data_help="a folder of labelled face images (one subfolder per emotion)",
         labels=RAVDESS_EMOTIONS,
         models=("cnn", "resnet50"),
         default_model="cnn",

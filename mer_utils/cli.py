@@ -77,9 +77,25 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_data(branch: str, data: Path) -> None:
+    """Say what ``--data`` is when it is the wrong kind of thing for the branch (a CSV for audio...)."""
+    descriptor = get_branch(branch)
+    wants_file = descriptor.reads == "text"
+    if not wants_file and data.is_file():
+        kind = f"a {data.suffix.lstrip('.').upper()} file" if data.suffix else "a file"
+        text_hint = "; a CSV is for `mer train text`" if data.suffix.lower() == ".csv" else ""
+        raise ValueError(f"{data}: is {kind}; {branch} needs {descriptor.data_help}{text_hint}")
+    if wants_file and data.is_dir():
+        raise ValueError(
+            f"{data}: is a folder; {branch} needs {descriptor.data_help} "
+            "(folders of clips are for `mer train audio|video|spectrogram`)"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mer_utils.pipelines import base
 
+    _check_train_data(args.branch, args.data)
     extra = {}
     for option in TRAIN_OPTIONS:
         value = getattr(args, option)
@@ -135,10 +151,33 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def clip_argument(text: str) -> Path:
+    """The clip given to `mer predict` as a Path, or a clear error saying what it is instead."""
+    fix = "give the path of a video or audio file on this machine (e.g. clip.mp4)"
+    if text == "-":
+        raise ValueError(f"'-': mer predict does not read standard input; save the clip to a file and {fix}")
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ValueError(
+            f"{text}: is a {scheme} URL; mer never downloads clips: download it first, then {fix}"
+        )
+    path = Path(text)
+    if path.is_dir():
+        raise ValueError(
+            f"{path}: is a folder, not a clip; {fix} (to score a folder: `mer evaluate RUN --data DIR`)"
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; {fix}")
+    if not path.is_file():
+        raise ValueError(f"{path}: is not a regular file (a device or a pipe); {fix}")
+    return path
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from mer_utils.predict import format_prediction, predict_clip
 
-    result = predict_clip(args.clip, args.models, verbose=args.verbose, fusion=args.fusion)
+    clip = clip_argument(args.clip)
+    result = predict_clip(clip, args.models, verbose=args.verbose, fusion=args.fusion)
     if args.json:
         _print_json(result)
     else:
@@ -179,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-pickle",
         action="store_true",
         help="load an old pickled model.joblib (can run any code: only for runs you made yourself)",
+    )
+    parser.add_argument(
+        "--trust-run",
+        action="store_true",
+        help="load a run (or fusion file) without the checksums that tie model, labels and fusion "
+        "together (only for runs you made yourself)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -248,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.set_defaults(func=cmd_fuse)
 
     predict = commands.add_parser("predict", help="predict the emotion of one new clip")
-    predict.add_argument("clip", type=Path)
+    predict.add_argument("clip", help="the clip to predict (a video or audio file)")
     predict.add_argument("--models", type=Path, nargs="+", required=True, help="run folders")
     predict.add_argument(
         "--fusion", type=Path, help="a `mer fuse` folder (fusion.json); default: fit on the runs' validation"
@@ -292,14 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     out of memory) print one line ``mer <command>: error: <message>`` and return 2; Ctrl-C returns
     130; anything else is a bug: one line and 1 (``-v DEBUG`` prints the traceback).
     """
-    from mer_utils.runs import TRUST_PICKLE_ENV
+    from mer_utils.runs import TRUST_PICKLE_ENV, TRUST_RUN_ENV
 
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    previous = os.environ.get(TRUST_PICKLE_ENV)
-    if args.trust_pickle:
-        os.environ[TRUST_PICKLE_ENV] = "1"
+    # The trust flags last one command: the environment is restored afterwards.
+    flags = {TRUST_PICKLE_ENV: args.trust_pickle, TRUST_RUN_ENV: args.trust_run}
+    previous = {name: os.environ.get(name) for name, given in flags.items() if given}
+    for name in previous:
+        os.environ[name] = "1"
     prefix = f"mer {args.command}:"
     try:
         return args.func(args)
@@ -328,11 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        if args.trust_pickle:
-            if previous is None:
-                os.environ.pop(TRUST_PICKLE_ENV, None)
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
             else:
-                os.environ[TRUST_PICKLE_ENV] = previous
+                os.environ[name] = value
 
 
 if __name__ == "__main__":

@@ -476,7 +476,10 @@ def make_demo_dataset(
         from tqdm.auto import tqdm
 
         # Each clip is independent and seeded by its own fields, so parallel order changes nothing.
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        from mer_utils.workers import exit_with_parent
+
+        # Workers end with this process, even when it is killed with SIGKILL.
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=exit_with_parent) as pool:
             done = pool.map(_make_demo_clip_job, todo, chunksize=4)
             for _ in tqdm(done, total=len(todo), desc="demo clips", unit="clip", disable=not progress):
                 pass

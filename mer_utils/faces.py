@@ -467,9 +467,13 @@ def extract_faces(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from mer_utils.workers import exit_with_parent
+
         # "spawn", not fork: forking a process that already runs TensorFlow can deadlock.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)), mp_context=context, initializer=exit_with_parent
+        ) as pool:
             results = pool.map(_extract_job, jobs, chunksize=4)
             for result in results:
                 computed, cached = _collect(result, faces, failed, computed, cached)

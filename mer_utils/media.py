@@ -22,6 +22,10 @@ class NoAudioStreamError(MediaError):
     """The clip has no audio track (e.g. a RAVDESS video-only clip, modality 02)."""
 
 
+class MediaPermissionError(MediaError, PermissionError):
+    """The clip may not be read by this user: a PermissionError, and a MediaError so batch jobs skip it."""
+
+
 class NoVideoStreamError(MediaError):
     """The clip has no video track (e.g. a RAVDESS audio-only .wav, modality 03)."""
 
@@ -42,6 +46,11 @@ def _open(path: Path):
 
     try:
         return av.open(str(path))
+    except PermissionError as error:  # PyAV's PermissionError is also an FFmpegError: not "corrupt"
+        raise MediaPermissionError(
+            f"{path}: permission denied (the file is not readable by this user); "
+            "make it readable (chmod a+r) or copy it somewhere you can read"
+        ) from error
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
         raise MediaError(
             f"{path}: cannot be opened as audio/video, the file is corrupt or not media ({error})"

@@ -95,12 +95,13 @@ def predict_clip(
 
     Pass ``loaded`` (from :func:`load_models`) to reuse loaded models across clips.
     Returns a JSON-ready dict: clip, label, fused_probabilities, modalities (per modality:
-    available, reason, probabilities, confidence, trust, weight, details) and timings (s).
+    available, reason, probabilities, confidence, trust, weight, details), weak_answer (why the
+    fused label says little about the clip, or None) and timings (s).
     """
     import warnings
 
     from mer_utils.fusion.methods import fuse_single
-    from mer_utils.fusion.parameters import single_clip_rule, trust_and_temperatures
+    from mer_utils.fusion.parameters import single_clip_rule, trust_and_temperatures, weak_answer
     from mer_utils.media import MediaWarning
 
     clip = Path(clip)
@@ -144,6 +145,11 @@ def predict_clip(
         "method": loaded["parameters"].get("method"),
         "method_chosen_by": loaded["parameters"].get("chosen_by", "the seed's rule"),
         "modalities": fused["modalities"],
+        "weak_answer": weak_answer(
+            loaded["parameters"],
+            fused["fused_probabilities"],
+            [name for name, p in probabilities.items() if p is not None],
+        ),
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
     try:
@@ -167,6 +173,8 @@ def format_prediction(result: dict, verbose: bool = False) -> str:
             f"{label} {p:.2f}" for label, p in zip(labels, result["fused_probabilities"], strict=True)
         )
     )
+    if result.get("weak_answer"):
+        lines.append(f"note:    {result['weak_answer']}")
     if result.get("method"):
         lines.append(
             f"method:  {result['method']} ({result.get('method_chosen_by', 'chosen on validation')})"

@@ -405,13 +405,31 @@ def _unsafe_member(member: zipfile.ZipInfo, dest: Path) -> str | None:
     return None
 
 
+def _member_clash(members: list[zipfile.ZipInfo], dest: Path) -> tuple[str, str] | None:
+    """(member, what it clashes with) when a member cannot be written: a file where a folder must go."""
+    files = [m.filename.rstrip("/") for m in members if not m.is_dir()]
+    folders = {str(parent) for name in files for parent in Path(name).parents if str(parent) != "."}
+    folders |= {m.filename.rstrip("/") for m in members if m.is_dir()}
+    for name in files:
+        if name in folders:
+            return name, "another member of the archive that uses the same name as a folder"
+        final = dest / name
+        if final.is_dir() and not final.is_symlink():
+            return name, f"the folder {final} (a file cannot replace a folder)"
+        for parent in Path(name).parents:
+            if str(parent) != "." and (dest / parent).exists() and not (dest / parent).is_dir():
+                return name, f"the file {dest / parent} (it would have to be a folder)"
+    return None
+
+
 def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
     """Extract a zip into ``dest`` all or nothing, refusing unsafe members and checking every CRC.
 
     Raises ``ValueError`` naming the member, before anything is written, when one is unsafe
-    (absolute path, ``..`` traversal, a symbolic link). Members are first written to a hidden
-    temporary folder inside ``dest``, each checked against its CRC-32 as it is read; only when all
-    are intact are they moved into place, so a corrupt member leaves nothing half-written.
+    (absolute path, ``..`` traversal, a symbolic link, a file where a folder is or must go).
+    Members are first written to a hidden temporary folder inside ``dest``, each checked against
+    its CRC-32 as it is read; only when all are intact are they moved into place, so a corrupt
+    member leaves nothing half-written.
     Returns the extracted file paths.
     """
     import shutil
@@ -429,6 +447,12 @@ def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
             reason = _unsafe_member(member, dest)
             if reason:
                 raise ValueError(f"{archive}: member {member.filename!r} {reason}; refusing to extract")
+        clash = _member_clash(members, dest)
+        if clash is not None:
+            raise ValueError(
+                f"{archive}: member {clash[0]!r} clashes with {clash[1]}; nothing was extracted; "
+                "move that file or folder away, or extract into an empty folder"
+            )
         created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))

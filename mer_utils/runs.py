@@ -8,7 +8,10 @@ plus the SHA-256 of every model file and a fingerprint binding them to the label
 ``metrics.json`` and ``predictions_val.csv`` / ``predictions_test.csv`` (see
 :mod:`mer_utils.evaluation`). Every branch saves and loads its model through :func:`save_model`
 and :func:`load_model_file`, and reads run.json through :func:`read_run_info`, which validates it.
-Runs written before skops hold ``model.joblib`` (a pickle): refused unless ``MER_TRUST_PICKLE=1``.
+Runs written before skops hold ``model.joblib`` (a pickle): refused unless ``MER_TRUST_PICKLE=1``;
+runs without checksums are refused unless ``MER_TRUST_RUN=1`` (``--trust-run``). The label order
+is also stored inside the model file and compared with run.json on load. Whether a model.skops
+is trusted is decided from the type names in its schema alone, before anything is imported.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,16 +36,31 @@ METRICS_FILE = "metrics.json"
 KERAS_MODEL_FILE = "model.keras"
 
 log = logging.getLogger(__name__)
+# os.umask can only be read by setting it: one thread at a time.
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and rename, so readers never see half a file."""
+    """Write ``data`` to ``path`` via a temporary file and rename, so readers never see half a file.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (0666 minus the umask), not
+    the private 0600 of the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -108,7 +127,12 @@ def write_run_info(
 
     Call it after the model is saved. ``extra_model_files`` names further files or folders the
     model needs (a vocabulary, normalisation statistics, fine-tuned weights); they are hashed too.
+    The label order is also written into model.keras / model.skops (:func:`stamp_model_labels`),
+    so it travels with the weights and a changed run.json is caught even with its hashes recomputed.
     """
+    for path in sorted(Path(run_dir).glob("model.*")):
+        if path.suffix in (".keras", ".skops"):
+            stamp_model_labels(path, labels)
     hashes = model_file_hashes(run_dir, extra_model_files)
     info = {
         "branch": branch,
@@ -180,21 +204,90 @@ TRUST_PICKLE_ENV = "MER_TRUST_PICKLE"
 # run.json keys written at training: SHA-256 per model file, and one hash binding them to the labels.
 MODEL_FILES_KEY = "model_files"
 FINGERPRINT_KEY = "model_fingerprint"
-# Project classes and functions a skops model may contain, by full name (nothing else of ours).
-SKOPS_PROJECT_TYPES = (
-    "mer_utils.models.text.AveragedProbabilities",
-    "mer_utils.models.text.SentenceEmbeddings",
-    "mer_utils.models.text.SoftmaxScores",
-    "mer_utils.models.text_finetune.FineTunedMiniLM",
-    "mer_utils.text.clean_texts",
+# Set to 1 to load a run whose run.json has no checksums (a run you made yourself, before they existed).
+TRUST_RUN_ENV = "MER_TRUST_RUN"
+# Zip member written into model.keras / model.skops holding the label order the model was trained with.
+LABELS_MEMBER = "mer_labels.json"
+# Node kinds of a skops schema whose imports are all named by the node's "__module__" and
+# "__class__" (MethodNode adds its method name). A file using any other kind is refused.
+SKOPS_KNOWN_LOADERS = frozenset(
+    {
+        "BytesNode",
+        "CachedNode",
+        "DTypeNode",
+        "DictNode",
+        "FunctionNode",
+        "JsonNode",
+        "ListNode",
+        "LossNode",
+        "NdArrayNode",
+        "ObjectNode",
+        "RandomStateNode",
+        "SetNode",
+        "TreeNode",
+        "TupleNode",
+        "TypeNode",
+    }
 )
-# Library functions a skops model may reference (score functions of feature selection).
-SKOPS_TRUSTED_FUNCTIONS = (
-    "sklearn.feature_selection._univariate_selection.chi2",
-    "sklearn.feature_selection._univariate_selection.f_classif",
+# Every type and function a skops model of this project may name, fully qualified. Trust is
+# decided from these names alone (no prefix rule, no import) before skops reads the file;
+# tests/test_hostile_inputs.py checks that every scikit-learn model `mer train` writes stays
+# within this list. A new model type is added here by its full name.
+SKOPS_ALLOWED_NAMES = frozenset(
+    {
+        # containers and scalars
+        "builtins.bool",
+        "builtins.bytes",
+        "builtins.dict",
+        "builtins.float",
+        "builtins.int",
+        "builtins.list",
+        "builtins.set",
+        "builtins.str",
+        "builtins.tuple",
+        "numpy.bool_",
+        "numpy.dtype",
+        "numpy.float32",
+        "numpy.float64",
+        "numpy.int32",
+        "numpy.int64",
+        "numpy.ndarray",
+        "numpy.str_",
+        "numpy.random.mtrand.RandomState",
+        # scikit-learn estimators and their fitted parts (audio and text models)
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn.calibration.CalibratedClassifierCV",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.feature_extraction.text.TfidfTransformer",
+        "sklearn.feature_extraction.text.TfidfVectorizer",
+        "sklearn.feature_selection._univariate_selection.SelectKBest",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+        "sklearn.naive_bayes.ComplementNB",
+        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.pipeline.FeatureUnion",
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._function_transformer.FunctionTransformer",
+        "sklearn.preprocessing._label.LabelBinarizer",
+        "sklearn.svm._classes.LinearSVC",
+        "sklearn.svm._classes.SVC",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._tree.Tree",
+        # library functions a model refers to (feature-selection scores)
+        "sklearn.feature_selection._univariate_selection.chi2",
+        "sklearn.feature_selection._univariate_selection.f_classif",
+        # mer's own model classes and the text cleaning function
+        "mer_utils.models.text.AveragedProbabilities",
+        "mer_utils.models.text.SentenceEmbeddings",
+        "mer_utils.models.text.SoftmaxScores",
+        "mer_utils.models.text_finetune.FineTunedMiniLM",
+        "mer_utils.text.clean_texts",
+    }
 )
-# Classes (not functions) of these packages are trusted: rebuilding them runs no user code.
-SKOPS_TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -217,6 +310,9 @@ def save_model(run_dir: str | Path, model: Any, kind: str) -> Path:
     if kind not in ("keras", "sklearn"):
         raise ValueError(f"unknown model kind {kind!r}; expected 'keras' or 'sklearn'")
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The folder stops being a run until write_run_info writes run.json again (after every other
+    # file), so training cut short leaves no folder that looks like a finished run.
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
     target = run_dir / (SKOPS_MODEL_FILE if kind == "sklearn" else KERAS_MODEL_FILE)
     for name in (KERAS_MODEL_FILE, SKOPS_MODEL_FILE, PICKLE_MODEL_FILE):
         # A run folder trained again with another model type must not keep the old model beside the new.
@@ -301,8 +397,15 @@ def verify_model_files(run_dir: str | Path, info: dict) -> None:
     """Refuse a run whose model files or label order differ from those recorded at training."""
     run_dir = Path(run_dir)
     hashes = info.get(MODEL_FILES_KEY)
-    if not hashes:
-        log.info("%s: no model checksums in run.json (a run from before they were recorded)", run_dir)
+    if hashes is None or info.get(FINGERPRINT_KEY) is None:
+        if not run_trusted():
+            raise UnsafeModelError(
+                f"{run_dir / RUN_FILE}: no {MODEL_FILES_KEY!r} / {FINGERPRINT_KEY!r} (the checksums that tie "
+                "the model files to the labels), so mer cannot tell whether the model or its labels were "
+                "changed; retrain the run, or, only for a run you made yourself, pass --trust-run "
+                f"(or set {TRUST_RUN_ENV}=1)"
+            )
+        log.warning("%s: loading a run without checksums because %s=1", run_dir, TRUST_RUN_ENV)
         return
     if info.get(FINGERPRINT_KEY) != model_fingerprint(info["labels"], hashes):
         raise UnsafeModelError(
@@ -324,46 +427,150 @@ def verify_model_files(run_dir: str | Path, info: dict) -> None:
             )
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def pickle_trusted() -> bool:
     """True when the user opted in to loading old pickled models (``MER_TRUST_PICKLE=1``)."""
-    return os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return _env_flag(TRUST_PICKLE_ENV)
+
+
+def run_trusted() -> bool:
+    """True when the user opted in to runs without checksums (``MER_TRUST_RUN=1``, or a trusted pickle).
+
+    Trusting a pickle (which can run any code) includes trusting its run.json: such runs predate
+    the checksums.
+    """
+    return _env_flag(TRUST_RUN_ENV) or pickle_trusted()
+
+
+def stamp_model_labels(path: str | Path, labels: Sequence[str]) -> None:
+    """Write the label order into a model zip (model.keras / model.skops) as :data:`LABELS_MEMBER`.
+
+    Keras and skops ignore the extra member; :func:`model_file_labels` reads it back. A file that is
+    not a zip archive is left alone (loading it fails as corrupt anyway).
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(buffer, "w") as target:
+        for member in source.infolist():
+            if member.filename != LABELS_MEMBER:
+                target.writestr(member, source.read(member))
+        target.writestr(LABELS_MEMBER, json.dumps({"labels": list(labels)}))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def model_file_labels(path: str | Path) -> list[str] | None:
+    """The label order stored inside a model zip by :func:`stamp_model_labels` (None: not stored)."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if LABELS_MEMBER not in archive.namelist():
+                return None
+            labels = json.loads(archive.read(LABELS_MEMBER)).get("labels")
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError) as error:
+        raise ValueError(f"{path}: corrupt model file ({LABELS_MEMBER}: {error}); retrain the run") from error
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{path}: corrupt model file ({LABELS_MEMBER} holds no label list); retrain the run")
+    return labels
+
+
+def check_model_labels(path: Path, labels: Sequence[str], run_dir: Path) -> None:
+    """Refuse a model whose stored label order differs from run.json's (see :func:`stamp_model_labels`)."""
+    stored = model_file_labels(path)
+    if stored is None:
+        log.info("%s: no label order stored in the model file (a run from before it was)", path)
+        return
+    if stored != list(labels):
+        raise UnsafeModelError(
+            f"{run_dir / RUN_FILE}: lists the labels {list(labels)}, but {path.name} was trained with "
+            f"{stored} (in this order); restore the original run.json or retrain the run"
+        )
+
+
+def skops_schema_names(data: bytes, path: str | Path = SKOPS_MODEL_FILE) -> list[str]:
+    """Every name a skops file's schema would import, read from the zip's schema.json by hand.
+
+    Nothing is imported and skops is not used: the file is a zip and its schema plain JSON. A node
+    of an unknown kind is returned as ``<loader NAME>`` (so it is refused). Raises ValueError
+    naming ``path`` when the file is not a skops archive.
+    """
+    import io
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise ValueError(f"{path}: corrupt or unreadable model file ({error}); retrain the run") from error
+    names: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.values())
+        if "__loader__" not in node and "__module__" not in node and "__class__" not in node:
+            continue
+        loader, module, name = node.get("__loader__"), node.get("__module__"), node.get("__class__")
+        if not all(isinstance(x, str) for x in (loader, module, name)):
+            raise ValueError(
+                f"{path}: corrupt model file (a schema node without __loader__, __module__ and __class__); "
+                "retrain the run"
+            )
+        if loader not in SKOPS_KNOWN_LOADERS:
+            names.add(f"<loader {loader}>")
+        names.add(f"{module}.{name}")
+        if loader == "MethodNode":
+            content = node.get("content")
+            method = content.get("func") if isinstance(content, dict) else None
+            names.add(f"{module}.{name}.{method}")
+    return sorted(names)
+
+
+def skops_refused_names(data: bytes, path: str | Path = SKOPS_MODEL_FILE) -> list[str]:
+    """The names in a skops file's schema that are not on :data:`SKOPS_ALLOWED_NAMES` (empty: trusted).
+
+    The decision reads the names only: no import, no subprocess, no network.
+    """
+    return [name for name in skops_schema_names(data, path) if name not in SKOPS_ALLOWED_NAMES]
 
 
 def skops_trusted_types(untrusted: Sequence[str]) -> list[str]:
-    """The names among ``untrusted`` that are on the allow-list; the rest are refused by the caller."""
-    import importlib
-
-    allowed = []
-    for name in untrusted:
-        if name in SKOPS_PROJECT_TYPES or name in SKOPS_TRUSTED_FUNCTIONS:
-            allowed.append(name)
-            continue
-        if name.split(".")[0] not in SKOPS_TRUSTED_PACKAGES:
-            continue
-        module_name, _, attribute = name.rpartition(".")
-        try:
-            found = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError):
-            continue
-        if isinstance(found, type):
-            allowed.append(name)
-    return allowed
+    """The names among ``untrusted`` that are on the allow-list (by exact name; nothing is imported)."""
+    return [name for name in untrusted if name in SKOPS_ALLOWED_NAMES]
 
 
 def _load_skops(path: Path) -> Any:
-    import skops.io
-
     try:
         data = path.read_bytes()
-        untrusted = skops.io.get_untrusted_types(data=data)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+    except OSError as error:
         raise ValueError(f"{path}: corrupt or unreadable model file ({error}); retrain the run") from error
-    refused = sorted(set(untrusted) - set(skops_trusted_types(untrusted)))
+    # Trust is decided before skops (or anything the file names) is imported.
+    refused = skops_refused_names(data, path)
     if refused:
         raise UnsafeModelError(
             f"{path}: refusing to load types that are not on the allow-list: {refused}; "
-            "only scikit-learn, NumPy, SciPy and mer's own model classes are loaded"
+            "only the scikit-learn, NumPy and SciPy types of mer's own models are loaded; retrain the run"
         )
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except (ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: corrupt or unreadable model file ({error}); retrain the run") from error
+    beyond = sorted(set(untrusted) - SKOPS_ALLOWED_NAMES)
+    if beyond:  # skops reads the same schema; a difference means a file built to confuse the check
+        raise UnsafeModelError(f"{path}: refusing to load types that are not on the allow-list: {beyond}")
     try:
         return skops.io.loads(data, trusted=list(untrusted))
     except MemoryError:
@@ -402,13 +609,20 @@ def load_model_file(run_dir: str | Path, info: dict | None = None) -> Any:
             f"{run_dir}: the run folder has no model (model.keras or model.skops); "
             f"train one with `mer train {branch}`"
         )
-    verify_model_files(run_dir, info)
     chosen = next(p for p in (keras_path, skops_path, pickle_path) if p.is_file())
-    if info.get(MODEL_FILES_KEY) and chosen.name not in info[MODEL_FILES_KEY]:
+    if chosen == pickle_path and not pickle_trusted():
+        raise UnsafeModelError(
+            f"{pickle_path}: a pickled model, which can run any code when loaded, so mer does not load "
+            f"it; retrain the run with `mer train {branch}` (writes model.skops), or, only for a run you "
+            f"made yourself, set {TRUST_PICKLE_ENV}=1 (or pass --trust-pickle)"
+        )
+    verify_model_files(run_dir, info)
+    if info.get(MODEL_FILES_KEY) is not None and chosen.name not in info[MODEL_FILES_KEY]:
         raise UnsafeModelError(
             f"{chosen}: not among the model files recorded in run.json at training "
             f"({sorted(info[MODEL_FILES_KEY])}); it was added later, so it is not loaded"
         )
+    check_model_labels(chosen, info["labels"], run_dir)
     if keras_path.is_file():
         model = _load_keras(keras_path)
         outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
@@ -422,12 +636,6 @@ def load_model_file(run_dir: str | Path, info: dict | None = None) -> Any:
         model = _load_skops(skops_path)
         _check_classes(model, info["labels"], run_dir)
         return model
-    if not pickle_trusted():
-        raise UnsafeModelError(
-            f"{pickle_path}: a pickled model, which can run any code when loaded, so mer does not load "
-            f"it; retrain the run with `mer train {branch}` (writes model.skops), or, only for a run you "
-            f"made yourself, set {TRUST_PICKLE_ENV}=1 (or pass --trust-pickle)"
-        )
     import joblib
 
     log.warning("%s: loading a pickled model because %s=1", pickle_path, TRUST_PICKLE_ENV)

@@ -180,8 +180,10 @@ def test_trust_pickle_flag_is_scoped_to_one_command(tmp_path, one_clip_dir, caps
     assert runs.TRUST_PICKLE_ENV not in os.environ
 
 
-def test_pickle_renamed_to_skops_is_refused_as_corrupt(tmp_path, capsys, one_clip_dir):
+def test_pickle_renamed_to_skops_is_refused_as_corrupt(tmp_path, capsys, one_clip_dir, monkeypatch):
     import joblib
+
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")  # even an old run the user trusts: the pickle never runs
 
     marker = tmp_path / "pwned"
     run = _old_pickle_run(tmp_path / "run", _fitted_pipeline())
@@ -258,7 +260,9 @@ def test_changed_keras_file_is_refused_by_checksum(tmp_path, keras_network):
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a zip archive"], ids=["empty", "garbage"])
-def test_corrupt_keras_file_is_reported_as_corrupt_not_missing(tmp_path, keras_network, content):
+def test_corrupt_keras_file_is_reported_as_corrupt_not_missing(tmp_path, keras_network, content, monkeypatch):
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")  # an old run without checksums, trusted by its owner
+
     run = _keras_run(tmp_path / "run", keras_network, checksums=False)
     (run / "model.keras").write_bytes(content)
     with pytest.raises(ValueError, match=r"model\.keras: corrupt") as caught:
@@ -349,7 +353,9 @@ def test_video_run_without_face_parameters(tmp_path, keras_network):
         base.load_model(run)
 
 
-def test_label_count_must_match_the_network_outputs(tmp_path, keras_network):
+def test_label_count_must_match_the_network_outputs(tmp_path, keras_network, monkeypatch):
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")
+
     run = _keras_run(tmp_path / "run", keras_network, checksums=False)  # an old run: no fingerprint
     _edit_run_json(run, labels=LABELS[:7])
     with pytest.raises(ValueError, match="lists 7 labels but model.keras has 8 outputs"):
@@ -949,3 +955,547 @@ def test_settings_numbers_are_range_checked_by_name():
     check_settings(Tiny())
     with pytest.raises(ValueError, match="'dropout' = 1.5 is outside"):
         check_settings(Tiny(dropout=1.5))
+
+
+# --- issue 25, round two: trust decided from names, runs and fusion files tied together ------
+# A model file naming a module, run.json and fusion.json edited with their hashes recomputed, a
+# disk that fills up, paths that are not clips, a killed `mer demo-data`, weak runs.
+
+
+def _rewrite_zip(path: Path, edit) -> None:
+    """Rewrite a zip (model.skops / model.keras) with ``edit(name, data) -> data`` applied to each member."""
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(buffer, "w") as target:
+        for member in source.infolist():
+            target.writestr(member, edit(member.filename, source.read(member)))
+    path.write_bytes(buffer.getvalue())
+
+
+def _recompute_hashes(run_dir: Path, labels=None) -> None:
+    """What anyone who can edit run.json can do: record the current files' hashes and fingerprint."""
+    info = json.loads((run_dir / "run.json").read_text())
+    labels = info["labels"] if labels is None else labels
+    hashes = {name: runs.file_sha256(run_dir / name) for name in info["model_files"]}
+    _edit_run_json(
+        run_dir, labels=labels, model_files=hashes, model_fingerprint=runs.model_fingerprint(labels, hashes)
+    )
+
+
+class _ImportSpy:
+    """A meta-path finder that records every attempt to import a module under ``prefix``."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.attempts = prefix, []
+
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(self.prefix):
+            self.attempts.append(name)
+        return None
+
+
+def _f2py_skops_run(run_dir: Path) -> Path:
+    """A real audio run whose model.skops names a type in numpy.f2py.__main__ (importing it runs f2py)."""
+    _sklearn_run(run_dir)
+
+    def edit(name, data):
+        if name != "schema.json":
+            return data
+        schema = json.loads(data)
+        schema["content"]["content"]["steps"]["content"][0]["content"][1].update(
+            {"__module__": "numpy.f2py.__main__", "__class__": "main", "__loader__": "ObjectNode"}
+        )
+        return json.dumps(schema).encode()
+
+    _rewrite_zip(run_dir / "model.skops", edit)
+    _recompute_hashes(run_dir)
+    return run_dir
+
+
+def test_skops_naming_numpy_f2py_is_refused_before_any_import(tmp_path, capsys, one_clip_dir, monkeypatch):
+    import subprocess
+    import sys
+
+    run = _f2py_skops_run(tmp_path / "run")
+    assert "numpy.f2py.__main__" in (run / "model.skops").read_bytes().decode("latin-1")
+    for name in [m for m in sys.modules if m.startswith("numpy.f2py")]:
+        monkeypatch.delitem(sys.modules, name)
+    spy = _ImportSpy("numpy.f2py")
+    monkeypatch.setattr(sys, "meta_path", [spy, *sys.meta_path])
+    started = []
+    monkeypatch.setattr(subprocess.Popen, "__init__", lambda self, *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(os, "system", lambda command: started.append(command) or 1)
+    _fails_cleanly(
+        ["evaluate", run, "--data", one_clip_dir], capsys, "model.skops", "numpy.f2py.__main__.main"
+    )
+    assert spy.attempts == [] and not [m for m in sys.modules if m.startswith("numpy.f2py")]
+    assert started == []
+
+
+def test_skops_trust_is_decided_without_importing_anything(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+
+    good = runs.save_model(tmp_path / "good", _fitted_pipeline(), "sklearn").read_bytes()
+    bad = (_f2py_skops_run(tmp_path / "bad") / "model.skops").read_bytes()
+    spy = _ImportSpy("")
+    monkeypatch.setattr(sys, "meta_path", [spy, *sys.meta_path])
+    calls = []
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: calls.append(("connect", a)))
+    monkeypatch.setattr(subprocess.Popen, "__init__", lambda *a, **k: calls.append(("popen", a)))
+    before = set(sys.modules)
+    assert runs.skops_refused_names(good) == []
+    assert runs.skops_refused_names(bad) == ["numpy.f2py.__main__.main"]
+    assert set(sys.modules) == before and spy.attempts == [] and calls == []
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"__module__": "sklearn", "__class__": "utils", "__loader__": "ObjectNode"},  # a prefix is no name
+        {
+            "__module__": "numpy",
+            "__class__": "load",
+            "__loader__": "FunctionNode",
+        },  # a real, unlisted function
+        {"__module__": "builtins", "__class__": "dict", "__loader__": "SomeFutureNode"},  # an unknown loader
+    ],
+    ids=["package-prefix", "unlisted-function", "unknown-loader"],
+)
+def test_only_exact_allow_listed_names_pass(tmp_path, node):
+    run = _sklearn_run(tmp_path / "run")
+
+    def edit(name, data):
+        if name != "schema.json":
+            return data
+        schema = json.loads(data)
+        schema["content"]["content"]["steps"]["content"][0]["content"][1].update(node)
+        return json.dumps(schema).encode()
+
+    _rewrite_zip(run / "model.skops", edit)
+    assert runs.skops_refused_names((run / "model.skops").read_bytes())
+
+
+def test_every_scikit_learn_model_mer_trains_is_on_the_allow_list():
+    import skops.io
+
+    from mer_utils.pipelines.audio_vectors import SKLEARN_MODELS, build_sklearn_model
+    from mer_utils.pipelines.text_candidates import fit_classical
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)), np.repeat(["joy", "fear", "anger", "shame"], 10)
+    models = {f"audio {name}": build_sklearn_model(name, seed=0).fit(x, y) for name in SKLEARN_MODELS}
+    words = ["happy sunny day", "scared of the dark", "so angry now", "ashamed of it", "what a joy"]
+    texts = [f"{words[i % 5]} {i}" for i in range(40)]
+    fitted = fit_classical(["lr", "svm", "nb", "dt", "rf", "lr+svm"], texts, list(y), seed=0, smoke=True)
+    models.update({f"text {name}": candidate.model for name, candidate in fitted.items()})
+    for name, model in models.items():
+        data = skops.io.dumps(model)
+        assert runs.skops_refused_names(data) == [], name
+        assert set(skops.io.get_untrusted_types(data=data)) <= runs.SKOPS_ALLOWED_NAMES, name
+
+
+# Runs without checksums; the label order stored inside the model file.
+
+
+def test_run_without_checksums_is_refused_unless_trusted(
+    tmp_path, keras_network, capsys, one_clip_dir, monkeypatch
+):
+    from mer_utils.pipelines import spectrogram
+
+    monkeypatch.delenv(runs.TRUST_RUN_ENV, raising=False)
+    run = _keras_run(tmp_path / "run", keras_network)
+    _edit_run_json(run, model_files=None, model_fingerprint=None)
+    line = _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "run.json", "model_files")
+    assert "--trust-run" in line and runs.TRUST_RUN_ENV in line
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")
+    assert spectrogram.load_model(run).output_shape[-1] == len(LABELS)
+
+
+def test_trust_run_flag_is_scoped_to_one_command(tmp_path, keras_network, capsys, one_clip_dir, monkeypatch):
+    monkeypatch.delenv(runs.TRUST_RUN_ENV, raising=False)
+    run = _keras_run(tmp_path / "run", keras_network)
+    _edit_run_json(run, model_files=None, model_fingerprint=None, labels=LABELS[::-1])
+    # Trusted, the run gets past the checksums and is refused by the labels stored in model.keras.
+    assert cli.main(["--trust-run", "evaluate", str(run), "--data", str(one_clip_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "mer evaluate: error:" in err and "model.keras was trained with" in err and "Traceback" not in err
+    assert runs.TRUST_RUN_ENV not in os.environ
+
+
+@pytest.mark.parametrize("kind", ["keras", "skops"])
+def test_reversed_labels_with_recomputed_hashes_are_refused(
+    tmp_path, keras_network, capsys, one_clip_dir, kind
+):
+    run = _keras_run(tmp_path / "run", keras_network) if kind == "keras" else _sklearn_run(tmp_path / "run")
+    assert runs.model_file_labels(run / f"model.{kind}") == LABELS
+    _recompute_hashes(run, labels=LABELS[::-1])
+    line = _fails_cleanly(
+        ["evaluate", run, "--data", one_clip_dir], capsys, "run.json", f"model.{kind} was trained with"
+    )
+    assert str(LABELS) in line
+
+
+def test_stored_labels_survive_keras_safe_mode_and_skops_loading(tmp_path, keras_network):
+    from mer_utils.pipelines import audio, spectrogram
+
+    keras_run = _keras_run(tmp_path / "keras", keras_network)
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype("float32")
+    np.testing.assert_allclose(
+        spectrogram.load_model(keras_run).predict(x, verbose=0),
+        keras_network.predict(x, verbose=0),
+        rtol=1e-5,
+    )
+    skops_run = _sklearn_run(tmp_path / "skops")
+    assert list(audio.load_model(skops_run).classes_) == sorted(LABELS)
+    with zipfile.ZipFile(skops_run / "model.skops") as archive:
+        assert json.loads(archive.read(runs.LABELS_MEMBER)) == {"labels": LABELS}
+
+
+# fusion.json tied to its runs.
+
+
+def _fusion_run(run_dir: Path, branch: str, seed: int, labels=LABELS) -> Path:
+    """A run folder with a (tiny, distinct) model file, run.json and validation and test predictions."""
+    from mer_utils.evaluation import prediction_table
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.save_model(run_dir, _fitted_pipeline(), "sklearn")
+    (run_dir / "weights.bin").write_bytes(f"{branch} {seed}".encode())
+    runs.write_run_info(run_dir, branch, labels, extra_model_files=("weights.bin",), seed=seed)
+    rng = np.random.default_rng(seed)
+    for split, count in (("val", 40), ("test", 24)):
+        truth = [labels[i % len(labels)] for i in range(count)]
+        probabilities = rng.dirichlet(np.ones(len(labels)), size=count)
+        probabilities[np.arange(count), [labels.index(t) for t in truth]] += 1.0
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        ids = [f"01-01-01-01-01-{i:02d}-{split}" for i in range(count)]
+        runs.write_predictions(run_dir, split, prediction_table(probabilities, labels, ids, truth))
+    return run_dir
+
+
+@pytest.fixture()
+def fused(tmp_path):
+    """Two runs (audio, spectrogram) and the `mer fuse` folder fitted on them."""
+    from mer_utils.fusion.io import fuse_runs
+
+    audio = _fusion_run(tmp_path / "audio_logreg", "audio", 1)
+    spectrogram = _fusion_run(tmp_path / "spectrogram", "spectrogram", 2)
+    fuse_runs([audio, spectrogram], tmp_path / "fusion", n_boot=20)
+    return audio, spectrogram, tmp_path / "fusion"
+
+
+def test_fusion_file_records_each_runs_fingerprint(fused):
+    from mer_utils.fusion.io import fusion_parameters_for_runs
+
+    audio, spectrogram, folder = fused
+    saved = json.loads((folder / "fusion.json").read_text())
+    assert saved["modalities"]["audio"]["model_fingerprint"] == runs.read_run_info(audio)["model_fingerprint"]
+    parameters = fusion_parameters_for_runs([audio, spectrogram], folder)
+    assert set(parameters["modalities"]) == {"audio", "spectrogram"}
+
+
+def test_fusion_file_of_another_run_is_refused_naming_both(fused, tmp_path, capsys, one_clip_dir):
+    _, spectrogram, folder = fused
+    whisper = _fusion_run(tmp_path / "audio_whisper", "audio", 3)  # another audio model, same branch
+    clip = next(one_clip_dir.rglob("*.mp4"))
+    line = _fails_cleanly(
+        ["predict", clip, "--models", whisper, spectrogram, "--fusion", folder],
+        capsys,
+        "fusion.json",
+        "fingerprint",
+    )
+    assert str(whisper) in line and str(folder / "fusion.json") in line
+
+
+def test_fusion_file_with_other_labels_or_no_fingerprints_is_refused(fused, monkeypatch):
+    from mer_utils.fusion.io import fusion_parameters_for_runs
+
+    audio, spectrogram, folder = fused
+    path = folder / "fusion.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "labels": LABELS[::-1]}))
+    with pytest.raises(
+        ValueError, match=r"fusion\.json: fitted on the labels .*audio_logreg/run\.json lists"
+    ):
+        fusion_parameters_for_runs([audio, spectrogram], folder)
+    for entry in saved["modalities"].values():
+        entry.pop("model_fingerprint")
+    path.write_text(json.dumps(saved))
+    monkeypatch.delenv(runs.TRUST_RUN_ENV, raising=False)
+    with pytest.raises(
+        ValueError, match=r"fusion\.json: records no model fingerprint for 'audio'.*--trust-run"
+    ):
+        fusion_parameters_for_runs([audio, spectrogram], folder)
+    monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")
+    assert set(fusion_parameters_for_runs([audio, spectrogram], folder)["modalities"]) == {
+        "audio",
+        "spectrogram",
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda p: p["modalities"]["audio"].update(temperature=1e-300),
+            r"temperature of 'audio' must be in \[0.05, 20.0\]",
+        ),
+        (lambda p: p["modalities"]["audio"].update(temperature=1e6), r"temperature of 'audio' must be in"),
+        (lambda p: p["parameters"].update(gamma=1e6), r"parameters.gamma must be in \[0.0, 32.0\]"),
+        (
+            lambda p: p["parameters"].update(confidence_exponent=50),
+            r"parameters.confidence_exponent must be in \[0.0, 2.0\]",
+        ),
+    ],
+    ids=["tiny-temperature", "huge-temperature", "huge-gamma", "huge-alpha"],
+)
+def test_fusion_temperatures_and_exponents_are_bounded(fused, edit, message):
+    from mer_utils.fusion.parameters import load_fusion_parameters
+
+    folder = fused[2]
+    saved = json.loads((folder / "fusion.json").read_text())
+    edit(saved)
+    (folder / "fusion.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=message):
+        load_fusion_parameters(folder)
+
+
+# Also: paths that are not clips, the wrong kind of --data, permissions, full disks, umask,
+# a killed `mer demo-data`, clashing archive members, weak runs.
+
+
+def test_a_clip_that_cannot_be_read_for_permission_is_not_called_corrupt(tmp_path, monkeypatch):
+    import av
+
+    clip = _media.write_wav(tmp_path / "locked.wav", _tone_bursts(1.0), _SR)
+    clip.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make FFmpeg answer as it does for a user
+
+        def denied(path, *args, **kwargs):
+            raise av.error.PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(av, "open", denied)
+    with pytest.raises(PermissionError, match=r"locked\.wav: permission denied.*chmod") as caught:
+        _media.read_audio(clip, _SR)
+    assert "corrupt" not in str(caught.value)
+    # Also a MediaError: batch jobs skip the clip with this reason instead of stopping.
+    assert isinstance(caught.value, _media.MediaError)
+
+
+@pytest.mark.parametrize(
+    ("argument", "needles"),
+    [
+        ("folder", ("clip.mp4: is a folder, not a clip", "mer evaluate")),
+        ("-", ("'-': mer predict does not read standard input",)),
+        (
+            "https://example.com/clip.mp4",
+            ("https://example.com/clip.mp4: is a https URL", "download it first"),
+        ),
+        ("missing", ("nothing.mp4: no such file", "give the path of a video or audio file")),
+    ],
+)
+def test_predict_says_what_a_non_clip_argument_is(tmp_path, capsys, argument, needles):
+    (tmp_path / "clip.mp4").mkdir()
+    clip = {"folder": tmp_path / "clip.mp4", "missing": tmp_path / "nothing.mp4"}.get(argument, argument)
+    _fails_cleanly(["predict", clip, "--models", tmp_path], capsys, *needles)
+
+
+def test_train_says_what_the_wrong_kind_of_data_is(tmp_path, capsys):
+    csv = tmp_path / "emotions.csv"
+    csv.write_text("Emotion,Text\njoy,hello\n")
+    _fails_cleanly(
+        ["train", "audio", "--data", csv, "--out", tmp_path / "run"],
+        capsys,
+        "emotions.csv: is a CSV file; audio needs a folder of RAVDESS clips",
+        "mer train text",
+    )
+    _fails_cleanly(
+        ["train", "text", "--data", tmp_path, "--out", tmp_path / "run"],
+        capsys,
+        "is a folder; text needs a CSV",
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def _write_tiny_run(out: Path) -> None:
+    """A finished run through the one schema writer (model saved first, then write_run)."""
+    from mer_utils.evaluation import prediction_table
+    from mer_utils.pipelines.base import write_run
+
+    runs.save_model(out, _fitted_pipeline(), "sklearn")
+    table = prediction_table(np.full((2, len(LABELS)), 1 / len(LABELS)), LABELS, ["a", "b"], LABELS[:2])
+    write_run(
+        out,
+        branch="audio",
+        labels=LABELS,
+        model="logreg",
+        seed=0,
+        smoke=True,
+        data="d",
+        split={},
+        tables={"val": table, "test": table},
+        info={k: v for k, v in _audio_params().items() if k not in ("model", "seed")},
+    )
+
+
+def test_a_full_disk_leaves_no_folder_that_looks_like_a_run(tmp_path, capsys, one_clip_dir, monkeypatch):
+    import errno
+
+    real_write = runs.atomic_write_bytes
+
+    def disk_full_at_metrics(path, data):
+        if Path(path).name == "metrics.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(runs, "atomic_write_bytes", disk_full_at_metrics)
+    with pytest.raises(OSError, match="No space left"):
+        _write_tiny_run(tmp_path / "new")
+    _fails_cleanly(["evaluate", tmp_path / "new", "--data", one_clip_dir], capsys, "not a run folder")
+    monkeypatch.setattr(runs, "atomic_write_bytes", real_write)
+    _write_tiny_run(tmp_path / "old")  # a finished run, trained again into the same folder
+    assert runs.read_run_info(tmp_path / "old")
+    monkeypatch.setattr(runs, "atomic_write_bytes", disk_full_at_metrics)
+    with pytest.raises(OSError, match="No space left"):
+        _write_tiny_run(tmp_path / "old")
+    _fails_cleanly(["evaluate", tmp_path / "old", "--data", one_clip_dir], capsys, "not a run folder")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_run_files_honour_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        _write_tiny_run(tmp_path / "run")
+    finally:
+        os.umask(previous)
+    for name in ("model.skops", "run.json", "metrics.json", "predictions_test.csv"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == mode, name
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_kill_9_of_demo_data_leaves_no_worker_alive(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "mer_utils.cli", "demo-data", str(tmp_path / "demo"), "--actors", "24"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) >= 2, "the demo-data workers never started"
+        time.sleep(1.0)  # the workers are making clips
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        for pid in {parent.pid, *workers, *_children(parent.pid)}:
+            try:  # only the processes this test started (a pid may have been reused)
+                if b"demo-data" in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+@pytest.mark.parametrize(
+    ("members", "existing", "needle"),
+    [
+        ({"Actor_01": b"x", "Actor_01/a.mp4": b"v"}, None, r"member 'Actor_01' clashes with another member"),
+        (
+            {"Actor_01/a.mp4": b"v"},
+            "file:Actor_01",
+            r"member 'Actor_01/a\.mp4' clashes with the file .*Actor_01",
+        ),
+        ({"Actor_01/a.mp4": b"v", "b.mp4": b"w"}, "folder:b.mp4", r"member 'b\.mp4' clashes with the folder"),
+    ],
+    ids=["member-vs-member", "member-under-a-file", "member-over-a-folder"],
+)
+def test_a_zip_member_that_clashes_names_archive_and_member(tmp_path, members, existing, needle):
+    from mer_utils.ravdess import safe_extract
+
+    archive = _zip(tmp_path / "clash.zip", members)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    if existing:
+        kind, name = existing.split(":")
+        (dest / name).mkdir() if kind == "folder" else (dest / name).write_bytes(b"mine")
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    with pytest.raises(ValueError, match=rf"clash\.zip: {needle}") as caught:
+        safe_extract(archive, dest)
+    assert "nothing was extracted" in str(caught.value)
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
+
+
+class _FixedModule:
+    """A branch whose model always answers the same probabilities (what a weak demo run does)."""
+
+    def __init__(self, probabilities):
+        self.probabilities = probabilities
+
+    def predict_file(self, run_dir, clip, model=None):
+        return {"available": True, "probabilities": list(self.probabilities), "details": {}}
+
+
+def _weak_loaded(probabilities: dict[str, list[float]], val_accuracy: dict[str, float], n: int = 60) -> dict:
+    modalities = {
+        name: {"trust": 0.5, "temperature": 1.0, "val_accuracy": val_accuracy[name], "val_n": n}
+        for name in probabilities
+    }
+    return {
+        "models": {
+            name: {"module": _FixedModule(p), "model": None, "run_dir": Path("."), "branch": "audio"}
+            for name, p in probabilities.items()
+        },
+        "parameters": {"method": "entropy_trust", "labels": LABELS, "modalities": modalities},
+        "labels": LABELS,
+        "timings": {},
+    }
+
+
+def test_a_fused_answer_from_weak_runs_says_it_carries_little_information(tmp_path):
+    from mer_utils.predict import format_prediction, predict_clip
+
+    clip = _media.write_wav(tmp_path / "any.wav", _tone_bursts(1.0), _SR)
+    peaked = [0.65] + [0.05] * 7
+    strong = predict_clip(
+        clip, loaded=_weak_loaded({"audio": peaked, "video": peaked}, {"audio": 0.6, "video": 0.5})
+    )
+    assert strong["weak_answer"] is None and "note:" not in format_prediction(strong)
+    chance_runs = predict_clip(
+        clip, loaded=_weak_loaded({"audio": peaked, "video": peaked}, {"audio": 0.15, "video": 0.1})
+    )
+    assert "every run used scored near chance" in chance_runs["weak_answer"]
+    flat = [0.16] + [0.12] * 7
+    uniform = predict_clip(clip, loaded=_weak_loaded({"audio": flat}, {"audio": 0.6}))
+    assert "close to uniform" in uniform["weak_answer"]
+    assert "note:    the fused probabilities are close to uniform" in format_prediction(uniform)
+    assert json.loads(json.dumps(uniform))["weak_answer"] == uniform["weak_answer"]

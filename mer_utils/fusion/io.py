@@ -23,6 +23,7 @@ from mer_utils.fusion.comparison import (
 from mer_utils.fusion.fitting import fit_fusion_independent
 from mer_utils.fusion.parameters import (
     FUSION_FILE,
+    check_fusion_runs,
     fit_fusion_parameters,
     fusion_parameters,
     load_fusion_parameters,
@@ -170,6 +171,7 @@ def fusion_parameters_for_runs(
                 f"{fusion_path}: the chosen method {chosen!r} needs that run; add it to --models"
             )
         parameters["modalities"] = {name: dict(parameters["modalities"][name]) for name in names}
+        check_fusion_runs(parameters, names, fusion_path)
     else:
         val_tables = read_run_tables(list(names.values()), splits=("val",))[0]
         if len(val_tables) > 1 and not _share_clips(val_tables):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mer_utils.fusion.calibration import TEMPERATURE_BOUNDS
 from mer_utils.fusion.fitting import (
     FAMILY_ALIASES,
     GUARDED_METHOD,
@@ -17,12 +18,23 @@ from mer_utils.fusion.fitting import (
     fit_fusion,
 )
 from mer_utils.fusion.methods import TRUST_KINDS
-from mer_utils.fusion.selection import FAMILY_METHODS, FamilyParameters
+from mer_utils.fusion.selection import CONFIDENCE_EXPONENTS, FAMILY_METHODS, GAMMAS, FamilyParameters
 
 # The file `mer fuse` writes with what `mer predict` needs (trust and temperature per modality).
 FUSION_FILE = "fusion.json"
 # Methods a single clip can be fused with from fusion.json alone (plus "single_<run>").
 CLIP_METHODS = (*FAMILY_METHODS, GUARDED_METHOD, *FAMILY_ALIASES)
+# Ranges accepted on load: what `mer fuse` can fit (a temperature of 1e-300 would turn p = 0.8
+# into a fused 1.00; an exponent of 1e6 would let one run decide alone).
+TEMPERATURE_RANGE = TEMPERATURE_BOUNDS
+GAMMA_RANGE = (0.0, float(max(GAMMAS)))
+CONFIDENCE_EXPONENT_RANGE = (0.0, float(max(CONFIDENCE_EXPONENTS)))
+# fusion.json key, per modality: the run's model_fingerprint (run.json) the entry was fitted on.
+FINGERPRINT_KEY = "model_fingerprint"
+# A fused answer says little when its top probability is below this many times chance (1 / labels).
+FLAT_TOP_FACTOR = 2.0
+# A run is near chance when its validation accuracy is less than this many standard errors above it.
+CHANCE_STANDARD_ERRORS = 2.0
 
 
 def fusion_parameters(
@@ -43,6 +55,7 @@ def fusion_parameters(
         entry.update({f"val_{key}": value for key, value in fitted.validation.get(name, {}).items()})
         if run_dirs is not None and name in run_dirs:
             entry["run_dir"] = str(Path(run_dirs[name]).resolve())
+            entry[FINGERPRINT_KEY] = _run_fingerprint(run_dirs[name])
         if branches is not None and name in branches:
             entry["branch"] = branches[name]
         modalities[name] = entry
@@ -62,6 +75,14 @@ def fusion_parameters(
     }
 
 
+def _run_fingerprint(run_dir: str | Path) -> str | None:
+    """The model_fingerprint recorded in a run folder's run.json (None for a run without one)."""
+    from mer_utils.runs import FINGERPRINT_KEY as RUN_FINGERPRINT_KEY
+    from mer_utils.runs import read_run_info
+
+    return read_run_info(run_dir).get(RUN_FINGERPRINT_KEY)
+
+
 def fit_fusion_parameters(val_tables: Mapping[str, pd.DataFrame], trust: str = "macro_f1") -> dict:
     """What `mer predict` needs, fitted on validation: labels, trust, temperatures and the chosen method."""
     return fusion_parameters(fit_fusion(val_tables, trust=trust, stacking=False))
@@ -71,7 +92,8 @@ def _number(value, what: str, path: Path, low: float, high: float, low_open: boo
     """A finite number in [low, high] (or (low, high] with ``low_open``), else a ValueError naming the file."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{path}: {what} must be a finite number, got {value!r}; re-run `mer fuse`")
-    if value < low or value > high or (low_open and value == low):
+    # A relative slack of 1e-9 keeps a fitted bound (exp(log(20)) = 20.000000000000004) inside.
+    if value < low - 1e-9 * abs(low) or value > high + 1e-9 * abs(high) or (low_open and value == low):
         bounds = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
         raise ValueError(f"{path}: {what} must be in {bounds}, got {value!r}; re-run `mer fuse`")
     return float(value)
@@ -100,7 +122,10 @@ def validate_fusion_parameters(parameters, path: str | Path = FUSION_FILE) -> di
             if key not in entry:
                 raise ValueError(f"{path}: modality '{name}' has no '{key}'")
         _number(entry["trust"], f"trust of '{name}'", path, 0.0, 1.0)
-        _number(entry["temperature"], f"temperature of '{name}'", path, 0.0, math.inf, low_open=True)
+        _number(entry["temperature"], f"temperature of '{name}'", path, *TEMPERATURE_RANGE)
+        fingerprint = entry.get(FINGERPRINT_KEY)
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ValueError(f"{path}: {FINGERPRINT_KEY} of '{name}' must be a string, got {fingerprint!r}")
         for kind in ("precision", "recall"):
             values = entry.get(f"class_{kind}")
             if values is None:
@@ -118,8 +143,13 @@ def validate_fusion_parameters(parameters, path: str | Path = FUSION_FILE) -> di
     rule = parameters.setdefault("parameters", FamilyParameters().as_dict())
     if not isinstance(rule, dict):
         raise ValueError(f"{path}: 'parameters' must be an object")
-    _number(rule.get("gamma", 1.0), "parameters.gamma", path, 0.0, math.inf)
-    _number(rule.get("confidence_exponent", 1.0), "parameters.confidence_exponent", path, 0.0, math.inf)
+    _number(rule.get("gamma", 1.0), "parameters.gamma", path, *GAMMA_RANGE)
+    _number(
+        rule.get("confidence_exponent", 1.0),
+        "parameters.confidence_exponent",
+        path,
+        *CONFIDENCE_EXPONENT_RANGE,
+    )
     kind = rule.get("trust_kind", "modality")
     if kind not in TRUST_KINDS:
         raise ValueError(f"{path}: parameters.trust_kind must be one of {TRUST_KINDS}, got {kind!r}")
@@ -138,6 +168,52 @@ def load_fusion_parameters(path: str | Path) -> dict:
     if path.is_dir():
         path = path / FUSION_FILE
     return validate_fusion_parameters(read_json(path), path)
+
+
+def check_fusion_runs(parameters: dict, run_dirs: Mapping[str, str | Path], path: str | Path) -> None:
+    """Refuse fusion parameters fitted on other runs than ``run_dirs`` (modality name -> run folder).
+
+    Each modality's recorded model_fingerprint must be the run's (run.json), and fusion.json's
+    labels the run's labels; both errors name the fusion file and the run. A fusion file written
+    before fingerprints were recorded is refused unless runs are trusted (``--trust-run``).
+    """
+    from mer_utils.runs import FINGERPRINT_KEY as RUN_FINGERPRINT_KEY
+    from mer_utils.runs import TRUST_RUN_ENV, read_run_info, run_trusted
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / FUSION_FILE
+    fix = "re-run `mer fuse` on the run folders you predict with"
+    for name, run_dir in run_dirs.items():
+        info = read_run_info(run_dir)
+        labels = parameters.get("labels")
+        if labels is not None and list(info["labels"]) != list(labels):
+            raise ValueError(
+                f"{path}: fitted on the labels {list(labels)}, but {Path(run_dir) / 'run.json'} lists "
+                f"{list(info['labels'])}; {fix}"
+            )
+        recorded = parameters["modalities"][name].get(FINGERPRINT_KEY)
+        actual = info.get(RUN_FINGERPRINT_KEY)
+        if recorded is None:
+            if run_trusted():
+                continue
+            raise ValueError(
+                f"{path}: records no model fingerprint for '{name}' (a file from before fusion files were "
+                f"tied to their runs), so it may have been fitted on another model than {run_dir}; {fix} "
+                f"(or, for runs you made yourself, pass --trust-run / set {TRUST_RUN_ENV}=1)"
+            )
+        if recorded != actual:
+            others = [
+                other
+                for other, entry in parameters["modalities"].items()
+                if other != name and entry.get(FINGERPRINT_KEY) == actual
+            ]
+            hint = f" (it matches the entry '{others[0]}')" if others else ""
+            raise ValueError(
+                f"{path}: '{name}' was fitted on the model with fingerprint {str(recorded)[:12]}..., but "
+                f"{run_dir} holds {str(actual)[:12]}...{hint}: another model or a retrained run, whose trust "
+                f"and temperature were never measured; {fix}"
+            )
 
 
 def trust_and_temperatures(parameters: dict) -> tuple[dict[str, float], dict[str, float]]:
@@ -172,3 +248,47 @@ def single_clip_rule(parameters: dict) -> dict:
         "class_trust": class_trust,
         "single": single,
     }
+
+
+def near_chance(entry: Mapping, num_labels: int) -> bool:
+    """True when a modality's validation accuracy (fusion.json ``val_accuracy``, ``val_n``) is not
+    clearly above chance: less than :data:`CHANCE_STANDARD_ERRORS` binomial standard errors above 1/K."""
+    accuracy = entry.get("val_accuracy")
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not math.isfinite(accuracy):
+        return False
+    chance = 1.0 / num_labels
+    n = entry.get("val_n")
+    if isinstance(n, int) and n > 0:
+        margin = CHANCE_STANDARD_ERRORS * math.sqrt(chance * (1 - chance) / n)
+    else:
+        margin = 0.5 * chance
+    return accuracy < chance + margin
+
+
+def weak_answer(parameters: dict, fused_probabilities, used: list[str]) -> str | None:
+    """Why a fused answer carries little information about the clip, or None when it does.
+
+    Two signs, each enough: every run used scored near chance on its validation clips
+    (:func:`near_chance`), or the fused probabilities are close to uniform (top probability below
+    :data:`FLAT_TOP_FACTOR` / K). Such an answer tends to be the same label for any clip.
+    """
+    fused = [float(p) for p in fused_probabilities]
+    num_labels = len(fused)
+    chance = 1.0 / num_labels
+    reasons = []
+    entries = {name: parameters["modalities"].get(name, {}) for name in used}
+    weak = [name for name, entry in entries.items() if near_chance(entry, num_labels)]
+    if used and len(weak) == len(used):
+        scores = ", ".join(f"{name} {entries[name]['val_accuracy']:.2f}" for name in weak)
+        reasons.append(
+            f"every run used scored near chance on its validation clips ({scores}; chance {chance:.2f})"
+        )
+    top = max(fused)
+    if top < FLAT_TOP_FACTOR * chance:
+        reasons.append(f"the fused probabilities are close to uniform (top {top:.2f}, uniform {chance:.2f})")
+    if not reasons:
+        return None
+    return (
+        "; ".join(reasons)
+        + ": the label carries little information about this clip (runs trained on more or real data help)"
+    )

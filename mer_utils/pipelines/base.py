@@ -495,18 +495,6 @@ def write_run(
     clash = set(info) & set(RUN_KEYS) | {MODEL_FILES_KEY} & set(info)
     if clash:
         raise ValueError(f"run.json keys {sorted(clash)} are fixed by the schema; pass them as arguments")
-    write_run_info(
-        out,
-        branch,
-        list(labels),
-        extra_model_files=extra_model_files,
-        model=model,
-        seed=int(seed),
-        smoke=bool(smoke),
-        data=str(data),
-        split=split,
-        **info,
-    )
     for part in ("val", "test"):
         if part not in tables:
             raise ValueError(f"write_run needs the {part!r} prediction table")
@@ -535,6 +523,19 @@ def write_run(
         raise ValueError(f"metrics.json keys {sorted(clash)} are fixed by the schema")
     result.update(extra_metrics)
     write_metrics(out, result)
+    # run.json last: a run cut short (a full disk, a kill) leaves no folder that looks like a run.
+    write_run_info(
+        out,
+        branch,
+        list(labels),
+        extra_model_files=extra_model_files,
+        model=model,
+        seed=int(seed),
+        smoke=bool(smoke),
+        data=str(data),
+        split=split,
+        **info,
+    )
     return result
 
 

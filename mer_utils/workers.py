@@ -1,0 +1,39 @@
+"""Process pools whose workers die with their parent, so `kill -9` of `mer` leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+# Linux prctl option: the signal a process receives when its parent dies.
+PR_SET_PDEATHSIG = 1
+# How often (seconds) the fallback thread checks whether the parent is still alive.
+PARENT_POLL_SECONDS = 0.5
+
+
+def exit_with_parent() -> None:
+    """Make this worker process end when its parent ends (pass as a pool's ``initializer``).
+
+    A parent killed with SIGKILL cannot stop its workers; on Linux the kernel sends them SIGKILL
+    (``PR_SET_PDEATHSIG``), elsewhere a daemon thread notices the parent is gone and exits.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        except (OSError, AttributeError):
+            pass  # no prctl: the thread below still ends the worker
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
