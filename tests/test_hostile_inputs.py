@@ -1103,15 +1103,13 @@ def test_every_scikit_learn_model_mer_trains_is_on_the_allow_list():
 def test_run_without_checksums_is_refused_unless_trusted(
     tmp_path, keras_network, capsys, one_clip_dir, monkeypatch
 ):
-    from mer_utils.pipelines import spectrogram
-
     monkeypatch.delenv(runs.TRUST_RUN_ENV, raising=False)
     run = _keras_run(tmp_path / "run", keras_network)
     _edit_run_json(run, model_files=None, model_fingerprint=None)
     line = _fails_cleanly(["evaluate", run, "--data", one_clip_dir], capsys, "run.json", "model_files")
     assert "--trust-run" in line and runs.TRUST_RUN_ENV in line
     monkeypatch.setenv(runs.TRUST_RUN_ENV, "1")
-    assert spectrogram.load_model(run).output_shape[-1] == len(LABELS)
+    assert base.load_model(run).output_shape[-1] == len(LABELS)
 
 
 def test_trust_run_flag_is_scoped_to_one_command(tmp_path, keras_network, capsys, one_clip_dir, monkeypatch):
@@ -1139,17 +1137,15 @@ def test_reversed_labels_with_recomputed_hashes_are_refused(
 
 
 def test_stored_labels_survive_keras_safe_mode_and_skops_loading(tmp_path, keras_network):
-    from mer_utils.pipelines import audio, spectrogram
-
     keras_run = _keras_run(tmp_path / "keras", keras_network)
     x = np.random.default_rng(3).normal(size=(2, 4)).astype("float32")
     np.testing.assert_allclose(
-        spectrogram.load_model(keras_run).predict(x, verbose=0),
+        base.load_model(keras_run).predict(x, verbose=0),
         keras_network.predict(x, verbose=0),
         rtol=1e-5,
     )
     skops_run = _sklearn_run(tmp_path / "skops")
-    assert list(audio.load_model(skops_run).classes_) == sorted(LABELS)
+    assert list(base.load_model(skops_run).classes_) == sorted(LABELS)
     with zipfile.ZipFile(skops_run / "model.skops") as archive:
         assert json.loads(archive.read(runs.LABELS_MEMBER)) == {"labels": LABELS}
 
