@@ -710,9 +710,12 @@ _LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "su
 
 
 def _tone_bursts(seconds: float, level: float = 0.2, on: float = 0.6) -> np.ndarray:
-    """A 180 Hz tone switched on for ``on`` s of every second: voice-like energy that rises and falls."""
+    """A voiced sound on for ``on`` s of every second: harmonics of a pitch gliding around 150 Hz, as a voice's does."""
     t = np.arange(int(seconds * _SR)) / _SR
-    return (level * np.sin(2 * np.pi * 180 * t) * ((t % 1.0) < on)).astype(np.float32)
+    pitch = 150 * (1 + 0.15 * np.sin(2 * np.pi * 1.3 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / _SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
+    return (level * 0.6 * voiced * ((t % 1.0) < on)).astype(np.float32)
 
 
 def _hiss(seconds: float, level: float = 0.05, seed: int = 0) -> np.ndarray:
