@@ -123,3 +123,34 @@ def test_a_long_clip_of_noise_says_how_long_it_listened(tmp_path):
     clip = media.write_wav(tmp_path / "fan.wav", _noise("brown", 130.0, 0.05), SR)
     with pytest.raises(voice.NoSpeechError, match=r"fan.wav: no speech found \(0\.0 s of voice in 130\.0 s"):
         voice.clip_voice_activity(clip, SR)
+
+
+def test_benchmark_voice_records_speech_kept_and_non_speech_rejected(tmp_path, monkeypatch):
+    """scripts/benchmark_voice.py on a tiny corpus: the speech row and one row per kind of non-speech."""
+    import importlib.util
+    import json
+
+    from mer_utils.config import PACKAGE_PARENT
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_voice", PACKAGE_PARENT / "scripts" / "benchmark_voice.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "VARIANTS_PER_KIND", 2)
+    monkeypatch.setattr(script, "SIGNAL_SECONDS", 2.0)
+    monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path / "results"))
+    corpus = tmp_path / "data" / "ravdess_speech_16k" / "Actor_01"
+    for i in range(2):
+        media.write_wav(corpus / f"03-01-0{i + 1}-01-01-01-01.wav", _voice(2.5, seed=i), SR)
+    script.main(["--data", str(tmp_path / "data"), "--results", "voice"])
+    record = json.loads((tmp_path / "results" / "voice.json").read_text())
+    rows = {row["key"]: row for row in record["metrics"]}
+    speech = rows["speech: ravdess_speech_16k"]["values"]
+    assert speech["clips"] == 2 and speech["counted as speech"] == 1.0
+    kinds = [key for key in rows if key.startswith("non-speech: ")]
+    assert len(kinds) == len(script.non_speech_signals()) >= 10
+    for key in kinds:
+        if "vibrato" not in key:  # sung notes may pass; the others never should
+            assert rows[key]["values"]["rejected as no speech"] == 1.0, key
+    assert record["command"].startswith("python scripts/benchmark_voice.py --data")
