@@ -254,7 +254,12 @@ def main(argv: list[str] | None = None) -> None:
             "protocol": {"test": protocol},
             "protocol_update": {"test": protocol},
             "row_label": "signal",
-            "value_decimals": {"counted as speech": 3, "rejected as no speech": 3},
+            "value_decimals": {
+                "counted as speech": 3,
+                "rejected as no speech": 3,
+                "voice s, median": 2,
+                "voice s, least": 2,
+            },
         }
         path = update_results(args.results, rows, command_line(__file__, argv), defaults)
         print(f"wrote {path}")
