@@ -79,6 +79,8 @@ EVIDENCE_REACH_SECONDS = 0.4
 MIN_SPEECH_SECONDS = 0.5
 # Samples analysed per block when a clip is streamed (s of audio): memory stays bounded.
 STREAM_BLOCK_SECONDS = 30.0
+# Frames whose pitch is computed at once (about 25 MB of FFT buffers at 16 kHz).
+PITCH_BATCH_FRAMES = 500
 # Voice activities of clips kept in memory (a long clip is analysed once per process, not once
 # for the voice check and again for its best window).
 ACTIVITY_CACHE_SIZE = 8
@@ -225,7 +227,11 @@ class FrameAnalyser:
         )
         power = np.mean(windows[:, : self.level_size] ** 2, axis=1)
         self._levels.append((10 * np.log10(np.maximum(power, 1e-12))).astype(np.float32))
-        self._pitch.append(_frame_pitch(windows, self.sr))
+        # In batches: the FFTs of a 30 s block at once would take about 150 MB.
+        self._pitch.extend(
+            _frame_pitch(windows[start : start + PITCH_BATCH_FRAMES], self.sr)
+            for start in range(0, count, PITCH_BATCH_FRAMES)
+        )
 
 
 def _moving_sum(values: np.ndarray, half: int) -> np.ndarray:
