@@ -49,8 +49,9 @@ MFCC_MELS = 64
 # Lowest / highest pitch searched by the YIN pitch tracker (Hz): covers adult speech.
 PITCH_FMIN = 60.0
 PITCH_FMAX = 500.0
-# Most seconds of a clip's sound track read for any audio feature: memory stays bounded (7.7 MB of
-# 16 kHz float samples) whatever the clip length; RAVDESS clips last 3-5 s, Whisper reads 30 s windows.
+# Most seconds of a clip's sound track given to any audio feature: memory stays bounded (7.7 MB of
+# 16 kHz float samples) whatever the clip length; a longer clip gives the window where its voice is.
+# RAVDESS clips last 3-5 s, Whisper reads 30 s windows.
 MAX_AUDIO_SECONDS = 120.0
 # Sub-folder of CACHE_DIR holding audio features.
 CACHE_SUBDIR = "audio"
@@ -67,12 +68,23 @@ def load_clip_audio(
 ) -> np.ndarray:
     """Mono float32 audio of a clip (.mp4 with an audio track or .wav) at ``sr`` Hz.
 
-    At most ``max_seconds`` are read (the start of the clip; None reads everything). Raises ``FileNotFoundError`` for a missing file, :class:`media.NoAudioStreamError` for a
-    video-only clip and :class:`media.MediaError` for an empty or corrupt one.
+    At most ``max_seconds`` are returned (None reads everything). A longer clip gives the
+    ``max_seconds`` where its voice is: its voice activity is read over the whole clip, streamed
+    (:func:`mer_utils.voice.stream_voice_activity`), and the window holding the most voice is
+    decoded, so a 10-minute recording that speaks from minute 3 on gives minute 3 on. Raises
+    ``FileNotFoundError`` for a missing file, :class:`media.NoAudioStreamError` for a video-only
+    clip and :class:`media.MediaError` for an empty or corrupt one.
     """
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
-    audio = media.read_audio(path, sr=sr, max_seconds=max_seconds)
+    # One hop more than the bound tells a clip longer than it from one that just fits.
+    probe = None if max_seconds is None else max_seconds + 0.05
+    audio = media.read_audio(path, sr=sr, max_seconds=probe)
+    if max_seconds is not None and audio.size > int(round(max_seconds * sr)):
+        from mer_utils.voice import stream_voice_activity
+
+        start = stream_voice_activity(path, sr).best_window(max_seconds)
+        audio = media.read_audio(path, sr=sr, max_seconds=max_seconds, start_seconds=start)
     if audio.size == 0 or not np.isfinite(audio).all():
         raise media.MediaError(f"{path}: audio stream is empty or holds non-finite samples")
     return audio

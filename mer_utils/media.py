@@ -157,6 +157,28 @@ def _decode_positions(path: Path, positions: np.ndarray, convert) -> tuple[dict,
     return kept, count, failure
 
 
+def frame_rotation(frame) -> int:
+    """Counter-clockwise degrees (0, 90, 180 or 270) a decoded frame is turned by for display.
+
+    Phones store a clip as the sensor saw it and say how to turn it in the display matrix (side
+    data, the old ``rotate`` tag becomes one too); ignoring it hands the face detector a face lying
+    on its side. Flips in the matrix are not applied (no camera writes them).
+    """
+    try:
+        degrees = float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):  # no display matrix, or an unreadable one
+        return 0
+    if not np.isfinite(degrees):
+        return 0
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """The image turned ``rotation`` degrees counter-clockwise (a multiple of 90), as it is displayed."""
+    turns = int(rotation) // 90 % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 def read_frames(
     path: str | Path,
     num_frames: int,
@@ -164,9 +186,10 @@ def read_frames(
     start: float = 0.0,
     stop: float = 1.0,
 ) -> np.ndarray:
-    """Evenly sampled RGB frames of a video as a uint8 array (num_frames, H, W, 3).
+    """Evenly sampled RGB frames of a video as a uint8 array (num_frames, H, W, 3), upright.
 
-    ``size`` resizes frames to (width, height) (an int means square). ``start`` / ``stop``
+    Frames are turned as the clip's display matrix says (:func:`frame_rotation`: a phone clip
+    stored sideways comes out upright, its height and width swapped). ``size`` resizes frames to (width, height) (an int means square). ``start`` / ``stop``
     restrict sampling to a fraction of the clip (e.g. 0.15-0.85 skips the neutral edges).
     Streams: the frame count comes from the container (or its packets), frames are decoded up to
     the last sampled one and only the sampled ones are kept, so memory does not grow with the
@@ -185,7 +208,7 @@ def read_frames(
         width, height = (size, size) if isinstance(size, int) else size
 
     def convert(frame) -> np.ndarray:
-        image = frame.to_ndarray(format="rgb24")
+        image = upright(frame.to_ndarray(format="rgb24"), frame_rotation(frame))
         if width is not None:
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         return image
@@ -219,16 +242,16 @@ def read_frames(
     return np.stack([kept[int(i)] for i in positions])
 
 
-def read_audio(path: str | Path, sr: int = 16_000, max_seconds: float | None = None) -> np.ndarray:
-    """Mono float32 audio in [-1, 1] resampled to ``sr`` Hz, from an .mp4 audio track or a .wav.
+def iter_audio(path: str | Path, sr: int = 16_000, block_seconds: float = 30.0):
+    """Mono float32 audio of a clip in blocks of about ``block_seconds`` at ``sr`` Hz, decoded as read.
 
-    ``max_seconds`` stops decoding after that much audio (the start of the clip), so memory stays
-    bounded for long clips. A track that decodes only in part gives a :class:`MediaWarning`.
+    Memory holds one block at a time, whatever the clip's length. Raises like :func:`read_audio`;
+    a track that decodes only in part ends early with a :class:`MediaWarning`.
     """
     import av
 
     path = _check_file(path)
-    limit = None if max_seconds is None else max(1, int(round(max_seconds * sr)))
+    block = max(1, int(round(block_seconds * sr)))
     with _open(path) as container:
         if not container.streams.audio:
             raise NoAudioStreamError(
@@ -240,37 +263,74 @@ def read_audio(path: str | Path, sr: int = 16_000, max_seconds: float | None = N
         else:
             expected = container.duration / 1_000_000 if container.duration else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        chunks, samples, failure = [], 0, None
+        chunks: list[np.ndarray] = []
+        held = samples = 0
+        failure = None
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
-                    samples += chunks[-1].size
-                if limit is not None and samples >= limit:
-                    break
-            else:
-                for out in resampler.resample(None):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    samples += chunks[-1].size
+                    held += chunks[-1].size
+                if held >= block:
+                    joined = np.concatenate(chunks).astype(np.float32)
+                    chunks, held = [], 0
+                    samples += joined.size
+                    yield joined
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
         except MemoryError as error:  # av.error.MemoryError is one too
             raise _out_of_memory(path, "audio", error) from error
         except Exception as error:  # noqa: BLE001 - PyAV raises several FFmpeg error types mid-decode
-            if not chunks:
+            if not chunks and not samples:
                 raise MediaError(f"{path}: audio stream is corrupt ({error})") from error
             failure = error
-    if not chunks:
+    if chunks:
+        joined = np.concatenate(chunks).astype(np.float32)
+        samples += joined.size
+        if joined.size:
+            yield joined
+    if not samples:
         raise MediaError(f"{path}: audio stream holds no samples")
-    y = np.concatenate(chunks).astype(np.float32)
-    if limit is not None:
-        y = y[:limit]
-    decoded = y.size / sr
-    reached_limit = limit is not None and y.size >= limit
-    if failure is not None or (not reached_limit and expected and decoded < 0.9 * expected - 0.25):
+    decoded = samples / sr
+    if failure is not None or (expected and decoded < 0.9 * expected - 0.25):
         notice(
             f"{path}: the audio decodes only {decoded:.1f} s of {expected or 0:.1f} s"
             f"{f' ({failure})' if failure else ''}; the file looks truncated, the decoded part is used"
         )
-    return y
+
+
+def read_audio(
+    path: str | Path, sr: int = 16_000, max_seconds: float | None = None, start_seconds: float = 0.0
+) -> np.ndarray:
+    """Mono float32 audio in [-1, 1] resampled to ``sr`` Hz, from an .mp4 audio track or a .wav.
+
+    ``start_seconds`` skips the start of the clip (decoded and dropped as it streams by);
+    ``max_seconds`` stops decoding after that much audio, so memory stays bounded for long clips.
+    A track that decodes only in part gives a :class:`MediaWarning`.
+    """
+    if start_seconds < 0:
+        raise ValueError(f"start_seconds must be 0 or more, got {start_seconds}")
+    skip = int(round(start_seconds * sr))
+    limit = None if max_seconds is None else max(1, int(round(max_seconds * sr)))
+    kept: list[np.ndarray] = []
+    held = 0
+    blocks = iter_audio(path, sr, block_seconds=min(30.0, max_seconds or 30.0))
+    try:
+        for block in blocks:
+            if skip:
+                dropped = min(skip, block.size)
+                block, skip = block[dropped:], skip - dropped
+            if block.size:
+                kept.append(block)
+                held += block.size
+            if limit is not None and held >= limit:
+                break
+    finally:
+        blocks.close()
+    if not kept:
+        raise MediaError(f"{path}: audio stream holds no samples after {start_seconds:.1f} s")
+    y = np.concatenate(kept)
+    return y[:limit] if limit is not None else y
 
 
 def write_mp4(
@@ -280,8 +340,13 @@ def write_mp4(
     audio: np.ndarray | None = None,
     sr: int = 16_000,
     crf: int = 28,
+    rotation: int = 0,
 ) -> Path:
-    """Write RGB uint8 frames (n, H, W, 3) as H.264 and optional mono float audio as AAC."""
+    """Write RGB uint8 frames (n, H, W, 3) as H.264 and optional mono float audio as AAC.
+
+    ``rotation`` (degrees counter-clockwise, a multiple of 90) is stored in the display matrix, as
+    a phone does for a clip filmed sideways: players (and :func:`read_frames`) turn the frames by it.
+    """
     import av
 
     path = Path(path)
@@ -294,6 +359,10 @@ def write_mp4(
     with av.open(str(tmp), mode="w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if rotation % 360:
+            if rotation % 90:
+                raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+            video.set_display_rotation(rotation)
         # One thread and no rate-control lookahead: otherwise x264 output differs from run to run
         # (measured here), and the demo data set must be identical for a given seed.
         video.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "rc-lookahead": "0"}

@@ -43,7 +43,7 @@ SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP_LENGTH = 160
 N_MELS = 80
-# The encoder's context (30 s = 3000 mel frames); longer clips give the 30 s from their first voice.
+# The encoder's context (30 s = 3000 mel frames); longer clips give the 30 s holding the most voice.
 MAX_FRAMES = 3000
 # Fewer mel frames than this (0.1 s) carry no usable speech for the encoder.
 MIN_FRAMES = 10
@@ -224,18 +224,19 @@ def embed(y: np.ndarray, encoder=None) -> np.ndarray:
 
 
 def speech_window(y: np.ndarray) -> np.ndarray:
-    """At most the encoder's 30 s of a clip, starting at its first voice when it is longer.
+    """At most the encoder's 30 s of a clip: the 30 s holding the most voice when it is longer.
 
     A clip of 30 s or less is returned whole (silence kept, see :func:`clip_embedding`); a longer
-    one (a 10-minute recording: only its first 2 minutes are read, ``audio.MAX_AUDIO_SECONDS``)
-    gives the 30 s from the first voice frame of :func:`mer_utils.voice.voice_activity` on.
+    one (at most ``audio.MAX_AUDIO_SECONDS``, themselves the part of a long recording where its
+    voice is) gives the 30 s window with the most voice frames of
+    :func:`mer_utils.voice.voice_activity`.
     """
     window = MAX_FRAMES * HOP_LENGTH
     if y.size <= window:
         return y
     from mer_utils.voice import voice_activity
 
-    start = int(voice_activity(y, SAMPLE_RATE).first_voice_seconds() * SAMPLE_RATE)
+    start = int(round(voice_activity(y, SAMPLE_RATE).best_window(window / SAMPLE_RATE) * SAMPLE_RATE))
     start = max(0, min(start, y.size - window))
     return y[start : start + window]
 

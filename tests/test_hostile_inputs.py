@@ -691,9 +691,12 @@ _LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "su
 
 
 def _tone_bursts(seconds: float, level: float = 0.2, on: float = 0.6) -> np.ndarray:
-    """A 180 Hz tone switched on for ``on`` s of every second: voice-like energy that rises and falls."""
+    """A voiced sound on for ``on`` s of every second: harmonics of a pitch gliding around 150 Hz, as a voice's does."""
     t = np.arange(int(seconds * _SR)) / _SR
-    return (level * np.sin(2 * np.pi * 180 * t) * ((t % 1.0) < on)).astype(np.float32)
+    pitch = 150 * (1 + 0.15 * np.sin(2 * np.pi * 1.3 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / _SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
+    return (level * 0.6 * voiced * ((t % 1.0) < on)).astype(np.float32)
 
 
 def _hiss(seconds: float, level: float = 0.05, seed: int = 0) -> np.ndarray:
@@ -1495,3 +1498,70 @@ def test_a_fused_answer_from_weak_runs_says_it_carries_little_information(tmp_pa
     assert "close to uniform" in uniform["weak_answer"]
     assert "note:    the fused probabilities are close to uniform" in format_prediction(uniform)
     assert json.loads(json.dumps(uniform))["weak_answer"] == uniform["weak_answer"]
+
+
+# --- issue 25: noise that is not speech, long clips, phone rotation ---
+# The level detector called hiss after silence and beeps "voice", only the first 120 s of audio
+# were read, and phone rotation was ignored. Each case is a generated signal or clip.
+
+
+def _coloured_hiss(seconds: float, colour: str, level: float = 0.1, seed: int = 4) -> np.ndarray:
+    n = int(seconds * _SR)
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    frequencies = np.maximum(np.fft.rfftfreq(n, 1 / _SR), 1.0)
+    y = np.fft.irfft(spectrum / frequencies ** {"white": 0.0, "pink": 0.5, "brown": 1.0}[colour], n)
+    return (level * y / np.sqrt(np.mean(y**2))).astype(np.float32)
+
+
+def _non_speech() -> dict[str, np.ndarray]:
+    t = np.arange(3 * _SR) / _SR
+    silence = np.zeros(_SR, np.float32)
+    return {
+        "silence_then_white_hiss.wav": np.concatenate([silence, _coloured_hiss(2.0, "white")]),
+        "silence_then_brown_hiss.wav": np.concatenate([silence, _coloured_hiss(2.0, "brown")]),
+        "beeps.wav": (0.3 * np.sin(2 * np.pi * 1000 * t) * ((t % 0.5) < 0.25)).astype(np.float32),
+        "hum.wav": sum(0.1 / k * np.sin(2 * np.pi * 60 * k * t) for k in range(1, 8)).astype(np.float32),
+        "chord.wav": sum(0.1 * np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_non_speech()))
+def test_hiss_after_silence_beeps_hum_and_chords_make_audio_unavailable(lone_run, tmp_path, name):
+    from mer_utils.pipelines import audio as pipeline
+
+    clip = _media.write_wav(tmp_path / name, _non_speech()[name], _SR)
+    result = pipeline.predict_file(lone_run, clip)
+    assert result["available"] is False, result["details"]
+    assert f"{name}: no speech found (0." in result["reason"]
+
+
+def test_a_long_clip_that_speaks_from_150_s_on_keeps_its_audio(lone_run, tmp_path):
+    from mer_utils.pipelines import audio as pipeline
+
+    room = _coloured_hiss(150.0, "pink", level=0.002)
+    sound = np.concatenate([room, _tone_bursts(6.0, on=0.8), room[: 4 * _SR]])
+    frames = np.zeros((160, 16, 16, 3), np.uint8)  # one frame a second: a 160 s video with sound
+    clip = _media.write_mp4(tmp_path / "talk.mp4", frames, fps=1, audio=sound, sr=_SR)
+    result = pipeline.predict_file(lone_run, clip)
+    assert result["available"], result["reason"]  # was "no speech found (0.0 s of voice in 120.0 s)"
+    assert result["details"]["voice_seconds"] > 3.0
+    assert _voice.clip_voice_activity(clip).first_voice_seconds() == pytest.approx(150.0, abs=0.6)
+
+
+def test_a_phone_clip_stored_sideways_has_its_face_found(tmp_path):
+    import cv2
+    from matplotlib import cbook
+
+    from mer_utils import faces
+
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photo = cv2.imdecode(np.frombuffer(handle.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    upright = cv2.resize(photo, (128, 160), interpolation=cv2.INTER_AREA)
+    stored = np.rot90(upright, -1)  # filmed with the phone turned: the sensor saw the face lying down
+    clip = _media.write_mp4(
+        tmp_path / "phone.mp4", np.repeat(stored[None], 6, axis=0), fps=6, crf=12, rotation=90
+    )
+    params = faces.FaceParams(num_frames=3, detectors=("haar",))
+    found = faces.extract_clip_faces(clip, params)
+    assert list(found.detectors) == ["haar"] * 3  # a face in every sampled frame
+    assert faces.detect_face(stored, ("haar",)) is None  # the frames as stored show none

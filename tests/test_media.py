@@ -83,3 +83,59 @@ def test_errors_name_the_file_and_the_problem(tmp_path, clip):
         media.read_frames(wav, 2)
     with pytest.raises(ValueError, match="even"):
         media.write_mp4(tmp_path / "odd.mp4", np.zeros((2, 33, 32, 3), np.uint8), fps=6)
+
+
+def _grace_hopper(height: int = 160) -> np.ndarray:
+    """A real photographed face (matplotlib's sample image), upright, as RGB uint8 with even sides."""
+    import cv2
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        image = cv2.imdecode(np.frombuffer(handle.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    width = int(round(image.shape[1] * height / image.shape[0])) // 2 * 2
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_read_frames_turns_a_phone_clip_upright(tmp_path, rotation):
+    """A phone stores a face filmed sideways as it lies and says in the display matrix how to turn it."""
+    import av
+
+    from mer_utils import faces
+
+    face = _grace_hopper()
+    stored = np.rot90(face, -rotation // 90)  # as the sensor saw it: turning it back shows the face upright
+    clip = media.write_mp4(
+        tmp_path / "phone.mp4", np.repeat(stored[None], 4, axis=0), fps=4, crf=12, rotation=rotation
+    )
+    with av.open(str(clip)) as container:
+        raw = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert raw.shape == stored.shape  # the file holds the frames as stored ...
+    frames = media.read_frames(clip, 2)
+    assert frames.shape[1:3] == face.shape[:2]  # ... read_frames turns them upright
+    assert np.abs(frames[0].astype(int) - face.astype(int)).mean() < 8
+    assert faces.detect_face(frames[0], ("haar",)) is not None
+    # The stored picture is what a reader ignoring the matrix would hand the detector: no face.
+    assert faces.detect_face(raw, ("haar",)) is None
+    assert media.read_frames(clip, 1, size=32).shape == (1, 32, 32, 3)
+
+
+def test_write_mp4_refuses_a_rotation_that_is_not_a_quarter_turn(tmp_path):
+    with pytest.raises(ValueError, match="multiple of 90"):
+        media.write_mp4(tmp_path / "x.mp4", np.zeros((2, 32, 32, 3), np.uint8), fps=2, rotation=45)
+
+
+def test_read_audio_skips_to_a_start_and_streams_in_blocks(tmp_path):
+    t = np.arange(4 * SR) / SR
+    y = (0.3 * np.sin(2 * np.pi * 200 * t) * (t >= 2.0)).astype(np.float32)  # silent 2 s, then a tone
+    path = media.write_wav(tmp_path / "late.wav", y, SR)
+    later = media.read_audio(path, SR, start_seconds=2.0, max_seconds=1.0)
+    assert later.size == SR and np.abs(later).max() == pytest.approx(0.3, abs=0.02)
+    assert np.abs(media.read_audio(path, SR, max_seconds=1.0)).max() < 1e-3
+    blocks = list(media.iter_audio(path, SR, block_seconds=0.5))
+    assert len(blocks) >= 7 and max(b.size for b in blocks) < 0.6 * SR
+    np.testing.assert_allclose(np.concatenate(blocks), media.read_audio(path, SR), atol=1e-6)
+    with pytest.raises(ValueError, match="start_seconds"):
+        media.read_audio(path, SR, start_seconds=-1)
+    with pytest.raises(media.MediaError, match="late.wav.*no samples after 9.0 s"):
+        media.read_audio(path, SR, start_seconds=9.0)
