@@ -1527,22 +1527,18 @@ def _non_speech() -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", sorted(_non_speech()))
 def test_hiss_after_silence_beeps_hum_and_chords_make_audio_unavailable(lone_run, tmp_path, name):
-    from mer_utils.pipelines import audio as pipeline
-
     clip = _media.write_wav(tmp_path / name, _non_speech()[name], _SR)
-    result = pipeline.predict_file(lone_run, clip)
+    result = base.predict_file(lone_run, clip)
     assert result["available"] is False, result["details"]
     assert f"{name}: no speech found (0." in result["reason"]
 
 
 def test_a_long_clip_that_speaks_from_150_s_on_keeps_its_audio(lone_run, tmp_path):
-    from mer_utils.pipelines import audio as pipeline
-
     room = _coloured_hiss(150.0, "pink", level=0.002)
     sound = np.concatenate([room, _tone_bursts(6.0, on=0.8), room[: 4 * _SR]])
     frames = np.zeros((160, 16, 16, 3), np.uint8)  # one frame a second: a 160 s video with sound
     clip = _media.write_mp4(tmp_path / "talk.mp4", frames, fps=1, audio=sound, sr=_SR)
-    result = pipeline.predict_file(lone_run, clip)
+    result = base.predict_file(lone_run, clip)
     assert result["available"], result["reason"]  # was "no speech found (0.0 s of voice in 120.0 s)"
     assert result["details"]["voice_seconds"] > 3.0
     assert _voice.clip_voice_activity(clip).first_voice_seconds() == pytest.approx(150.0, abs=0.6)
