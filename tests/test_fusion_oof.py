@@ -175,6 +175,22 @@ def test_without_out_of_fold_predictions_in_every_run_fusion_falls_back_to_valid
         fusion.fuse_runs(runs, tmp_path / "bad", n_boot=5, fit_on="test")
 
 
+def test_mer_predict_without_fusion_json_fits_on_the_same_out_of_fold_predictions(tmp_path):
+    runs = write_runs(tmp_path, {"a": 1.4, "b": 1.3}, seed=5, oof=("a", "b"))
+    now = fusion.fusion_parameters_for_runs(runs)
+    assert now["fitted_on"] == fusion.OUT_OF_FOLD_FIT and now["fit_data"]["n"] == 15 * CLIPS_PER_ACTOR
+    names = fusion.modality_names(runs)
+    val, test, _ = fusion.read_run_tables(runs)
+    tables, _, _ = fusion.fitting_tables(names, val, test)
+    fitted = fusion.fit_fusion(tables, stacking=False, fitted_on=fusion.OUT_OF_FOLD_FIT)
+    assert now["method"] == fitted.chosen
+    for name in names:
+        assert now["modalities"][name]["temperature"] == pytest.approx(fitted.temperatures[name])
+    # Without them (one run lacks the file), the validation fit of before.
+    (runs[1] / out_of_fold.OOF_FILE).unlink()
+    assert fusion.fusion_parameters_for_runs(runs)["fitted_on"] == fusion.VALIDATION_FIT
+
+
 def test_out_of_fold_clips_of_the_test_actors_are_never_fitted_on(tmp_path):
     runs = write_runs(tmp_path, {"a": 1.4, "b": 1.3}, seed=5, oof=("a", "b"))
     # Run b was trained on another split: its out-of-fold file also holds test actor 13.
