@@ -38,7 +38,11 @@ Run folder schema (written by :func:`write_run`, checked by ``tests/test_run_sch
 * ``skipped.csv``: columns ``path, reason`` (always written, possibly empty; a text run puts the
   CSV row id in ``path``);
 * ``predictions_val.csv`` / ``predictions_test.csv``: :data:`PREDICTION_COLUMNS` then one
-  ``prob_<label>`` column per label (extra columns, e.g. text's ``text``, may follow).
+  ``prob_<label>`` column per label (extra columns, e.g. text's ``text``, may follow);
+* optionally ``predictions_oof.csv``: the same columns plus ``fold``, every training and
+  validation clip predicted by a refit that never saw its actor
+  (:mod:`mer_utils.pipelines.out_of_fold`); run.json and metrics.json say under ``out_of_fold``
+  whether it was written, and why not.
 """
 
 from __future__ import annotations
