@@ -128,6 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     from mer_utils.fusion.io import DATA_FOLDER, fuse_runs
+    from mer_utils.fusion.parameters import load_fusion_parameters
 
     predict_data = None
     if args.data is not None:
@@ -136,10 +137,27 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         def predict_data(run_dirs):
             return predict_tables(run_dirs, args.data)
 
-    table = fuse_runs(args.run_dirs, args.out, seed=args.seed, trust=args.trust, predict_data=predict_data)
+    table = fuse_runs(
+        args.run_dirs,
+        args.out,
+        seed=args.seed,
+        trust=args.trust,
+        predict_data=predict_data,
+        fit_on=args.fit_on,
+    )
     print(table.drop(columns=["description"], errors="ignore").round(3).to_string())
     chosen = table.index[table["chosen"]].tolist()
-    print(f"default method (chosen on validation): {chosen[0] if chosen else '?'}")
+    parameters = load_fusion_parameters(args.out)
+    fitted_on = parameters.get("fitted_on", "validation")
+    print(f"default method (chosen on {fitted_on} predictions): {chosen[0] if chosen else '?'}")
+    print(f"fitted on: {parameters.get('fit_data', {}).get('note', fitted_on)}")
+    guard = parameters.get("guard") or {}
+    if guard:
+        print(
+            f"guard: {guard['method']} vs {guard['baseline']}: gain {guard['gain']:+.3f} on {guard['n']} clips, "
+            f"{guard['wins']} won / {guard['losses']} lost, one-sided exact McNemar p = {guard['p_value']:.3g} "
+            f"({'passed' if guard['passed'] else 'not passed'})"
+        )
     print(f"fusion results written to {args.out}")
     if args.data is not None:
         data_table = args.out / DATA_FOLDER / "fusion_table.csv"
@@ -289,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="also score the fitted fusion and every baseline on this RAVDESS-format folder "
         "(each run predicts it; results in OUT/data/fusion_table.csv)",
+    )
+    fuse.add_argument(
+        "--fit-on",
+        choices=("auto", "validation"),
+        default="auto",
+        help="auto (default): fit on the runs' out-of-fold predictions of every training and validation "
+        "actor when every run has predictions_oof.csv, else on validation; validation: always on validation",
     )
     fuse.set_defaults(func=cmd_fuse)
 

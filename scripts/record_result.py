@@ -94,7 +94,14 @@ def fusion_row(fusion_dir: Path, key: str) -> dict:
     chosen = str(parameters.get("method", GUARDED_METHOD))
     trust = {name: entry.get("trust", 0.0) for name, entry in parameters.get("modalities", {}).items()}
     best_single = f"{SINGLE_PREFIX}{max(trust, key=trust.get)}" if trust else None
-    values = {"chosen": f"`{chosen}`"}
+    values = {}
+    if "fitted_on" in parameters:
+        fit_data = parameters.get("fit_data") or {}
+        actors = fit_data.get("actors") or []
+        values["fitted on"] = (
+            f"{parameters['fitted_on']} ({len(actors)} actors, {fit_data.get('n', '?')} clips)"
+        )
+    values["chosen"] = f"`{chosen}`"
     if chosen.startswith(SINGLE_PREFIX):
         # A single run is named by its folder (the modality name may repeat the branch: audio-audio_x).
         entry = parameters.get("modalities", {}).get(chosen.removeprefix(SINGLE_PREFIX), {})
@@ -110,8 +117,13 @@ def fusion_row(fusion_dir: Path, key: str) -> dict:
     row = {"name": key, "key": key, "accuracy": default["accuracy"], "n": default["n"], "values": values}
     if "accuracy_ci_low" in default:
         row["ci95"] = {"accuracy": [default["accuracy_ci_low"], default["accuracy_ci_high"]]}
+    guard = parameters.get("guard") or {}
+    if guard:
+        values["guard p"] = guard.get("p_value")
     row["details"] = {
         "fusion_dir": str(fusion_dir),
+        "fitted_on": parameters.get("fitted_on", "validation"),
+        "guard": guard,
         "methods": {m: v["accuracy"] for m, v in metrics.items()},
         "val_cv_accuracy": parameters.get("val_cv_accuracy", {}),
         "variants": parameters.get("variants", {}),

@@ -458,7 +458,10 @@ def test_fuse_runs_end_to_end(tmp_path, val_and_test_tables):
     assert parameters["modalities"]["audio"]["branch"] == "audio"
     assert parameters["modalities"]["video"]["run_dir"] == str(runs[0].resolve())
     markdown = (out / "fusion_table.md").read_text()
-    assert markdown.count("\n") == len(table) + 2 and "| entropy_trust |" in markdown
+    # The table (header, rule, one line per row), a blank line and the caption saying what was fitted on.
+    assert markdown.count("\n") == len(table) + 4 and "| entropy_trust |" in markdown
+    assert markdown.splitlines()[-1].startswith("Fitted on validation clips")
+    assert "Guard: " in markdown.splitlines()[-1]
     examples = pd.read_csv(out / "weight_examples.csv")
     assert set(examples["outcome"]) <= {"rescued", "hurt"} and len(examples) > 0
     rescued = examples[examples["outcome"] == "rescued"]

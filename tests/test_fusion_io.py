@@ -185,7 +185,10 @@ def test_mer_fuse_data_on_the_demo_clips_with_tiny_trained_runs(demo_dir, tmp_pa
     out = tmp_path / "fusion"
     assert main(["fuse", *runs, "--out", str(out), "--data", str(demo_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "default method (chosen on validation):" in printed and "scores on" in printed
+    # Both scikit-learn runs wrote out-of-fold predictions, so the fusion is fitted on them.
+    assert "default method (chosen on out-of-fold predictions):" in printed and "scores on" in printed
+    assert "guard: " in printed and "one-sided exact McNemar p = " in printed
+    assert fusion.load_fusion_parameters(out)["fitted_on"] == fusion.OUT_OF_FOLD_FIT
     table = pd.read_csv(out / "fusion_table.csv", index_col="method")
     on_data = pd.read_csv(out / fusion.DATA_FOLDER / "fusion_table.csv", index_col="method")
     assert list(on_data.index) == list(table.index) and list(on_data.columns) == list(table.columns)

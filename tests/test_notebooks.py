@@ -210,6 +210,10 @@ def check_06(results: dict, runs: Path) -> None:
     silent = results["silent_available"]
     assert not silent["audio"] and not silent["spectrogram"] and silent["video"]
     check_distribution(results["silent_fused_probabilities"], len(labels))
+    assert saved["fitted_on"] == results["fitted_on"]
+    # Section 11: for each assumed discordant share, 15 actors detect a smaller gain than 3.
+    three, fifteen = results["detectable_gain"].values()
+    assert all(0 < small < large for small, large in zip(fifteen[:3], three[:3], strict=True))
 
 
 CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06}

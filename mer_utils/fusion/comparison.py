@@ -21,6 +21,7 @@ from mer_utils.fusion.fitting import (
     MAIN_METHOD,
     METHOD_DESCRIPTIONS,
     SINGLE_PREFIX,
+    VALIDATION_FIT,
     FittedFusion,
     chosen_weights,
     fit_fusion,
@@ -122,7 +123,12 @@ def mcnemar_against_best_single(
     """McNemar of the chosen fusion (and of the seed's rule) against the best single run on validation."""
     best_single = best_single_method(fitted)
     method = GUARDED_METHOD if fitted.chosen.startswith(SINGLE_PREFIX) else fitted.chosen
-    result = {"method_a": method, "method_b": best_single, "chosen_by": f"validation {fitted.trust_metric}"}
+    result = {
+        "method_a": method,
+        "method_b": best_single,
+        "chosen_by": f"{fitted.fitted_on} {fitted.trust_metric}",
+        "guard": dict(fitted.guard),
+    }
     result.update(
         mcnemar_test(targets, predicted_indices(scores[method]), predicted_indices(scores[best_single]))
     )
@@ -139,9 +145,11 @@ def run_comparison(
     trust: str = "macro_f1",
     seed: int = 42,
     n_boot: int = BOOTSTRAP_SAMPLES,
+    fitted_on: str = VALIDATION_FIT,
 ) -> FusionComparison:
-    """Fit on validation, score every method on test, with CIs and McNemar (full result)."""
-    fitted = fit_fusion(val_tables, trust=trust, seed=seed)
+    """Fit on validation (or, with ``fitted_on="out-of-fold"``, on the out-of-fold tables given as
+    ``val_tables``), score every method on test, with CIs and McNemar (full result)."""
+    fitted = fit_fusion(val_tables, trust=trust, seed=seed, fitted_on=fitted_on)
     return compare_fitted(fitted, test_tables, seed=seed, n_boot=n_boot)
 
 

@@ -71,6 +71,11 @@ METHOD_DESCRIPTIONS = {
 }
 # The seed's rule: the reference of the examples and the weights by emotion.
 MAIN_METHOD = "entropy_trust"
+# What a fusion is fitted on: the runs' out-of-fold predictions of every training and validation
+# actor (predictions_oof.csv, when every run has one), or their validation predictions.
+OUT_OF_FOLD_FIT = "out-of-fold"
+VALIDATION_FIT = "validation"
+FIT_SOURCES = (OUT_OF_FOLD_FIT, VALIDATION_FIT)
 # Prefix of the table rows that are a single modality on its own.
 SINGLE_PREFIX = "single_"
 # Fixed-weight rows that are members of the family, so `mer predict` can apply them too.
@@ -97,6 +102,9 @@ class FittedFusion:
     fallback: FamilyParameters = SEED_RULE  # used where a chosen single run is missing
     cv_accuracy: dict[str, float] = field(default_factory=dict)  # cross-validated, on validation
     cv_folds: str = ""  # how the validation clips were folded for cv_accuracy
+    guard: dict = field(default_factory=dict)  # the paired test of the choice against the best single run
+    fitted_on: str = VALIDATION_FIT  # which predictions everything was fitted on (FIT_SOURCES)
+    fit_data: dict = field(default_factory=dict)  # clips and actors fitted on, runs lacking out-of-fold files
 
     @property
     def modalities(self) -> list[str]:
@@ -118,12 +126,17 @@ def fit_fusion(
     seed: int = 42,
     stacking: bool = True,
     select: bool = True,
+    fitted_on: str = VALIDATION_FIT,
 ) -> FittedFusion:
     """Fit temperatures, trust, per-class trust, the stacking model and the method choice on validation.
 
+    ``val_tables`` are the tables fitted on: the runs' validation predictions, or (``fitted_on`` =
+    "out-of-fold") their out-of-fold predictions of every training and validation actor.
     ``stacking=False`` skips the stacking baseline; ``select=False`` skips the cross-validated
     choice (every family row is then the seed's rule, which is also the default method).
     """
+    if fitted_on not in FIT_SOURCES:
+        raise ValueError(f"fitted_on must be one of {FIT_SOURCES}, got {fitted_on!r}")
     aligned = align_modalities(val_tables)
     targets = label_indices(aligned.true_labels, aligned.labels)
     temperatures, validation = {}, {}
@@ -147,8 +160,13 @@ def fit_fusion(
     calibrated = calibrate(aligned.probabilities, temperatures)
     stacker = fit_stacking(calibrated, targets, seed=seed) if stacking else None
     fitted = FittedFusion(aligned.labels, trust_values, temperatures, trust, stacker, validation, class_trust)
+    groups = clip_groups(aligned.clip_ids)
+    fitted.fitted_on = fitted_on
+    fitted.fit_data = {
+        "n": len(aligned.clip_ids),
+        "actors": sorted(int(a) for a in np.unique(groups)) if groups is not None else None,
+    }
     if select:
-        groups = clip_groups(aligned.clip_ids)
         selection = select_method(
             aligned.probabilities, targets, trust_values, trust, seed, SINGLE_PREFIX, groups
         )
@@ -157,6 +175,7 @@ def fit_fusion(
         fitted.fallback = selection.fallback
         fitted.cv_accuracy = dict(selection.cv_accuracy)
         fitted.cv_folds = selection.folds
+        fitted.guard = dict(selection.guard)
     else:
         fitted.variants = {method: SEED_RULE for method in FAMILY_METHODS}
     return fitted

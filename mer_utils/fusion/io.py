@@ -20,10 +20,11 @@ from mer_utils.fusion.comparison import (
     weight_examples,
     weights_by_emotion,
 )
-from mer_utils.fusion.fitting import fit_fusion_independent
+from mer_utils.fusion.fitting import OUT_OF_FOLD_FIT, VALIDATION_FIT, fit_fusion_independent
 from mer_utils.fusion.parameters import (
     FUSION_FILE,
     check_fusion_runs,
+    fit_clips_text,
     fit_fusion_parameters,
     fusion_parameters,
     load_fusion_parameters,
@@ -88,6 +89,66 @@ def read_run_tables(
                 )
             store[name] = table
     return val_tables, test_tables, names
+
+
+# `mer fuse --fit-on`: "auto" fits on out-of-fold predictions when every run has them, else on
+# validation; "validation" always fits on validation (the behaviour before out-of-fold predictions).
+FIT_ON_CHOICES = ("auto", VALIDATION_FIT)
+# The out-of-fold predictions of a run folder (written by training: mer_utils.pipelines.out_of_fold).
+OOF_SPLIT = "oof"
+
+
+def fitting_tables(
+    names: Mapping[str, Path],
+    val_tables: Mapping[str, pd.DataFrame],
+    test_tables: Mapping[str, pd.DataFrame] | None = None,
+    fit_on: str = "auto",
+) -> tuple[dict[str, pd.DataFrame], str, dict]:
+    """(tables to fit the fusion on, "out-of-fold" or "validation", what was used and why).
+
+    With ``fit_on="auto"`` and a predictions_oof.csv in every run folder, the out-of-fold tables
+    (every training and validation actor, each clip predicted by a model that never heard its
+    actor) are used, less any clip that is in a run's test table (runs trained on other splits
+    must not fit the fusion on the clips it is scored on). Otherwise the validation tables, and
+    the returned note names the runs without out-of-fold predictions.
+    """
+    from mer_utils.evaluation import labels_from_columns as columns_labels
+    from mer_utils.runs import read_predictions
+
+    if fit_on not in FIT_ON_CHOICES:
+        raise ValueError(f"fit_on must be one of {FIT_ON_CHOICES}, got {fit_on!r}")
+    if fit_on == VALIDATION_FIT:
+        return (
+            dict(val_tables),
+            VALIDATION_FIT,
+            {"note": "validation predictions, as asked (--fit-on validation)"},
+        )
+    lacking = [
+        name
+        for name, run_dir in names.items()
+        if not (Path(run_dir) / f"predictions_{OOF_SPLIT}.csv").is_file()
+    ]
+    if lacking:
+        note = f"validation predictions: runs {lacking} have no predictions_{OOF_SPLIT}.csv"
+        return dict(val_tables), VALIDATION_FIT, {"note": note, "runs_without_out_of_fold": lacking}
+    test_clips = set()
+    for table in (test_tables or {}).values():
+        test_clips |= set(table["clip_id"].astype(str))
+    tables = {}
+    for name, run_dir in names.items():
+        table = read_predictions(run_dir, OOF_SPLIT)
+        if columns_labels(table) != columns_labels(val_tables[name]):
+            raise ValueError(
+                f"{run_dir}/predictions_{OOF_SPLIT}.csv: probability columns {columns_labels(table)} differ "
+                f"from predictions_val.csv's {columns_labels(val_tables[name])}; retrain the run"
+            )
+        tables[name] = table[~table["clip_id"].astype(str).isin(test_clips)].reset_index(drop=True)
+    if any(table.empty for table in tables.values()) or not _share_clips(tables):
+        note = (
+            "validation predictions: the runs' out-of-fold predictions share no clip outside the test parts"
+        )
+        return dict(val_tables), VALIDATION_FIT, {"note": note}
+    return tables, OUT_OF_FOLD_FIT, {"note": "out-of-fold predictions of every training and validation actor"}
 
 
 def _model_fingerprint(run_dir: Path) -> str | None:
@@ -174,10 +235,16 @@ def fusion_parameters_for_runs(
         check_fusion_runs(parameters, names, fusion_path)
     else:
         val_tables = read_run_tables(list(names.values()), splits=("val",))[0]
+        try:
+            test_tables = read_run_tables(list(names.values()), splits=("test",))[1]
+        except FileNotFoundError:
+            test_tables = {}
         if len(val_tables) > 1 and not _share_clips(val_tables):
             parameters = _independent_parameters(val_tables, trust)
         else:
-            parameters = fit_fusion_parameters(val_tables, trust=trust)
+            fit_tables, fitted_on, note = fitting_tables(names, val_tables, test_tables)
+            parameters = fit_fusion_parameters(fit_tables, trust=trust, fitted_on=fitted_on)
+            parameters["fit_data"].update(note)
     for name, run_dir in names.items():
         parameters["modalities"][name]["run_dir"] = str(Path(run_dir).resolve())
     return parameters
@@ -203,10 +270,11 @@ def _independent_parameters(val_tables: Mapping[str, pd.DataFrame], trust: str) 
     return parameters
 
 
-def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
+def markdown_table(table: pd.DataFrame, digits: int = 3, caption: str = "") -> str:
     """The results table as GitHub markdown: value [CI low, CI high] for accuracy and macro-F1.
 
-    The validation-chosen default method is marked "(chosen)".
+    The validation-chosen default method is marked "(chosen)"; ``caption`` (what the fusion was
+    fitted on, the guard's test) follows the table.
     """
     lines = [
         "| method | accuracy [95% CI] | macro-F1 [95% CI] | n | val CV accuracy | description |",
@@ -221,7 +289,27 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
         lines.append(
             f"| {name} | {accuracy} | {f1} | {int(row['n'])} | {cv_text} | {row.get('description', '')} |"
         )
+    if caption:
+        lines += ["", caption]
     return "\n".join(lines) + "\n"
+
+
+def fit_caption(fitted) -> str:
+    """One line under the table: what the fusion was fitted on and the guard's paired test."""
+    text = f"Fitted on {fit_clips_text(fitted)}"
+    note = (fitted.fit_data or {}).get("note")
+    if fitted.fitted_on == VALIDATION_FIT and note and "runs" in note:
+        text += f" ({note.split(': ', 1)[-1]})"
+    text += "; the val CV accuracy column is cross-validated on them."
+    guard = fitted.guard or {}
+    if guard:
+        verdict = "replaces" if guard["passed"] else "does not replace"
+        text += (
+            f" Guard: {guard['method']} {verdict} {guard['baseline']} (gain {guard['gain']:+.3f} over "
+            f"{guard['n']} clips, {guard['wins']} won vs {guard['losses']} lost, {guard['test']} "
+            f"p = {guard['p_value']:.3g})."
+        )
+    return text
 
 
 def write_tables(comparison: FusionComparison, out: Path) -> dict[str, Path]:
@@ -230,7 +318,10 @@ def write_tables(comparison: FusionComparison, out: Path) -> dict[str, Path]:
 
     return {
         "table_csv": atomic_write_bytes(out / "fusion_table.csv", comparison.table.to_csv().encode()),
-        "table_md": atomic_write_bytes(out / "fusion_table.md", markdown_table(comparison.table).encode()),
+        "table_md": atomic_write_bytes(
+            out / "fusion_table.md",
+            markdown_table(comparison.table, caption=fit_caption(comparison.fitted)).encode(),
+        ),
         "metrics": write_json(out / "metrics.json", comparison.metrics),
         "mcnemar": write_json(out / "mcnemar.json", comparison.mcnemar),
     }
@@ -326,11 +417,14 @@ def fuse_runs(
     trust: str = "macro_f1",
     n_boot: int = BOOTSTRAP_SAMPLES,
     predict_data: Callable[[Mapping[str, Path]], Mapping[str, pd.DataFrame]] | None = None,
+    fit_on: str = "auto",
 ) -> pd.DataFrame:
     """`mer fuse`: compare every fusion method on run folders' predictions and write the results to ``out``.
 
     Reads run.json (branch) and predictions_val/test.csv of each run, fits calibration, trust,
-    stacking and the method choice on validation, scores on test and writes fusion_table.csv/.md,
+    stacking and the method choice on the runs' out-of-fold predictions when every run has
+    predictions_oof.csv (``fit_on="auto"``; see :func:`fitting_tables`), else on validation,
+    scores on test and writes fusion_table.csv/.md,
     metrics.json, mcnemar.json, fusion.json (what `mer predict` loads), weight_examples.csv,
     missing_modality_curve.csv and figures. With ``predict_data`` (modality -> run folder in,
     modality -> prediction table out, e.g. every run predicting another data set) the fitted
@@ -346,7 +440,11 @@ def fuse_runs(
     val_tables, test_tables, names = read_run_tables(kept)
     if not _share_clips(val_tables):
         return _fuse_independent_runs(val_tables, names, out, seed, trust, n_boot, predict_data)
-    comparison = run_comparison(val_tables, test_tables, trust=trust, seed=seed, n_boot=n_boot)
+    fit_tables, fitted_on, note = fitting_tables(names, val_tables, test_tables, fit_on)
+    comparison = run_comparison(
+        fit_tables, test_tables, trust=trust, seed=seed, n_boot=n_boot, fitted_on=fitted_on
+    )
+    comparison.fitted.fit_data.update(note)
     missing_curve = missing_modality_curve(comparison.fitted, comparison.test, seed=seed)
     write_fusion_outputs(comparison, out, names, missing_curve, seed=seed)
     if predict_data is not None:

@@ -13,7 +13,9 @@ from mer_utils.fusion.fitting import (
     FAMILY_ALIASES,
     GUARDED_METHOD,
     MAIN_METHOD,
+    OUT_OF_FOLD_FIT,
     SINGLE_PREFIX,
+    VALIDATION_FIT,
     FittedFusion,
     fit_fusion,
 )
@@ -64,8 +66,11 @@ def fusion_parameters(
     return {
         "method": chosen,
         "parameters": parameters.as_dict(),
-        "chosen_by": "cross-validated accuracy on the validation clips (one-standard-error rule, "
+        "chosen_by": f"cross-validated accuracy on the {fit_clips_text(fitted)} (one-standard-error rule, "
         "guarded by the best single run)",
+        "fitted_on": fitted.fitted_on,
+        "fit_data": dict(fitted.fit_data),
+        "guard": dict(fitted.guard),
         "val_cv_accuracy": dict(fitted.cv_accuracy),
         "cv_folds": fitted.cv_folds,
         "variants": {method: p.as_dict() for method, p in fitted.variants.items()},
@@ -83,9 +88,24 @@ def _run_fingerprint(run_dir: str | Path) -> str | None:
     return read_run_info(run_dir).get(RUN_FINGERPRINT_KEY)
 
 
-def fit_fusion_parameters(val_tables: Mapping[str, pd.DataFrame], trust: str = "macro_f1") -> dict:
-    """What `mer predict` needs, fitted on validation: labels, trust, temperatures and the chosen method."""
-    return fusion_parameters(fit_fusion(val_tables, trust=trust, stacking=False))
+def fit_clips_text(fitted: FittedFusion) -> str:
+    """What a fusion was fitted on, in words: "out-of-fold predictions of 15 actors (900 clips)"."""
+    data = fitted.fit_data or {}
+    what = "out-of-fold predictions" if fitted.fitted_on == OUT_OF_FOLD_FIT else "validation clips"
+    actors = data.get("actors")
+    if actors and data.get("n") is not None:
+        return f"{what} of {len(actors)} actors ({data['n']} clips)"
+    if data.get("n") is not None:
+        return f"{what} ({data['n']} clips)"
+    return what
+
+
+def fit_fusion_parameters(
+    val_tables: Mapping[str, pd.DataFrame], trust: str = "macro_f1", fitted_on: str = VALIDATION_FIT
+) -> dict:
+    """What `mer predict` needs, fitted on validation (or out-of-fold) tables: labels, trust,
+    temperatures and the chosen method."""
+    return fusion_parameters(fit_fusion(val_tables, trust=trust, stacking=False, fitted_on=fitted_on))
 
 
 def _number(value, what: str, path: Path, low: float, high: float, low_open: bool = False) -> float:

@@ -1,5 +1,8 @@
 """Choose the entropy x trust variant on validation: cross-validated, tie-aware, guarded.
 
+"Validation clips" below are the clips the fusion is fitted on: the runs' validation predictions,
+or their out-of-fold predictions of every training and validation actor when every run has them
+(900 clips of 15 actors instead of 180 of 3; :func:`smallest_detectable_gain` shows why it matters).
 Validation sets are small (RAVDESS: three actors, 180 clips), so every hyper-parameter of the
 family (trust exponent gamma, confidence exponent alpha, kind of trust) is scored by
 cross-validation *on the validation clips*: temperatures and trust are refitted on the training
@@ -21,7 +24,7 @@ approximation calls 8 against 3 significant, the exact test p = 0.11).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -248,6 +251,7 @@ class Selection:
     fallback: FamilyParameters  # the family member used where a chosen single run is missing
     best_single: str
     folds: str = ""  # how the validation clips were folded
+    guard: dict = field(default_factory=dict)  # the paired test behind the choice (:func:`guard_test`)
 
 
 def select_method(
@@ -288,10 +292,9 @@ def select_method(
     # that run on validation clearly (TIE_MIN_GAIN) and significantly (exact one-sided McNemar).
     row = rows[simplest_within_tie([row_correctness[method] for method in rows])]
     fallback = parameters[row]
-    if beats_significantly(row_correctness[row], singles[best_run]):
-        chosen = row
-    else:
-        chosen = f"{single_prefix}{best_run}"
+    guard = guard_test(row_correctness[row], singles[best_run])
+    guard.update({"method": row, "baseline": f"{single_prefix}{best_run}"})
+    chosen = row if guard["passed"] else f"{single_prefix}{best_run}"
     return Selection(
         parameters,
         cv_accuracy,
@@ -299,28 +302,44 @@ def select_method(
         fallback,
         f"{single_prefix}{best_run}",
         describe_folds(targets, groups),
+        guard,
     )
 
 
-def beats_significantly(candidate: np.ndarray, baseline: np.ndarray, alpha: float = GUARD_ALPHA) -> bool:
-    """True when ``candidate`` is right more often than ``baseline`` on paired clips, by at least
-    TIE_MIN_GAIN and with an exact one-sided sign (McNemar) test p < ``alpha``.
+def guard_test(candidate: np.ndarray, baseline: np.ndarray, alpha: float = GUARD_ALPHA) -> dict:
+    """The guard's paired test of ``candidate`` against ``baseline`` (per-clip correctness in [0, 1]).
 
-    Arguments are per-clip correctness (share of repeats right, in [0, 1]); the clips each one
-    wins are summed and rounded to whole discordant clips.
+    Returns n, gain (mean difference in accuracy), wins and losses (the clips each one alone gets
+    right, summed over repeats and rounded to whole discordant clips), the exact one-sided sign
+    (McNemar) p-value, alpha, the minimum gain and ``passed``: a gain of at least TIE_MIN_GAIN and
+    p < ``alpha``.
     """
     from scipy.stats import binom
 
     difference = np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float)
-    if difference.mean() < TIE_MIN_GAIN - 1e-12:
-        return False
+    gain = float(difference.mean()) if len(difference) else 0.0
     wins = int(round(float(difference.clip(0, None).sum())))
     losses = int(round(float((-difference).clip(0, None).sum())))
-    if wins + losses == 0:
-        return False
     # P(at least `wins` of the discordant clips go to the candidate | no difference).
-    p_value = float(binom.sf(wins - 1, wins + losses, 0.5))
-    return p_value < alpha
+    p_value = float(binom.sf(wins - 1, wins + losses, 0.5)) if wins + losses else 1.0
+    passed = gain >= TIE_MIN_GAIN - 1e-12 and wins + losses > 0 and p_value < alpha
+    return {
+        "n": int(len(difference)),
+        "gain": gain,
+        "wins": wins,
+        "losses": losses,
+        "p_value": p_value,
+        "alpha": float(alpha),
+        "min_gain": TIE_MIN_GAIN,
+        "test": "exact one-sided McNemar (sign) test",
+        "passed": bool(passed),
+    }
+
+
+def beats_significantly(candidate: np.ndarray, baseline: np.ndarray, alpha: float = GUARD_ALPHA) -> bool:
+    """True when ``candidate`` is right more often than ``baseline`` on paired clips, by at least
+    TIE_MIN_GAIN and with an exact one-sided sign (McNemar) test p < ``alpha`` (:func:`guard_test`)."""
+    return guard_test(candidate, baseline, alpha)["passed"]
 
 
 def describe_folds(targets: Sequence[int], groups: Sequence[int] | None = None) -> str:
@@ -329,3 +348,65 @@ def describe_folds(targets: Sequence[int], groups: Sequence[int] | None = None) 
     if distinct >= 2:
         return f"speaker-disjoint {min(CV_FOLDS, distinct)}-fold over {distinct} speakers"
     return f"{CV_REPEATS} x stratified {int(min(CV_FOLDS, len(targets)))}-fold"
+
+
+# Power the smallest detectable gain is defined at (the usual 80%).
+TARGET_POWER = 0.8
+
+
+def guard_power(
+    n: int,
+    gain: float,
+    discordant_share: float,
+    alpha: float = GUARD_ALPHA,
+    min_gain: float = TIE_MIN_GAIN,
+) -> float:
+    """Probability that the guard lets a fusion through on ``n`` paired clips when it truly gains ``gain``.
+
+    Model: each clip is discordant (exactly one of fusion and best single run right) with
+    probability ``discordant_share`` = d, and a discordant clip goes to the fusion with
+    probability q = (1 + gain / d) / 2. The guard passes with w wins of D discordant clips when
+    the exact one-sided sign test gives p < ``alpha`` and (2w - D) / n >= ``min_gain``; the
+    power sums that over the binomial distributions of D and w exactly.
+    """
+    from scipy.stats import binom
+
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"the guard needs at least one clip, got n = {n}")
+    if not 0.0 < discordant_share <= 1.0:
+        raise ValueError(f"discordant_share must be in (0, 1], got {discordant_share}")
+    if not 0.0 <= gain <= discordant_share:
+        raise ValueError(
+            f"a gain of {gain} is impossible with {discordant_share} of the clips discordant (0 <= gain <= share)"
+        )
+    discordant = np.arange(n + 1)
+    # Smallest number of wins with p < alpha, for every number of discordant clips.
+    critical = binom.ppf(1.0 - alpha, discordant, 0.5).astype(int) + 1
+    critical = np.where(binom.sf(critical - 1, discordant, 0.5) >= alpha, critical + 1, critical)
+    critical = np.maximum(critical, np.ceil((discordant + n * min_gain - 1e-9) / 2.0)).astype(int)
+    q = 0.5 * (1.0 + gain / discordant_share)
+    passes = np.where(discordant > 0, binom.sf(critical - 1, discordant, q), 0.0)
+    return float(np.sum(binom.pmf(discordant, n, discordant_share) * passes))
+
+
+def smallest_detectable_gain(
+    n: int,
+    discordant_share: float,
+    power: float = TARGET_POWER,
+    alpha: float = GUARD_ALPHA,
+    min_gain: float = TIE_MIN_GAIN,
+) -> float:
+    """The smallest true accuracy gain the guard detects with probability ``power`` on ``n`` clips
+    (:func:`guard_power`, bisection to 1e-4); NaN when even a fusion right on every discordant clip
+    would not be detected that often."""
+    if guard_power(n, discordant_share, discordant_share, alpha, min_gain) < power:
+        return float("nan")
+    low, high = 0.0, float(discordant_share)
+    while high - low > 1e-4:
+        middle = (low + high) / 2
+        if guard_power(n, middle, discordant_share, alpha, min_gain) >= power:
+            high = middle
+        else:
+            low = middle
+    return high

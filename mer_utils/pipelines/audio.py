@@ -157,6 +157,7 @@ def train(
 
     from mer_utils.config import set_seed
     from mer_utils.models.audio import BUILDERS, SEQUENCE_MODELS, build_model
+    from mer_utils.pipelines.out_of_fold import network_reason
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import save_model
     from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
@@ -273,6 +274,7 @@ def train(
         # The first member's curves are the model's (notebook 03 plots them); every member's follow.
         history=fits[0].history,
         members=[f.history for f in fits],
+        out_of_fold_reason=network_reason(sum(f.seconds for f in fits)),
         extra_model_files=(NORMALISATION_FILE,) + _population_files(population),
         info={
             "features": params.to_dict(),

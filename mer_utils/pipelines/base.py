@@ -43,7 +43,11 @@ Run folder schema (written by :func:`write_run`, checked by ``tests/test_run_sch
 * ``skipped.csv``: columns ``path, reason`` (always written, possibly empty; a text run puts the
   CSV row id in ``path``);
 * ``predictions_val.csv`` / ``predictions_test.csv``: :data:`PREDICTION_COLUMNS` then one
-  ``prob_<label>`` column per label (extra columns, e.g. text's ``text``, may follow).
+  ``prob_<label>`` column per label (extra columns, e.g. text's ``text``, may follow);
+* optionally ``predictions_oof.csv``: the same columns plus ``fold``, every training and
+  validation clip predicted by a refit that never saw its actor
+  (:mod:`mer_utils.pipelines.out_of_fold`); run.json and metrics.json say under ``out_of_fold``
+  whether it was written, and why not.
 """
 
 from __future__ import annotations
@@ -472,13 +476,19 @@ def write_run(
     extra_model_files: Sequence[str] = (),
     info: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    out_of_fold_reason: str | None = None,
 ) -> dict:
     """Write a trained run's folder in the one schema (the model is saved first); return metrics.json.
 
-    ``tables`` holds the "val" and "test" prediction tables; ``info`` the branch's own run.json
-    keys and ``metrics`` its own metrics.json keys (neither may redefine a schema key).
+    ``tables`` holds the "val" and "test" prediction tables and, optionally, "oof" (out-of-fold
+    predictions of the training and validation clips, with a ``fold`` column:
+    :mod:`mer_utils.pipelines.out_of_fold`), written as predictions_oof.csv; run.json and
+    metrics.json then describe it under ``out_of_fold``, or give ``out_of_fold_reason`` for its
+    absence. ``info`` holds the branch's own run.json keys and ``metrics`` its own metrics.json
+    keys (neither may redefine a schema key).
     """
     from mer_utils.evaluation import table_metrics
+    from mer_utils.pipelines import out_of_fold
     from mer_utils.runs import (
         MODEL_FILES_KEY,
         atomic_write_bytes,
@@ -492,6 +502,17 @@ def write_run(
     if not any(out.glob("model.*")):
         raise FileNotFoundError(f"{out}: save the model (runs.save_model) before write_run")
     info, extra_metrics = dict(info or {}), dict(metrics or {})
+    oof_table = tables.get(out_of_fold.OOF_SPLIT)
+    if oof_table is not None:
+        parts = split if isinstance(split, Mapping) else {}
+        actors = [int(actor) for part in ("train", "val") for actor in parts.get(part, [])]
+        oof_entry = out_of_fold.summary(oof_table, labels, actors)
+    else:
+        oof_entry = out_of_fold.skipped(out_of_fold_reason)
+    info.setdefault(
+        out_of_fold.OOF_KEY, {k: v for k, v in oof_entry.items() if k not in ("accuracy", "macro_f1")}
+    )
+    extra_metrics.setdefault(out_of_fold.OOF_KEY, oof_entry)
     clash = set(info) & set(RUN_KEYS) | {MODEL_FILES_KEY} & set(info)
     if clash:
         raise ValueError(f"run.json keys {sorted(clash)} are fixed by the schema; pass them as arguments")
@@ -499,6 +520,11 @@ def write_run(
         if part not in tables:
             raise ValueError(f"write_run needs the {part!r} prediction table")
         write_predictions(out, part, tables[part])
+    oof_path = out / out_of_fold.OOF_FILE
+    if oof_table is not None:
+        write_predictions(out, out_of_fold.OOF_SPLIT, oof_table)
+    elif oof_path.is_file():
+        oof_path.unlink()  # an older run's file in a reused folder would be mistaken for this model's
     skipped = skipped_records(skipped)
     atomic_write_bytes(
         out / SKIPPED_FILE, pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).to_csv(index=False).encode()

@@ -159,6 +159,7 @@ def train(
     """
     from mer_utils.config import set_seed
     from mer_utils.pipelines.base import write_run
+    from mer_utils.pipelines.out_of_fold import network_reason
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import save_model
     from mer_utils.training import count_parameters, encode_labels, fit_classifier
@@ -274,6 +275,7 @@ def train(
         tables=tables,
         skipped=skipped,
         history=fit.history,
+        out_of_fold_reason=network_reason(fit.seconds),
         info={"width": width, **asdict(params), "settings": asdict(settings), "augmentation": augmentation},
         metrics={
             "params": count_parameters(network),

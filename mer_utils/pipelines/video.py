@@ -212,6 +212,7 @@ def train(
     from mer_utils.faces import extract_faces
     from mer_utils.models.video import build_video_model, train_video_model
     from mer_utils.pipelines.base import write_run
+    from mer_utils.pipelines.out_of_fold import network_reason
     from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import save_model
 
@@ -298,6 +299,7 @@ def train(
         skipped=list(videos.attrs["skipped"]) + _skipped_records(extraction.failed),
         history=training.history,
         phases=training.phases,
+        out_of_fold_reason=network_reason(training.seconds),
         info={
             "weights": weights,
             "input_size": settings.input_size,
