@@ -36,7 +36,9 @@ class Branch:
     ``run_keys`` maps each run.json key the branch needs to predict to its JSON type;
     ``options`` are the extra ``mer train`` options it takes (:data:`TRAIN_OPTIONS`);
     ``reads_clip`` says whether ``mer predict`` can give it a video clip; ``caches`` names the
-    sub-folders of :mod:`mer_utils.cache` it writes.
+    sub-folders of :mod:`mer_utils.cache` it writes; ``model_types`` lists the exact, fully
+    qualified names of further types its ``model.skops`` holds beyond mer's own allow-list
+    (:data:`mer_utils.runs.SKOPS_ALLOWED_NAMES`; names only, no prefixes).
     """
 
     name: str
@@ -50,6 +52,7 @@ class Branch:
     degradations: tuple[str, ...] = ()
     reads_clip: bool = False
     caches: tuple[str, ...] = ()
+    model_types: tuple[str, ...] = ()
     module: str = ""
 
     def __post_init__(self) -> None:
@@ -69,6 +72,12 @@ class Branch:
             unknown = sorted(set(given) - set(known))
             if unknown:
                 raise ValueError(f"branch {self.name!r}: unknown {what} {unknown}; expected some of {known}")
+        for name in self.model_types:
+            parts = str(name).split(".")
+            if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+                raise ValueError(
+                    f"branch {self.name!r}: model type {name!r} is not a fully qualified name (module.Class)"
+                )
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "run_keys", MappingProxyType(dict(self.run_keys)))
         object.__setattr__(self, "module", self.module or f"mer_utils.pipelines.{self.name}")

@@ -542,12 +542,20 @@ def skops_refused_names(data: bytes, path: str | Path = SKOPS_MODEL_FILE) -> lis
 
     The decision reads the names only: no import, no subprocess, no network.
     """
-    return [name for name in skops_schema_names(data, path) if name not in SKOPS_ALLOWED_NAMES]
+    allowed = skops_allowed_names()
+    return [name for name in skops_schema_names(data, path) if name not in allowed]
+
+
+def skops_allowed_names() -> frozenset[str]:
+    """:data:`SKOPS_ALLOWED_NAMES` plus the exact type names registered branches declare (``Branch.model_types``)."""
+    declared = {name for branch in branch_registry.REGISTRY.values() for name in branch.model_types}
+    return SKOPS_ALLOWED_NAMES | declared
 
 
 def skops_trusted_types(untrusted: Sequence[str]) -> list[str]:
     """The names among ``untrusted`` that are on the allow-list (by exact name; nothing is imported)."""
-    return [name for name in untrusted if name in SKOPS_ALLOWED_NAMES]
+    allowed = skops_allowed_names()
+    return [name for name in untrusted if name in allowed]
 
 
 def _load_skops(path: Path) -> Any:
@@ -568,7 +576,7 @@ def _load_skops(path: Path) -> Any:
         untrusted = skops.io.get_untrusted_types(data=data)
     except (ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: corrupt or unreadable model file ({error}); retrain the run") from error
-    beyond = sorted(set(untrusted) - SKOPS_ALLOWED_NAMES)
+    beyond = sorted(set(untrusted) - skops_allowed_names())
     if beyond:  # skops reads the same schema; a difference means a file built to confuse the check
         raise UnsafeModelError(f"{path}: refusing to load types that are not on the allow-list: {beyond}")
     try:

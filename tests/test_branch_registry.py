@@ -119,7 +119,7 @@ def file_prediction(run_dir, info, path: Path, model) -> dict:
 @pytest.fixture()
 def toy_branch():
     """The toy branch registered in one line for the test, removed afterwards."""
-    branches.register(branches.Branch(BRANCH, "clips", "folder of <label>/*.txt", LABELS, ("prior", "uniform"), "prior", options=("epochs",), reads_clip=True, module=__name__))  # fmt: skip
+    branches.register(branches.Branch(BRANCH, "clips", "folder of <label>/*.txt", LABELS, ("prior", "uniform"), "prior", options=("epochs",), reads_clip=True, model_types=("sklearn.dummy.DummyClassifier",), module=__name__))  # fmt: skip
     yield
     branches.unregister(BRANCH)
 

@@ -1454,14 +1454,15 @@ def test_a_zip_member_that_clashes_names_archive_and_member(tmp_path, members, e
     assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
 
 
-class _FixedModule:
-    """A branch whose model always answers the same probabilities (what a weak demo run does)."""
+class _FixedModel:
+    """A model that always answers the same probabilities (what a weak demo run does)."""
 
     def __init__(self, probabilities):
         self.probabilities = probabilities
 
-    def predict_file(self, run_dir, clip, model=None):
-        return {"available": True, "probabilities": list(self.probabilities), "details": {}}
+
+def _fixed_predict_file(run_dir, clip, model=None):
+    return {"available": True, "probabilities": list(model.probabilities), "details": {}}
 
 
 def _weak_loaded(probabilities: dict[str, list[float]], val_accuracy: dict[str, float], n: int = 60) -> dict:
@@ -1471,7 +1472,7 @@ def _weak_loaded(probabilities: dict[str, list[float]], val_accuracy: dict[str, 
     }
     return {
         "models": {
-            name: {"module": _FixedModule(p), "model": None, "run_dir": Path("."), "branch": "audio"}
+            name: {"model": _FixedModel(p), "run_dir": Path(name), "branch": "audio"}
             for name, p in probabilities.items()
         },
         "parameters": {"method": "entropy_trust", "labels": LABELS, "modalities": modalities},
@@ -1480,8 +1481,11 @@ def _weak_loaded(probabilities: dict[str, list[float]], val_accuracy: dict[str, 
     }
 
 
-def test_a_fused_answer_from_weak_runs_says_it_carries_little_information(tmp_path):
+def test_a_fused_answer_from_weak_runs_says_it_carries_little_information(tmp_path, monkeypatch):
+    from mer_utils import predict
     from mer_utils.predict import format_prediction, predict_clip
+
+    monkeypatch.setattr(predict.base, "predict_file", _fixed_predict_file)
 
     clip = _media.write_wav(tmp_path / "any.wav", _tone_bursts(1.0), _SR)
     peaked = [0.65] + [0.05] * 7
