@@ -1,4 +1,4 @@
-"""Measured results, one small JSON file each under ``results/``, and their README tables.
+"""Measured results, one small JSON file each under ``results/``, and the tables generated from them.
 
 A results file records one measurement and how it was made::
 
@@ -19,9 +19,16 @@ recorded by the run), ``other_seeds`` (``{"1": {"accuracy": ..., "macro_f1": ...
 for a number from elsewhere, made by no command of this project), ``key`` (the model id a script
 matches rows by), ``bold``, ``decimals`` and ``details`` (kept, not shown). Optional
 top-level keys: ``title``, ``source``, ``row_label`` and ``accuracy_label`` (column headers),
-``value_decimals`` (``{column: decimals}`` for ``values`` columns) and ``details``. The scripts that measure results write them with :func:`write_results`; the README's
-results section is rendered from the files by :func:`render_readme` (``scripts/render_results.py``)
-and a test fails when the two disagree.
+``value_decimals`` (``{column: decimals}`` for ``values`` columns), ``notes`` (sentences about the
+numbers, with any measured figure they quote, shown under the table), ``headline`` (``{"task",
+"data", "key", "section", "order"}``: the row of the README's headline table) and ``details``.
+
+The scripts that measure results write them with :func:`write_results`, which writes paths in
+commands and in ``data.path`` as placeholders (``DATA_DIR/...`` for the real data sets,
+``runs/<name>`` for a temporary folder), never a folder of one machine. The tables between
+``<!-- results:NAME -->`` markers in the README and ``docs/results.md``, and the headline table
+between ``<!-- results-headline -->`` markers, are rendered from the files by
+:func:`render_document` (``scripts/render_results.py``); a test fails when the two disagree.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +50,29 @@ from mer_utils.config import CHECKOUT_ROOT, PROJECT_ROOT
 REQUIRED_KEYS: tuple[str, ...] = ("data", "protocol", "command", "metrics")
 # A results name is a file stem: lower-case letters, digits and underscores.
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
-# README markers around a generated table: <!-- results:NAME --> ... <!-- /results:NAME -->.
+# Markers around a generated table: <!-- results:NAME --> ... <!-- /results:NAME -->.
 MARKER_PATTERN = re.compile(r"<!-- results:([a-z0-9_]+) -->\n(.*?)<!-- /results:\1 -->", re.DOTALL)
+# Markers around the headline table (one row per results file with a "headline" entry).
+HEADLINE_PATTERN = re.compile(r"<!-- results-headline -->\n(.*?)<!-- /results-headline -->", re.DOTALL)
+# Documents of the checkout that hold generated blocks (paths relative to the checkout).
+DOCUMENTS: tuple[str, ...] = ("README.md", "docs/results.md")
+# Where the headline table links to: the document with the full results blocks.
+FULL_RESULTS_DOCUMENT = "docs/results.md"
+# What counts as a measured figure typed into prose (see typed_figures): a score with two or more
+# decimals (not a threshold after < or >), a difference in points, and a time something took.
+FIGURE_PATTERNS: tuple[re.Pattern, ...] = (
+    re.compile(r"(?<![<>] )(?<![<>\d.])\b[01]\.\d{2,}\b(?!\.\d)"),
+    re.compile(r"\b\d+(?:\.\d+)?\s+points?\b"),
+    re.compile(
+        r"\b(?:takes?|took|taking|in|after)\s+(?:about\s+|~)?\d+(?:\.\d+)?\s*"
+        r"(?:s|sec|seconds?|min|minutes?|h|hours?)\b"
+    ),
+)
+# Placeholder of the folder holding the real data sets (MER_REAL_DATA; beside the checkout by default).
+DATA_PLACEHOLDER = "DATA_DIR"
+# A path in a command or data entry: absolute, or climbing out of the checkout ("../").
+# The look-behind keeps "a/b" and "runs/x" (relative, inside the checkout) out of it.
+MACHINE_PATH_PATTERN = re.compile(r"(?<![\w.~/:-])(?:/|\.\./|~/)[^\s`'\"),;]+")
 # z of a two-sided 95% interval (the Wilson interval shown when no bootstrap interval was recorded).
 Z_95 = 1.959964
 
@@ -53,6 +82,45 @@ def results_dir() -> Path:
     if os.environ.get("MER_RESULTS_DIR"):
         return Path(os.environ["MER_RESULTS_DIR"]).expanduser()
     return (CHECKOUT_ROOT or PROJECT_ROOT) / "results"
+
+
+def real_data_root() -> Path:
+    """The folder of the real data sets that ``DATA_DIR`` stands for: ``MER_REAL_DATA``, else ``../shared/data``."""
+    if os.environ.get("MER_REAL_DATA"):
+        return Path(os.environ["MER_REAL_DATA"]).expanduser()
+    return (CHECKOUT_ROOT or PROJECT_ROOT).parent / "shared" / "data"
+
+
+def placeholder_path(path: str) -> str:
+    """``path`` as a results file names it: ``DATA_DIR/...``, ``runs/<name>`` or relative to the checkout.
+
+    A path inside the real-data folder becomes ``DATA_DIR/<rest>``; a path in a temporary folder
+    (an output folder of one machine) becomes ``runs/<its name>``; a path inside the checkout
+    becomes relative to it; any other absolute path keeps only its name, under ``DIR/``.
+    """
+    root = CHECKOUT_ROOT or PROJECT_ROOT
+    candidate = Path(path).expanduser()
+    resolved = (candidate if candidate.is_absolute() else Path.cwd() / candidate).resolve()
+    data_root = real_data_root().resolve()
+    if resolved == data_root or resolved.is_relative_to(data_root):
+        rest = resolved.relative_to(data_root).as_posix()
+        return DATA_PLACEHOLDER if rest == "." else f"{DATA_PLACEHOLDER}/{rest}"
+    for temporary in {Path(tempfile.gettempdir()).resolve(), Path("/tmp").resolve()}:
+        if resolved.is_relative_to(temporary):
+            return f"runs/{resolved.name}"
+    if resolved.is_relative_to(root.resolve()):
+        return resolved.relative_to(root.resolve()).as_posix()
+    return f"DIR/{resolved.name}"
+
+
+def with_placeholders(text: str) -> str:
+    """``text`` (a command line) with every machine-specific path replaced by :func:`placeholder_path`."""
+    return MACHINE_PATH_PATTERN.sub(lambda match: placeholder_path(match.group(0)), text)
+
+
+def machine_paths(text: str) -> list[str]:
+    """The machine-specific paths in ``text``: absolute, home-relative or leaving the checkout."""
+    return MACHINE_PATH_PATTERN.findall(text)
 
 
 def results_path(name: str, folder: str | Path | None = None) -> Path:
@@ -86,6 +154,29 @@ def validate_record(record: Any, source: str = "results") -> dict:
         for key in ("accuracy", "macro_f1"):
             if key in row and not _is_number(row[key]):
                 raise ValueError(f"{source}: metrics row {row['name']!r}: {key} must be a number")
+    shown = {"command": record["command"], "data path": record["data"]["path"]}
+    shown |= {f"command of row {row['name']!r}": row["command"] for row in rows if row.get("command")}
+    for what, text in shown.items():
+        found = machine_paths(str(text))
+        if found:
+            raise ValueError(
+                f"{source}: the {what} names a folder of one machine ({', '.join(found)}); write "
+                f"{DATA_PLACEHOLDER}/... for the real data and runs/NAME or RUN for run folders "
+                "(write_results does it for you)"
+            )
+    notes = record.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
+        raise ValueError(f"{source}: 'notes' must be a list of sentences")
+    headline = record.get("headline")
+    if headline is not None:
+        if not isinstance(headline, dict):
+            raise ValueError(f"{source}: 'headline' must be an object (task, data, key, section)")
+        missing = [key for key in ("task", "data", "key", "section") if not headline.get(key)]
+        if missing:
+            raise ValueError(f"{source}: 'headline' needs task, data, key and section; missing {missing}")
+        row = next((row for row in rows if row.get("key") == headline["key"]), None)
+        if row is None or not _is_number(row.get("accuracy")):
+            raise ValueError(f"{source}: headline key {headline['key']!r} is not a row with an accuracy")
     return record
 
 
@@ -106,9 +197,31 @@ def write_results(name: str, record: dict, folder: str | Path | None = None) -> 
     from mer_utils.runs import atomic_write_bytes
 
     path = results_path(name, folder)
+    record = _placeholders_of(record)
     validate_record(record, str(path))
     text = json.dumps(record, indent=2, ensure_ascii=False, default=_plain) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _placeholders_of(record: dict) -> dict:
+    """A copy of ``record`` whose command, data path and row commands use placeholders for paths."""
+    if not isinstance(record, dict):
+        return record
+    record = dict(record)
+    if isinstance(record.get("command"), str):
+        record["command"] = with_placeholders(record["command"])
+    if isinstance(record.get("data"), dict) and record["data"].get("path"):
+        data = dict(record["data"])
+        data["path"] = with_placeholders(str(data["path"]))
+        record["data"] = data
+    if isinstance(record.get("metrics"), list):
+        record["metrics"] = [
+            row | {"command": with_placeholders(row["command"])}
+            if isinstance(row, dict) and isinstance(row.get("command"), str)
+            else row
+            for row in record["metrics"]
+        ]
+    return record
 
 
 def result_names(folder: str | Path | None = None) -> list[str]:
@@ -123,7 +236,7 @@ def command_line(script: str | Path, argv: Sequence[str] | None = None) -> str:
     path = Path(script).resolve()
     root = CHECKOUT_ROOT or PROJECT_ROOT
     shown = path.relative_to(root) if path.is_relative_to(root) else path
-    return shlex.join(["python", str(shown), *arguments])
+    return with_placeholders(shlex.join(["python", str(shown), *arguments]))
 
 
 def update_results(
@@ -242,7 +355,7 @@ def _columns(rows: list[dict], field: str) -> list[str]:
 
 
 def render_table(record: dict) -> str:
-    """The README block of one results file: data, protocol and command lines, then the metrics table."""
+    """The generated block of one results file: data, protocol and command lines, the metrics table, notes."""
     rows = record["metrics"]
     has = {key: any(key in row for row in rows) for key in ("accuracy", "macro_f1")}
     seeds = _columns(rows, "other_seeds")
@@ -303,20 +416,102 @@ def render_table(record: dict) -> str:
     notes += [f"({number}) {footnote}" for number, footnote in enumerate(commands, start=1)]
     if notes:
         text += ["", "  \n".join(notes)]
+    for note in record.get("notes", []):
+        text += ["", note]
     return "\n".join(text) + "\n"
 
 
+def render_headline(folder: str | Path | None = None, link_prefix: str = "") -> str:
+    """The headline table: one row per results file with a ``headline`` entry, in its ``order``.
+
+    Each row links to its section of :data:`FULL_RESULTS_DOCUMENT` (``link_prefix`` + the
+    document's path, so a document elsewhere can link to it), where the full block says how the
+    number was measured.
+    """
+    entries = []
+    for name in result_names(folder):
+        record = load_results(name, folder)
+        if record.get("headline"):
+            entries.append((record["headline"].get("order", 99), name, record))
+    entries.sort(key=lambda entry: entry[:2])
+    lines = ["| task | data | model | accuracy | 95% CI | macro-F1 | n |", "|---|---|---|---|---|---|---|"]
+    bootstrap = wilson = False
+    for _, _, record in entries:
+        headline = record["headline"]
+        row = next(row for row in record["metrics"] if row.get("key") == headline["key"])
+        interval, recorded = _interval(row, record)
+        bootstrap, wilson = bootstrap or recorded, wilson or (bool(interval) and not recorded)
+        n = _row_n(row, record)
+        link = f"[{headline['task']}]({link_prefix}{FULL_RESULTS_DOCUMENT}#{headline['section']})"
+        cells = [
+            link,
+            headline["data"],
+            row["name"],
+            f"**{_number(row['accuracy'], row.get('decimals', 3))}**",
+            interval + ("*" if recorded else ""),
+            _number(row.get("macro_f1"), row.get("decimals", 3)),
+            f"{n:,}" if n else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    kinds = ["* bootstrap over the test items, recorded by the run"] if bootstrap else []
+    kinds += (
+        ["Wilson score interval from accuracy and n" + (", otherwise" if bootstrap else "")] if wilson else []
+    )
+    note = ["", "95% CI of accuracy: " + "; ".join(kinds) + "."] if kinds else []
+    return "\n".join(lines + note) + "\n"
+
+
 def readme_blocks(text: str) -> dict[str, str]:
-    """The generated blocks of a README: results name -> the text between its markers."""
+    """The generated results blocks of a document: results name -> the text between its markers."""
     return {match.group(1): match.group(2) for match in MARKER_PATTERN.finditer(text)}
 
 
-def render_readme(text: str, folder: str | Path | None = None) -> str:
-    """``text`` with every results block re-rendered from its results file."""
+def headline_blocks(text: str) -> list[str]:
+    """The headline blocks of a document (the text between each pair of headline markers)."""
+    return [match.group(1) for match in HEADLINE_PATTERN.finditer(text)]
+
+
+def generated_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of a document's generated blocks (results and headline), markers included."""
+    matches = [*MARKER_PATTERN.finditer(text), *HEADLINE_PATTERN.finditer(text)]
+    return sorted(match.span() for match in matches)
+
+
+def typed_figures(text: str) -> list[str]:
+    """Measured figures typed into ``text`` outside its generated blocks (see :data:`FIGURE_PATTERNS`).
+
+    Such a figure goes stale silently when the result is measured again: it belongs in the
+    results file (a row, or a sentence of its ``notes``), which renders it into a block.
+    """
+    spans = generated_spans(text)
+    found = []
+    for pattern in FIGURE_PATTERNS:
+        for match in pattern.finditer(text):
+            if not any(start <= match.start() < end for start, end in spans):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append(f"line {line}: {match.group(0)!r}")
+    return sorted(found, key=lambda entry: int(entry.split(":")[0].removeprefix("line ")))
+
+
+def render_document(text: str, folder: str | Path | None = None, link_prefix: str = "") -> str:
+    """``text`` with every results block and headline block re-rendered from the results files.
+
+    ``link_prefix`` leads the headline's links from the document to :data:`FULL_RESULTS_DOCUMENT`.
+    """
 
     def replace(match: re.Match) -> str:
         name = match.group(1)
         table = render_table(load_results(name, folder))
         return f"<!-- results:{name} -->\n{table}<!-- /results:{name} -->"
 
-    return MARKER_PATTERN.sub(replace, text)
+    text = MARKER_PATTERN.sub(replace, text)
+    if HEADLINE_PATTERN.search(text):
+        headline = render_headline(folder, link_prefix)
+        text = HEADLINE_PATTERN.sub(
+            lambda _: f"<!-- results-headline -->\n{headline}<!-- /results-headline -->", text
+        )
+    return text
+
+
+# The name the scripts and tests have used for it.
+render_readme = render_document

@@ -11,7 +11,7 @@ folder (it holds fusion.json) gives one row for the fused runs: the default's te
 interval, the validation choice, the best single run, the plain mean, product, stacking and the
 seed's entropy x trust rule. The row replaces the one with the same ``--key`` (other rows stay);
 a new results file takes its data and protocol from the run (``--data-description`` adds a line).
-Then ``python scripts/render_results.py`` updates the README.
+Then ``python scripts/render_results.py`` updates docs/results.md (and the README headline).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a `mer train` run folder or a `mer fuse` output folder")
     parser.add_argument("--command", required=True, help="the command line that made the run")
     parser.add_argument("--key", help="row id (default: the folder name); the row with this key is replaced")
-    parser.add_argument("--row", help="row label shown in the README (default: the key)")
+    parser.add_argument("--row", help="row label shown in the results table (default: the key)")
     parser.add_argument("--per-class", action="store_true", help="also record per-class recall")
     parser.add_argument("--data-description", help="what the data is (a new results file only)")
     parser.add_argument("--results-dir", type=Path, help="results folder (default: results/ of the checkout)")

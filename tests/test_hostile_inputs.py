@@ -2,7 +2,7 @@
 
 Every case builds its own tiny files and checks that `mer` answers with a clear error naming the
 file (one line, exit code 2, no traceback) or recovers, and that nothing loaded from a file runs
-code. The README's "Bad input" section lists the same cases.
+code. docs/bad_input.md lists the same cases, one row each (checked by tests/test_results.py).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ kernels, errors) is tested on tiny notebooks in tests/test_notebook_runner.py.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -42,7 +43,33 @@ FIGURES = {
     ],
     "05": ["05_text_model_comparison", "05_text_confusion_best", "05_text_roc_best"],
     "06": ["06_reliability_diagrams", "06_weights_by_emotion", "06_missing_modality", "06_degraded_modality"],
+    "07": ["07_face_examples", "07_faces_training_curves", "07_faces_confusion"],
 }
+
+
+def assigned_names(source: str) -> set[str]:
+    """Names a cell binds at its top level (assignments, loops, with, imports), not inside functions."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            return
+        targets: list = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor | ast.NamedExpr):
+            targets = [node.target]
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            targets = [item.optional_vars for item in node.items if item.optional_vars is not None]
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        for target in targets:
+            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
@@ -76,6 +103,22 @@ def test_notebook_follows_the_template(path):
     assert "sys.path.insert" not in code, f"{path.name}: the package is installed; no sys.path edits"
     assert "## Exercises" in markdown and "What to notice" in markdown
     assert "record_results(" in sources[-1], f"{path.name}: the last cell records the key numbers"
+
+
+def test_assigned_names_sees_top_level_bindings_only():
+    source = "A = 1\nfor B, C in x:\n    D += 1\nif y:\n    E = 2\ndef f():\n    F = 3\nimport numpy as G\n"
+    assert assigned_names(source) == {"A", "B", "C", "D", "E", "G"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_no_cell_overwrites_a_parameter(path):
+    """Papermill injects parameters after the tagged cell: a later cell that rebinds one silently undoes them."""
+    code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    position = next(i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", []))
+    parameters = assigned_names("".join(code[position]["source"]))
+    for number, cell in enumerate(code[position + 1 :], start=position + 2):
+        rebound = sorted(assigned_names("".join(cell["source"])) & parameters)
+        assert not rebound, f"{path.name}: code cell {number} overwrites the parameters {rebound}"
 
 
 def test_recorded_results_are_read_back(tmp_path):
@@ -164,6 +207,12 @@ def check_02(results: dict, runs: Path) -> None:
     assert all(0.0 <= a <= 1.0 for a in occlusion.values())
     # No face hidden: predict_table re-scores the same test clips the run scored.
     assert occlusion["0.0"] == pytest.approx(results["test_accuracy"], abs=1e-6)
+    # The head written in the notebook is the package's: 2048 pooled ResNet50 features -> 8 classes,
+    # the same probabilities for the same weights; pooling the run's frames by hand gives its table.
+    assert results["head_parameters"] == 2048 * len(RAVDESS_EMOTIONS) + len(RAVDESS_EMOTIONS)
+    assert results["head_difference"] < 1e-5
+    assert results["pooled_clips"] == results["n_test"]
+    assert results["pooling_difference"] < 1e-4
 
 
 def check_03(results: dict, runs: Path) -> None:
@@ -216,7 +265,35 @@ def check_06(results: dict, runs: Path) -> None:
     assert all(0 < small < large for small, large in zip(fifteen[:3], three[:3], strict=True))
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06}
+def check_07(results: dict, runs: Path) -> None:
+    check_run_folder(results, RAVDESS_EMOTIONS)
+    assert results["source"] in {"fer2013", "clips", "folder"}
+    present = results["present_labels"]
+    assert present and set(present) <= set(RAVDESS_EMOTIONS)
+    if results["source"] == "fer2013":
+        assert "calm" not in present  # FER2013 has no calm: the run must not invent it
+    test = pd.read_csv(Path(results["run_dir"]) / "predictions_test.csv")
+    absent = [f"prob_{label}" for label in RAVDESS_EMOTIONS if label not in present]
+    assert (test[absent].to_numpy() == 0).all(), "labels absent from training get probability 0"
+    assert results["images"] >= results["n_test"]
+    # The prediction written out in the notebook (face + mirror image, absent labels at 0) is the run's.
+    assert results["mirror_difference"] < 1e-4
+    clips = results["clips"]
+    predicted = [clip for clip in clips if clip["p"] is not None]  # None: no face found in the clip
+    assert predicted, "section 5 predicts at least one clip"
+    for clip in predicted:
+        assert clip["predicted"] in present and 1.0 / len(present) - 1e-6 <= clip["p"] <= 1.0, clip
+
+
+CHECKS = {
+    "01": check_01,
+    "02": check_02,
+    "03": check_03,
+    "04": check_04,
+    "05": check_05,
+    "06": check_06,
+    "07": check_07,
+}
 
 
 @pytest.mark.notebooks

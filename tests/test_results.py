@@ -13,14 +13,22 @@ import pytest
 
 from mer_utils.config import PACKAGE_PARENT
 from mer_utils.results import (
+    DOCUMENTS,
     REQUIRED_KEYS,
+    command_line,
+    headline_blocks,
     load_results,
+    machine_paths,
     merge_rows,
+    placeholder_path,
     readme_blocks,
+    render_document,
+    render_headline,
     render_readme,
     render_table,
     result_names,
     results_path,
+    typed_figures,
     update_results,
     validate_record,
     wilson_interval,
@@ -30,6 +38,13 @@ from mer_utils.results import (
 ROOT = PACKAGE_PARENT
 RESULTS = ROOT / "results"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+FULL_RESULTS = DOCS / "results.md"
+# The documents with generated blocks, and every markdown page a reader sees.
+DOCUMENT_PATHS = [ROOT / name for name in DOCUMENTS]
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+# The README is a front page; the details live in docs/.
+README_MAX_LINES = 150
 # Development-log wording that has no place in the README or in code comments and docstrings.
 DIARY_PATTERNS = (
     r"\b20\d\d-\d\d-\d\d\b",
@@ -82,27 +97,188 @@ def test_results_file_is_complete(name):
             assert ci[0] <= row["accuracy"] <= ci[1], f"{name}: {row['name']} outside its interval"
 
 
-def test_readme_tables_agree_with_results_files():
+def test_document_tables_agree_with_results_files():
+    names: list[str] = []
+    for path in DOCUMENT_PATHS:
+        text = path.read_text(encoding="utf-8")
+        blocks = readme_blocks(text)
+        names += list(blocks)
+        stale = [name for name in blocks if blocks[name] != render_table(load_results(name, RESULTS))]
+        assert not stale, (
+            f"{path.name}: results blocks {stale} differ from results/; run python scripts/render_results.py"
+        )
+    assert sorted(names) == result_names(RESULTS), "every results file needs exactly one block"
+    assert not readme_blocks(README.read_text(encoding="utf-8")), "full tables belong in docs/results.md"
+
+
+def test_readme_headline_agrees_with_results_files():
     text = README.read_text(encoding="utf-8")
-    blocks = readme_blocks(text)
-    assert sorted(blocks) == result_names(RESULTS), "every results file needs exactly one README block"
-    stale = [name for name in blocks if blocks[name] != render_table(load_results(name, RESULTS))]
-    assert not stale, (
-        f"README results blocks {stale} differ from results/; run python scripts/render_results.py"
+    assert headline_blocks(text) == [render_headline(RESULTS)], (
+        "README headline table differs from results/; run python scripts/render_results.py"
+    )
+    assert render_document(text, RESULTS) == text
+
+
+def test_headline_links_point_at_sections_of_the_full_results():
+    headings = [
+        line.lstrip("#").strip() for line in FULL_RESULTS.read_text().splitlines() if line.startswith("#")
+    ]
+    # GitHub's anchors: lower case, punctuation dropped, spaces as hyphens.
+    anchors = {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+    entries = [load_results(name, RESULTS).get("headline") for name in result_names(RESULTS)]
+    sections = [entry["section"] for entry in entries if entry]
+    assert len(sections) >= 3, "the headline table needs its rows"
+    assert set(sections) <= anchors, f"headline sections {sorted(set(sections) - anchors)} are not headings"
+    assert all(f"docs/results.md#{section}" in README.read_text() for section in sections)
+
+
+def test_readme_is_a_front_page_linking_the_docs():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES, f"README.md is over {README_MAX_LINES} lines"
+    for page in sorted(DOCS.glob("*.md")):
+        assert f"docs/{page.name}" in text, f"README does not link docs/{page.name}"
+    for command in ("make demo", "make test", "mer train", "mer predict", "mer fuse"):
+        assert command in text
+    notebooks = sorted(path.name for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert all(f"`{name}`" in text for name in notebooks), "every notebook needs its row in the README"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[page.name for page in PAGES])
+def test_no_measured_figure_typed_outside_generated_blocks(path):
+    found = typed_figures(path.read_text(encoding="utf-8"))
+    assert not found, (
+        f"{path.relative_to(ROOT)}: measured figures typed by hand {found}; put them into the results "
+        "file (a row, or its notes) and render them"
     )
 
 
-def test_render_results_check_fails_on_a_stale_readme(tmp_path, capsys):
+def test_typed_figures_finds_scores_points_and_times_outside_blocks(tmp_path):
+    write_results("tiny", _record(notes=["It scored 0.512, 3.3 points above, and took 12 min."]), tmp_path)
+    block = render_document("<!-- results:tiny -->\n<!-- /results:tiny -->\n", tmp_path)
+    assert typed_figures(block) == [], "figures inside a generated block are rendered, not typed"
+    text = block + "The model reaches 0.681 (2.2 points more); training takes 69 min.\n"
+    assert [entry.split(": ")[1] for entry in typed_figures(text)] == [
+        "'0.681'",
+        "'2.2 points'",
+        "'takes 69 min'",
+    ]
+    for fine in (
+        "p < 0.05",
+        "Python 3.11",
+        "a 0.2-0.8 window",
+        "under 0.5 s of voice",
+        "34,792 rows",
+        "1.26.4",
+    ):
+        assert typed_figures(fine) == [], fine
+
+
+def test_generated_tables_name_folders_by_placeholders():
+    for path in DOCUMENT_PATHS:
+        text = path.read_text(encoding="utf-8")
+        for block in [*readme_blocks(text).values(), *headline_blocks(text)]:
+            assert "/tmp" not in block and "../shared" not in block, f"{path.name}: a machine path in a table"
+    for name in result_names(RESULTS):
+        record = load_results(name, RESULTS)
+        commands = [record["command"], record["data"]["path"]]
+        commands += [row["command"] for row in record["metrics"] if row.get("command")]
+        assert not [found for command in commands for found in machine_paths(command)], name
+
+
+def test_write_results_writes_placeholders_for_machine_paths(tmp_path, monkeypatch):
+    data = tmp_path / "real"
+    monkeypatch.setenv("MER_REAL_DATA", str(data))
+    out = Path(__import__("tempfile").gettempdir()) / "results" / "audio_logreg"
+    command = f"mer train audio --data {data}/ravdess_speech_16k --out {out} --model logreg"
+    record = _record(command=command, data={"path": str(data / "ravdess_speech_16k")})
+    record["metrics"][0]["command"] = f"MER_DATA_DIR={data}/text papermill a.ipynb b.ipynb"
+    write_results("paths", record, tmp_path)
+    written = load_results("paths", tmp_path)
+    assert written["command"] == (
+        "mer train audio --data DATA_DIR/ravdess_speech_16k --out runs/audio_logreg --model logreg"
+    )
+    assert written["data"]["path"] == "DATA_DIR/ravdess_speech_16k"
+    assert written["metrics"][0]["command"] == "MER_DATA_DIR=DATA_DIR/text papermill a.ipynb b.ipynb"
+    assert placeholder_path(str(ROOT / "runs" / "x")) == "runs/x"
+    assert placeholder_path("/somewhere/else/clips") == "DIR/clips"
+    script = command_line(
+        ROOT / "scripts" / "benchmark_audio.py", ["--data", str(data / "speech"), "--out", str(out)]
+    )
+    assert script == "python scripts/benchmark_audio.py --data DATA_DIR/speech --out runs/audio_logreg"
+
+
+def test_a_results_file_with_a_machine_path_fails_to_load(tmp_path):
+    path = tmp_path / "machine.json"
+    path.write_text(
+        json.dumps(_record(command="mer train audio --data d --out /tmp/results/x")), encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match=r"machine\.json: the command names a folder of one machine \(/tmp/"):
+        load_results("machine", tmp_path)
+
+
+def test_render_results_check_fails_on_a_stale_document(tmp_path, capsys):
     render = _script("render_results")
-    readme = tmp_path / "README.md"
-    original = README.read_text(encoding="utf-8")
-    edited = original.replace("| **0.681** |", "| **0.700** |", 1)
-    assert edited != original, "the text table's chosen row should read 0.681"
+    copies = {path: tmp_path / path.name for path in DOCUMENT_PATHS}
+    for path, copy in copies.items():
+        copy.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    args = [arg for copy in copies.values() for arg in ("--file", str(copy))] + [
+        "--results-dir",
+        str(RESULTS),
+    ]
+    assert render.main([*args, "--check"]) == 0
+    readme, full = copies[README], copies[FULL_RESULTS]
+    edited = readme.read_text(encoding="utf-8").replace("| **0.681** |", "| **0.700** |", 1)
+    assert edited != readme.read_text(encoding="utf-8"), "the headline's text row should read 0.681"
     readme.write_text(edited, encoding="utf-8")
-    assert render.main(["--readme", str(readme), "--results-dir", str(RESULTS), "--check"]) == 1
-    assert "stale results blocks" in capsys.readouterr().out
-    assert render.main(["--readme", str(readme), "--results-dir", str(RESULTS)]) == 0
-    assert readme.read_text(encoding="utf-8") == README.read_text(encoding="utf-8")
+    original = full.read_text(encoding="utf-8")
+    full.write_text(original.replace("| 0.638 |", "| 0.700 |", 1), encoding="utf-8")
+    assert full.read_text(encoding="utf-8") != original, "the text table's SVM row should read 0.638"
+    assert render.main([*args, "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "stale results blocks ['headline']" in out and "stale results blocks ['text']" in out
+    assert render.main(args) == 0
+    for path, copy in copies.items():
+        assert copy.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+def test_render_results_refuses_a_result_shown_twice(tmp_path, capsys):
+    write_results("tiny", _record(), tmp_path)
+    pages = [tmp_path / "a.md", tmp_path / "b.md"]
+    for page in pages:
+        page.write_text("<!-- results:tiny -->\n<!-- /results:tiny -->\n", encoding="utf-8")
+    args = ["--file", str(pages[0]), "--file", str(pages[1]), "--results-dir", str(tmp_path)]
+    assert _script("render_results").main(args) == 1
+    assert "more than one block" in capsys.readouterr().out
+
+
+def test_headline_entries_are_checked(tmp_path):
+    headline = {"task": "Text", "data": "a csv", "key": "svm", "section": "text"}
+    validate_record(_record(headline=headline))
+    with pytest.raises(ValueError, match="headline key 'lr'"):
+        validate_record(_record(headline=headline | {"key": "lr"}))
+    with pytest.raises(ValueError, match="missing \\['section'\\]"):
+        validate_record(_record(headline={k: v for k, v in headline.items() if k != "section"}))
+    write_results("b_second", _record(headline=headline | {"task": "Second", "order": 2}), tmp_path)
+    write_results("a_first", _record(headline=headline | {"task": "First", "order": 1}), tmp_path)
+    write_results("c_none", _record(), tmp_path)
+    table = render_headline(tmp_path).splitlines()
+    assert len(table) == 6 and table[2].startswith(
+        "| [First](docs/results.md#text) | a csv | svm | **0.500** |"
+    )
+    assert table[3].startswith("| [Second]") and "Wilson" in table[-1]
+
+
+def test_bad_input_page_has_one_row_per_hostile_input_test():
+    source = (ROOT / "tests" / "test_hostile_inputs.py").read_text(encoding="utf-8")
+    tests = set(re.findall(r"^def (test_\w+)", source, re.MULTILINE))
+    rows = [line for line in (DOCS / "bad_input.md").read_text().splitlines() if line.startswith("| ")][1:]
+    named = [set(re.findall(r"`(test_\w+)`", row)) for row in rows]
+    assert all(named), "every row of docs/bad_input.md names the tests that check it"
+    listed = set().union(*named)
+    assert not listed - tests, f"docs/bad_input.md names tests that do not exist: {sorted(listed - tests)}"
+    assert not tests - listed, (
+        f"hostile-input tests without a row in docs/bad_input.md: {sorted(tests - listed)}"
+    )
 
 
 def test_render_results_names_a_file_without_a_block(tmp_path, capsys):
@@ -114,7 +290,7 @@ def test_render_results_names_a_file_without_a_block(tmp_path, capsys):
 
 
 def test_no_dated_run_notes_in_readme_code_and_scripts():
-    files = [README, *sorted((ROOT / "mer_utils").rglob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]
+    files = [*PAGES, *sorted((ROOT / "mer_utils").rglob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]
     found = []
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -208,6 +384,13 @@ def test_render_table_shows_data_protocol_command_and_intervals():
     assert "| lr (1) | 0.500 | [0.404, 0.596] |  |" in table
     assert "| paper (2) | 0.61 |  |  |" in table
     assert "(1) `mer train text --model lr`" in table and "(2) a paper" in table
+
+
+def test_render_table_shows_notes_under_the_table():
+    table = render_table(_record(notes=["The SVM wins on this tiny set."]))
+    assert table.endswith("Wilson score interval from accuracy and n.\n\nThe SVM wins on this tiny set.\n")
+    with pytest.raises(ValueError, match="notes"):
+        validate_record(_record(notes="not a list"))
 
 
 def test_render_readme_replaces_only_marked_blocks(tmp_path):
