@@ -12,7 +12,7 @@ from mer_utils import fusion
 from mer_utils.config import RAVDESS_EMOTIONS
 from mer_utils.evaluation import prediction_table
 from mer_utils.fusion.selection import guard_power, guard_test, smallest_detectable_gain
-from mer_utils.pipelines import out_of_fold
+from mer_utils.pipelines import base, out_of_fold
 from mer_utils.runs import write_predictions, write_run_info
 
 LABELS = list(RAVDESS_EMOTIONS)
@@ -132,7 +132,7 @@ def test_sklearn_audio_run_writes_out_of_fold_predictions_of_every_training_and_
     assert metrics["out_of_fold"]["n"] == 90 and 0.0 <= metrics["out_of_fold"]["accuracy"] <= 1.0
     # A training clip's out-of-fold answer is not the saved model's (which heard its actor).
     train_clip = oof[actors.isin(info["split"]["train"]).to_numpy()]
-    saved = audio.predict_table(run, demo_dir).set_index("clip_id").loc[train_clip["clip_id"]]
+    saved = base.predict_table(run, demo_dir).set_index("clip_id").loc[train_clip["clip_id"]]
     assert not np.allclose(
         train_clip[[f"prob_{label}" for label in LABELS]].to_numpy(float),
         saved[[f"prob_{label}" for label in LABELS]].to_numpy(float),
