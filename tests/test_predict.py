@@ -216,11 +216,14 @@ def test_runs_with_different_label_orders_are_refused(audio_run, face_run, tmp_p
     info = json.loads((reordered / "run.json").read_text())
     info["labels"] = info["labels"][::-1]
     (reordered / "run.json").write_text(json.dumps(info))
-    # The validation table follows the run's label order, as a real run of that order writes it.
-    val = read_predictions(reordered, "val")
-    probabilities = val[[f"prob_{label}" for label in info["labels"]]].to_numpy()
-    write_predictions(
-        reordered, "val", prediction_table(probabilities, info["labels"], val["clip_id"], val["true_label"])
-    )
+    # The prediction tables follow the run's label order, as a real run of that order writes them.
+    for split in ("val", "test"):
+        table = read_predictions(reordered, split)
+        probabilities = table[[f"prob_{label}" for label in info["labels"]]].to_numpy()
+        write_predictions(
+            reordered,
+            split,
+            prediction_table(probabilities, info["labels"], table["clip_id"], table["true_label"]),
+        )
     with pytest.raises(ValueError, match="label order"):
         load_models([face_run, reordered], warm_up=False)
