@@ -591,9 +591,12 @@ def _run_dask(
             submit(pending.pop())
         for future in finished:
             chunk = chunk_of.pop(future.key)
-            error = future.exception() if future.status == "error" else None
+            try:
+                results, error = future.result(), None
+            except Exception as raised:  # the task's error, or KilledWorker when its workers died
+                results, error = None, raised
             if error is None:
-                _store(future.result(), rows, failed)
+                _store(results, rows, failed)
                 bar.update(len(chunk))
             elif _worker_died(error):
                 if len(chunk) > 1:
