@@ -142,6 +142,7 @@ def measure(args: argparse.Namespace) -> dict:
             "steady_clips_per_second": steady_rate(out),
             "peak_memory_mb": memory,
         }
+        measured[name]["load_average"] = os.getloadavg()[0]
         print(name, json.dumps(measured[name]), flush=True)
     # One process per clip, with the serial batch's (warm) cache: the best case of the old way.
     env = dict(base_env, MER_CACHE_DIR=str(work / "cache_serial"))
@@ -165,6 +166,10 @@ def measure(args: argparse.Namespace) -> dict:
     return measured
 
 
+def worker_label(workers: int) -> str:
+    return f"{workers} worker" + ("s" if workers > 1 else "")
+
+
 def projection(measured: dict, chunk_size: int) -> list[dict]:
     """Wall hours for PROJECTED_CLIPS x PROJECTED_WORKERS from the measured rates (see the docstring)."""
     one = measured["Dask, 1 worker"]["steady_clips_per_second"]
@@ -176,7 +181,7 @@ def projection(measured: dict, chunk_size: int) -> list[dict]:
         values = {}
         for workers in PROJECTED_WORKERS:
             rate = one * workers * (efficiency if workers > 1 else 1.0)
-            values[f"{workers} workers"] = clips / min(rate, scheduler_clips) / 3600
+            values[worker_label(workers)] = clips / min(rate, scheduler_clips) / 3600
         rows.append({"name": f"{clips:,} clips", "key": f"{clips} clips", "values": values})
     return rows, efficiency, scheduler_clips
 
@@ -185,11 +190,15 @@ def record(args: argparse.Namespace, measured: dict) -> None:
     from mer_utils.batch import DEFAULT_CHUNK_SIZE
     from mer_utils.results import command_line, write_results
 
-    cores = os.cpu_count()
-    load = os.getloadavg()[0]
+    loads = [
+        entry["load_average"]
+        for entry in measured.values()
+        if isinstance(entry, dict) and "load_average" in entry
+    ]
+    seen = f" (load average {min(loads):.1f} to {max(loads):.1f} after the modes)" if loads else ""
     machine = (
-        f"{cores} CPU cores shared with other jobs while measured (load average {load:.1f} at the end); "
-        "an idle CPU gives higher figures"
+        f"{os.cpu_count()} CPU cores shared with other jobs while measured{seen}, so the load changed between "
+        "modes and the ratios are rough; an idle CPU gives higher and steadier figures"
     )
     base = measured["one process per clip"]["clips_per_second"]
     rows = []
@@ -248,7 +257,7 @@ def record(args: argparse.Namespace, measured: dict) -> None:
                 ),
             },
             "command": command,
-            "value_decimals": {f"{w} workers": 2 for w in PROJECTED_WORKERS},
+            "value_decimals": {worker_label(w): 2 for w in PROJECTED_WORKERS},
             "metrics": table,
         },
     )

@@ -293,7 +293,7 @@ def test_benchmark_projection_scales_with_clips_and_workers_and_stops_at_the_sch
     rows, efficiency, scheduler_clips = script.projection(measured, chunk_size=4)
     assert efficiency == pytest.approx(0.9) and scheduler_clips == 2000
     hours = {row["key"]: row["values"] for row in rows}
-    assert hours["10000 clips"]["1 workers"] == pytest.approx(10_000 / 4.0 / 3600)
+    assert hours["10000 clips"]["1 worker"] == pytest.approx(10_000 / 4.0 / 3600)
     assert hours["1000000 clips"]["16 workers"] == pytest.approx(1e6 / (4.0 * 16 * 0.9) / 3600)
     # 256 workers would do 921.6 clips/s: under the scheduler's 2,000, so still compute-bound ...
     assert hours["10000000 clips"]["256 workers"] == pytest.approx(1e7 / (4.0 * 256 * 0.9) / 3600)
