@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from mer_utils.batch import DEFAULT_CHUNK_SIZE
 from mer_utils.branches import REGISTRY, TRAIN_OPTIONS, branch_names, branches_with_option, get_branch
 from mer_utils.config import DEFAULT_SEED
 
@@ -182,7 +183,8 @@ def clip_argument(text: str) -> Path:
     path = Path(text)
     if path.is_dir():
         raise ValueError(
-            f"{path}: is a folder, not a clip; {fix} (to score a folder: `mer evaluate RUN --data DIR`)"
+            f"{path}: is a folder, not a clip; {fix}; the clips of a folder need --out OUT.parquet "
+            "(a batch job), and `mer evaluate RUN --data DIR` scores a labelled folder"
         )
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file; {fix}")
@@ -194,12 +196,48 @@ def clip_argument(text: str) -> Path:
 def cmd_predict(args: argparse.Namespace) -> int:
     from mer_utils.predict import format_prediction, predict_clip
 
-    clip = clip_argument(args.clip)
+    batch_options = [f"--{n}" for n in ("workers", "scheduler", "timeout") if getattr(args, n) is not None]
+    if args.out is not None:
+        args.clip = [Path(text) for text in args.clip]
+        return _predict_batch(args)
+    if len(args.clip) != 1 or batch_options:
+        raise ValueError(
+            f"{' '.join(args.clip)}: more than one clip, a folder, a list or "
+            f"{' '.join(batch_options) or 'batch options'} need --out OUT.parquet (a batch job)"
+        )
+    clip = clip_argument(args.clip[0])
     result = predict_clip(clip, args.models, verbose=args.verbose, fusion=args.fusion)
     if args.json:
         _print_json(result)
     else:
         print(format_prediction(result, verbose=args.verbose))
+    return 0
+
+
+def _predict_batch(args: argparse.Namespace) -> int:
+    """`mer predict PATH... --out OUT.parquet`: every clip into a Parquet dataset (mer_utils.batch)."""
+    from mer_utils.batch import FAILURES_FOLDER, predict_batch
+
+    summary = predict_batch(
+        args.clip,
+        args.models,
+        args.out,
+        fusion=args.fusion,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        chunk_size=args.chunk_size,
+        timeout=args.timeout,
+        threads=args.threads,
+        memory_limit=args.memory_limit,
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"{summary['rows']} rows and {summary['failures']} failures written to {summary['out']} "
+            f"({summary['skipped']} clips already there were skipped; {summary['mode']}, "
+            f"{summary['seconds']:.1f} s); failures in {Path(summary['out']) / FAILURES_FOLDER}"
+        )
     return 0
 
 
@@ -317,14 +355,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fuse.set_defaults(func=cmd_fuse)
 
-    predict = commands.add_parser("predict", help="predict the emotion of one new clip")
-    predict.add_argument("clip", help="the clip to predict (a video or audio file)")
+    predict = commands.add_parser(
+        "predict", help="predict the emotion of one new clip, or of many into a Parquet dataset (--out)"
+    )
+    # Plain strings: Path() would collapse the // of a URL before clip_argument can name it.
+    predict.add_argument(
+        "clip", nargs="+", help="a clip; with --out also folders (walked) and text files of paths"
+    )
     predict.add_argument("--models", type=Path, nargs="+", required=True, help="run folders")
     predict.add_argument(
         "--fusion", type=Path, help="a `mer fuse` folder (fusion.json); default: fit on the runs' validation"
     )
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--verbose", action="store_true", help="print the timing breakdown")
+    predict.add_argument(
+        "--out",
+        type=Path,
+        help="batch job: write one row per clip into this Parquet dataset folder (resumable)",
+    )
+    predict.add_argument(
+        "--workers", type=int, help="batch: a local Dask cluster of N processes (default serial)"
+    )
+    predict.add_argument(
+        "--scheduler", help="batch: the address of a running Dask scheduler (tcp://host:8786)"
+    )
+    predict.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"batch: clips per Dask task (default {DEFAULT_CHUNK_SIZE})",
+    )
+    predict.add_argument(
+        "--timeout", type=float, help="batch with Dask: seconds a clip may take before its worker is replaced"
+    )
+    predict.add_argument(
+        "--threads", type=int, help="batch with Dask: math threads per worker (default: cores / workers)"
+    )
+    predict.add_argument(
+        "--memory-limit", help="batch with --workers: memory per worker, e.g. 4GB (default: share)"
+    )
     predict.set_defaults(func=cmd_predict)
 
     notebooks = commands.add_parser("notebooks", help="execute all notebooks in order, headless")

@@ -195,12 +195,14 @@ def _load(folder: str, threads: int):
 
 
 def load_encoder(folder: str | Path | None = None, threads: int = 0):
-    """The CTranslate2 Whisper model (loaded once per process; ``threads=0`` uses every core)."""
+    """The CTranslate2 Whisper model (loaded once per process; ``threads=0``: ``MER_THREADS`` if set
+    (a batch worker's share of the cores), else every core)."""
     try:
         import ctranslate2  # noqa: F401
     except ImportError as error:
         raise WhisperUnavailableError(f"ctranslate2 is not installed; run `{INSTALL}`") from error
     folder = Path(folder) if folder is not None else model_dir()
+    threads = threads or int(os.environ.get("MER_THREADS") or 0)
     return _load(str(folder), threads)
 
 
