@@ -1,7 +1,7 @@
 """Audio augmentation: waveform changes (noise, shift, pitch, stretch) and SpecAugment masks.
 
-Used on training copies only (and white noise at a fixed SNR for the robustness curves);
-:mod:`mer_utils.audio` re-exports every name here.
+Used on training copies only, plus white noise at a fixed SNR for the robustness curves and
+coloured noise (:func:`coloured_noise`) for the voice-activity checks.
 """
 
 from __future__ import annotations
@@ -21,6 +21,24 @@ def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator | int | Non
     noise_power = power / 10 ** (snr_db / 10)
     noise = rng.standard_normal(y.size) * np.sqrt(noise_power)
     return (y + noise).astype(np.float32)
+
+
+# Spectral slope (power ~ 1/f^(2 x exponent)) of each colour of noise.
+NOISE_COLOURS = {"white": 0.0, "pink": 0.5, "brown": 1.0}
+
+
+def coloured_noise(
+    colour: str, seconds: float, sr: int, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
+    """White, pink (1/f power) or brown (1/f^2 power) noise of ``seconds`` at ``sr``, unit RMS."""
+    if colour not in NOISE_COLOURS:
+        raise ValueError(f"unknown noise colour {colour!r}; expected one of {list(NOISE_COLOURS)}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n = int(seconds * sr)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    frequencies = np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0)
+    y = np.fft.irfft(spectrum / frequencies ** NOISE_COLOURS[colour], n)
+    return (y / np.sqrt(np.mean(y**2))).astype(np.float32)
 
 
 def time_shift(

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mer_utils import audio_augment
+
 # Sample rate of the generated signals and of the check (the rate the audio models read).
 SAMPLE_RATE = 16_000
 # Length of each generated signal (s) and how many of each kind (levels, seeds, pitches vary).
@@ -54,13 +56,8 @@ def _at_level(y: np.ndarray, rms_db: float) -> np.ndarray:
 
 
 def coloured_noise(colour: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """White, pink (1/f power) or brown (1/f^2 power) noise of ``seconds``, unit RMS."""
-    n = int(seconds * SAMPLE_RATE)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    frequencies = np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 1.0)
-    exponent = {"white": 0.0, "pink": 0.5, "brown": 1.0}[colour]
-    y = np.fft.irfft(spectrum / frequencies**exponent, n)
-    return y / np.sqrt(np.mean(y**2))
+    """White, pink or brown noise of ``seconds`` at the benchmark's rate, unit RMS."""
+    return audio_augment.coloured_noise(colour, seconds, SAMPLE_RATE, rng)
 
 
 def _harmonic(frequency, t: np.ndarray, harmonics: int = 4) -> np.ndarray:

@@ -1510,11 +1510,9 @@ def test_a_fused_answer_from_weak_runs_says_it_carries_little_information(tmp_pa
 
 
 def _coloured_hiss(seconds: float, colour: str, level: float = 0.1, seed: int = 4) -> np.ndarray:
-    n = int(seconds * _SR)
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    frequencies = np.maximum(np.fft.rfftfreq(n, 1 / _SR), 1.0)
-    y = np.fft.irfft(spectrum / frequencies ** {"white": 0.0, "pink": 0.5, "brown": 1.0}[colour], n)
-    return (level * y / np.sqrt(np.mean(y**2))).astype(np.float32)
+    from mer_utils.audio_augment import coloured_noise
+
+    return level * coloured_noise(colour, seconds, _SR, seed)
 
 
 def _non_speech() -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mer_utils import audio, media, voice
+from mer_utils.audio_augment import coloured_noise
 
 SR = 16_000
 
@@ -27,11 +28,7 @@ def _voice(seconds: float, level: float = 0.2, base: float = 140.0, seed: int = 
 
 
 def _noise(colour: str, seconds: float, level: float = 0.05, seed: int = 1) -> np.ndarray:
-    n = int(seconds * SR)
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    frequencies = np.maximum(np.fft.rfftfreq(n, 1 / SR), 1.0)
-    y = np.fft.irfft(spectrum / frequencies ** {"white": 0.0, "pink": 0.5, "brown": 1.0}[colour], n)
-    return (level * y / np.sqrt(np.mean(y**2))).astype(np.float32)
+    return level * coloured_noise(colour, seconds, SR, seed)
 
 
 def _harmonics(frequency: float, t: np.ndarray, count: int = 5) -> np.ndarray:
