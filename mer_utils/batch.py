@@ -556,7 +556,11 @@ def _run_dask(
         ) from error
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}))
+        # Saturation 1: a worker holds only the task it runs, so a worker's death blames that task
+        # alone, not an innocent one queued behind it (the local scheduler reads this config).
+        settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+        settings["distributed.scheduler.worker-saturation"] = 1.0
+        stack.enter_context(dask.config.set(settings))
         if scheduler:
             client = stack.enter_context(Client(scheduler))
             count = max(1, len(client.scheduler_info().get("workers", {})))

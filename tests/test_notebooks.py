@@ -296,13 +296,21 @@ CHECKS = {
 }
 
 
+# Seconds a notebook cell may run in the smoke test before the test fails.
+NOTEBOOK_CELL_TIMEOUT = 2400
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
 def test_notebook_executes_in_smoke_mode_and_its_numbers_hold(path, notebook_runs):
     if os.environ.get("MER_SMOKE_TEST") != "1":
         pytest.skip("set MER_SMOKE_TEST=1 to execute the notebooks (make test does)")
     figures = notebook_runs / "figures"
-    executed = execute_notebook(path, smoke=True, timeout=900, runs_dir=notebook_runs, figures_dir=figures)
+    # Per-cell limit: a stuck kernel fails the test, a slow but working one does not (notebook 02's
+    # smoke training cell, face extraction included, takes 10-15 min on 2 busy cores).
+    executed = execute_notebook(
+        path, smoke=True, timeout=NOTEBOOK_CELL_TIMEOUT, runs_dir=notebook_runs, figures_dir=figures
+    )
     cells = json.loads(executed.read_text())["cells"]
     # Quiet: no TensorFlow C++ start-up lines or kernel warnings in the executed notebook.
     stderr = "".join(
