@@ -23,7 +23,7 @@ from mer_utils.config import RAVDESS_EMOTIONS, TEXT_LABELS
 # What a branch reads from --data (and so which kind of file `mer predict` / `mer evaluate` gives it).
 READS = ("clips", "face images", "text")
 # `mer train` options beyond --data/--out/--model/--seed/--smoke that a branch may take.
-TRAIN_OPTIONS = ("epochs", "init")
+TRAIN_OPTIONS = ("epochs", "init", "text_column", "label_column")
 # Degradations a branch's input may accept besides "missing", which every branch takes.
 DEGRADATIONS = ("noise", "occlusion")
 
@@ -258,7 +258,7 @@ register(
     Branch(
         name="text",
         reads="text",
-        data_help="a CSV file with text and emotion columns",
+        data_help="one or more text sources (CSV / TSV files with text and emotion columns, or folders of them)",
         labels=TEXT_LABELS,
         models=(
             "best",
@@ -277,6 +277,7 @@ register(
             "svm+mpnet",
         ),  # fmt: skip
         default_model="best",
+        options=("text_column", "label_column"),
         caches=(cache.TEXT_EMBEDDINGS, cache.TEXT_ENCODERS),
     )
 )

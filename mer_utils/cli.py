@@ -86,17 +86,27 @@ def _check_train_data(branch: str, data: Path) -> None:
         kind = f"a {data.suffix.lstrip('.').upper()} file" if data.suffix else "a file"
         text_hint = "; a CSV is for `mer train text`" if data.suffix.lower() == ".csv" else ""
         raise ValueError(f"{data}: is {kind}; {branch} needs {descriptor.data_help}{text_hint}")
-    if wants_file and data.is_dir():
+    if wants_file and data.is_dir() and not any(p.suffix.lower() in (".csv", ".tsv") for p in data.iterdir()):
         raise ValueError(
             f"{data}: is a folder; {branch} needs {descriptor.data_help} "
             "(folders of clips are for `mer train audio|video|spectrogram`)"
         )
 
 
+def _one_or_several(branch: str, data: list[Path]) -> Path | list[Path]:
+    """`--data A B ...`: several sources only for the text branch; one path stays a path."""
+    if len(data) > 1 and get_branch(branch).reads != "text":
+        raise ValueError(
+            f"{' '.join(map(str, data))}: {branch} takes one --data; several sources are for text"
+        )
+    return data[0] if len(data) == 1 else data
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mer_utils.pipelines import base
 
-    _check_train_data(args.branch, args.data)
+    for data in args.data:
+        _check_train_data(args.branch, data)
     extra = {}
     for option in TRAIN_OPTIONS:
         value = getattr(args, option)
@@ -104,11 +114,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             continue
         if option not in get_branch(args.branch).options:
             takers = "|".join(branches_with_option(option))
-            raise ValueError(f"--{option} applies to `mer train {takers}`, not to '{args.branch}'")
+            flag = option.replace("_", "-")
+            raise ValueError(f"--{flag} applies to `mer train {takers}`, not to '{args.branch}'")
         extra[option] = value
-    # The options land in the branch's settings (epochs) or its train's keywords (init).
+    # The options land in the branch's settings (epochs) or its train's keywords (init, text_column).
     metrics = base.train(
-        args.branch, args.data, args.out, seed=args.seed, smoke=args.smoke, model=args.model, **extra
+        args.branch,
+        _one_or_several(args.branch, args.data),
+        args.out,
+        seed=args.seed,
+        smoke=args.smoke,
+        model=args.model,
+        **extra,
     )
     print(f"run written to {args.out}")
     _print_json({k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics})
@@ -119,7 +136,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mer_utils.evaluation import format_metrics
     from mer_utils.pipelines import base
 
-    metrics = base.evaluate(args.run_dir, args.data)
+    columns = {k: getattr(args, k) for k in ("text_column", "label_column") if getattr(args, k) is not None}
+    branch = base.run_info(args.run_dir)["branch"]
+    if columns and get_branch(branch).reads != "text":
+        raise ValueError(f"{args.run_dir}: a {branch} run; --text-column / --label-column are for text runs")
+    metrics = base.evaluate(args.run_dir, _one_or_several(branch, args.data), **columns)
     if args.json:
         _print_json(metrics)
     else:
@@ -304,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one branch and write a run folder")
     train.add_argument("branch", choices=branch_names())
-    train.add_argument("--data", type=Path, required=True, help=_data_help())
+    train.add_argument("--data", type=Path, nargs="+", required=True, help=_data_help())
     train.add_argument("--out", type=Path, required=True, help="run folder to write")
     train.add_argument(
         "--model",
@@ -327,12 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"{'/'.join(branches_with_option('init'))} only: start from a `mer train faces` run's weights",
     )
+    for flag, what in (("--text-column", "text"), ("--label-column", "label")):
+        train.add_argument(
+            flag, default=None, help=f"text only: the {what} column of generic CSV / TSV files"
+        )
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="score a saved run on every sample of another data set")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the data to score (a text run takes several sources)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    for flag, what in (("--text-column", "text"), ("--label-column", "label")):
+        evaluate.add_argument(flag, default=None, help=f"text runs only: the {what} column of generic files")
     evaluate.set_defaults(func=cmd_evaluate)
 
     fuse = commands.add_parser("fuse", help="late fusion of run folders' predictions")

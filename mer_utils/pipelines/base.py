@@ -230,17 +230,18 @@ def predict_table(
     return table
 
 
-def evaluate(run_dir: str | Path, data, branch: str | None = None) -> dict:
+def evaluate(run_dir: str | Path, data, branch: str | None = None, **options) -> dict:
     """Score a saved run on every usable input of ``data``: metrics + branch, model, seed, data, skipped.
 
     Rows the model could not score (no face in any frame, ...) are left out of the metrics and
-    listed in ``skipped``.
+    listed in ``skipped``. ``options`` go to the branch's ``table_of`` (the text branch's
+    ``text_column`` / ``label_column``).
     """
     from mer_utils.evaluation import table_metrics
 
     info = run_info(run_dir, branch)
     module = branch_module(info["branch"])
-    table = predict_table(run_dir, data, progress=True)
+    table = predict_table(run_dir, data, progress=True, **options)
     scored = table[table["pred_label"].astype(str) != ""]
     if scored.empty:
         raise ValueError(f"{data}: no input could be scored (skipped: {table.attrs['skipped'][:3]})")
@@ -251,7 +252,7 @@ def evaluate(run_dir: str | Path, data, branch: str | None = None) -> dict:
             "model": info.get("model"),
             "seed": info.get("seed"),
             "run_dir": str(run_dir),
-            "data": str(data),
+            "data": ", ".join(map(str, data)) if isinstance(data, list | tuple) else str(data),
             "skipped": table.attrs["skipped"],
         }
     )

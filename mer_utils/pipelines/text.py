@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import text as text_data
+from mer_utils import text_sources
 from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
 from mer_utils.pipelines import base
@@ -71,8 +72,25 @@ def _summary(metrics: dict) -> dict:
     return {k: metrics[k] for k in SUMMARY_KEYS}
 
 
+# Metrics of each source in metrics.json's "per_source".
+PER_SOURCE_KEYS = ("accuracy", "macro_f1", "weighted_f1", "n")
+
+
+def per_source_metrics(table: pd.DataFrame, labels: Sequence[str]) -> dict[str, dict]:
+    """Accuracy, macro-F1, weighted-F1 and n of a prediction table's rows of each ``source`` (empty without one)."""
+    from mer_utils.evaluation import table_metrics
+
+    if "source" not in table.columns:
+        return {}
+    scored = table[table["pred_label"].astype(str) != ""]
+    return {
+        str(name): {k: table_metrics(part, labels)[k] for k in PER_SOURCE_KEYS}
+        for name, part in scored.groupby("source", sort=True)
+    }
+
+
 def train(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     out: str | Path,
     settings: TextSettings | None = None,
     *,
@@ -80,12 +98,17 @@ def train(
     smoke: bool = False,
     model: str | None = None,
     verbose: int = 0,
+    text_column: str | None = None,
+    label_column: str | None = None,
     **overrides,
 ) -> dict:
-    """Train text model(s) on a CSV, keep the one asked for (or the best on validation), write the run.
+    """Train text model(s) on one or more text sources, keep the one asked for (or the best on validation), write the run.
 
-    ``model``: None or 'best' (every model, chosen on validation), or one of
-    :data:`mer_utils.models.text.TEXT_MODELS`. Returns the test metrics written to metrics.json.
+    ``data``: a CSV (the seed format, ISEAR, MELD or any file with text and label columns; see
+    :mod:`mer_utils.text_sources`), a folder of them, or a list of these. ``text_column`` /
+    ``label_column`` name the columns of generic files. ``model``: None or 'best' (every model,
+    chosen on validation), or one of :data:`mer_utils.models.text.TEXT_MODELS`. Returns the test
+    metrics written to metrics.json.
     """
     from mer_utils.config import set_seed
     from mer_utils.evaluation import table_metrics
@@ -115,7 +138,11 @@ def train(
     set_seed(seed)
     labels = list(TEXT_LABELS)
     cleaning = dict(text_data.DEFAULT_CLEANING)
-    frame = text_data.stratified_split(text_data.prepare_text_data(data, labels), seed=seed)
+    paths = text_sources.as_paths(data)
+    columns = {"text_column": text_column, "label_column": label_column}
+    frame = text_sources.source_split(
+        text_sources.prepare_text_sources(paths, labels=labels, **columns), seed=seed
+    )
     report = frame.attrs["report"]
     parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in text_data.SPLIT_NAMES}
     for name, part in parts.items():
@@ -206,7 +233,13 @@ def train(
     save_text_model(best.model, out)
     balance = text_data.class_balance_table(frame, labels)
     split = {s: balance[s].drop("total").astype(int).to_dict() for s in text_data.SPLIT_NAMES}
-    extra = {"data_cleaning": report, "models": comparison, "history": best.history}
+    extra = {
+        "data_cleaning": report,
+        "models": comparison,
+        "history": best.history,
+        "per_source": per_source_metrics(tables[chosen]["test"], labels),
+        "per_source_val": per_source_metrics(tables[chosen]["val"], labels),
+    }
     if SEQUENCE_MODEL in candidates and chosen != SEQUENCE_MODEL:
         extra["bilstm_history"] = candidates[SEQUENCE_MODEL].history
     return write_run(
@@ -216,7 +249,7 @@ def train(
         model=chosen,
         seed=seed,
         smoke=smoke,
-        data=Path(data).resolve(),
+        data=", ".join(str(Path(p).resolve()) for p in paths),
         split=split,
         tables=tables[chosen],
         skipped=frame.attrs.get("removed", []),
@@ -228,6 +261,8 @@ def train(
             "model_file": SKOPS_MODEL_FILE if chosen != SEQUENCE_MODEL else "model.keras",
             "cleaning": cleaning,
             "split_sizes": list(text_data.SPLIT_SIZES),
+            "sources": {name: source["paths"] for name, source in report["sources"].items()},
+            "columns": columns,
             "selection": "validation mean of accuracy and macro-F1",
             "settings": asdict(settings),
         },
@@ -337,10 +372,21 @@ def predict_text(
 MAX_FILE_CHARACTERS = 100_000
 
 
-def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool) -> pd.DataFrame:
-    """Prediction table of a loaded model on every usable row of a text CSV (no de-duplication, no split)."""
+def table_of(
+    run_dir: Path,
+    info: dict,
+    data,
+    model,
+    degradation,
+    progress: bool,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> pd.DataFrame:
+    """Prediction table of a loaded model on every usable row of one or more text sources (no de-duplication, no split)."""
     labels = list(info.get("labels", TEXT_LABELS))
-    frame = text_data.load_text_csv(data, labels)
+    frame = text_sources.read_text_sources(
+        data, text_column=text_column, label_column=label_column, labels=labels
+    )
     table = _table(model, frame, labels)
     table.attrs["skipped"] = list(frame.attrs["removed"])
     table.attrs["data_cleaning"] = frame.attrs["report"]
@@ -348,8 +394,11 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
 
 
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
-    """The CSV's cleaning counts."""
-    return {"data_cleaning": table.attrs.get("data_cleaning")}
+    """The sources' cleaning counts and the metrics of each source."""
+    return {
+        "data_cleaning": table.attrs.get("data_cleaning"),
+        "per_source": per_source_metrics(table, list(info.get("labels", TEXT_LABELS))),
+    }
 
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:

@@ -458,6 +458,9 @@ def _table(model, frame: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
         clip_ids=frame["row_id"].astype(str).tolist(),
         true_labels=frame["emotion"].tolist(),
     )
-    # The text itself, last, so error analysis needs no join (fusion ignores extra columns).
+    # The source (several data sets may be read at once), then the text itself, last, so error
+    # analysis needs no join (fusion ignores extra columns).
+    if "source" in frame.columns:
+        table["source"] = frame["source"].astype(str).to_numpy()
     table["text"] = frame["text"].to_numpy()
     return table

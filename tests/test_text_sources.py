@@ -1,0 +1,241 @@
+"""Tests of mer_utils.text_sources: the seed CSV, ISEAR, MELD and generic files, aliases, de-duplication, splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_utils.text import load_text_csv, prepare_text_data, stratified_split
+from mer_utils.text_sources import (
+    prepare_text_sources,
+    read_text_source,
+    read_text_sources,
+    source_split,
+)
+from tests.conftest import REAL_DATA
+from tests.test_text import KEYWORDS, toy_frame, write_csv
+
+ISEAR_HEADER = "ID|CITY|Field1|MYKEY|SIT|STATE|"
+
+
+def write_isear(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """An ISEAR-layout file: pipe-separated, label in Field1, text in SIT, a trailing pipe."""
+    lines = [ISEAR_HEADER] + [f"{i}|1|{label}|{i}0|{text}|1|" for i, (label, text) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def toy_meld(dialogues: int = 40, seed: int = 0, show: str = "Friends") -> pd.DataFrame:
+    """MELD-layout utterances: several per dialogue, labels drawn from MELD's seven."""
+    rng = np.random.default_rng(seed)
+    labels = ["neutral", "joy", "sadness", "anger", "fear", "disgust", "surprise"]
+    rows = []
+    for dialogue in range(dialogues):
+        for turn in range(int(rng.integers(2, 7))):
+            label = labels[int(rng.integers(len(labels)))]
+            word = KEYWORDS[label][turn % 3]
+            rows.append(
+                {
+                    "Sr No.": len(rows) + 1,
+                    "Utterance": f"{word} said Joey in {show} scene {dialogue} turn {turn}",
+                    "Speaker": "Joey",
+                    "Emotion": label,
+                    "Sentiment": "neutral",
+                    "Dialogue_ID": dialogue,
+                    "Utterance_ID": turn,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_isear_pipes_in_text_stray_characters_and_skipped_guilt(tmp_path: Path):
+    path = write_isear(
+        tmp_path / "isear.csv",
+        [
+            ("joy", "When I passed á the exam."),
+            ("guilt", "When I forgot my mother's birthday."),
+            ("fear", 'A dog | "a big one" ran at me.'),
+            ("shame", "When I was caught lying."),
+        ],
+    )
+    frame = read_text_source(path)
+    report = frame.attrs["report"]
+    assert (
+        report["format"] == "isear" and report["label_column"] == "Field1" and report["text_column"] == "SIT"
+    )
+    assert report["unknown_labels"] == 1 and report["unknown_label_values"] == {"guilt": 1}
+    assert frame["emotion"].tolist() == ["joy", "fear", "shame"]
+    # The pipe inside the text stays text; the stray 'á' (a line break of the original) goes.
+    assert frame["text"].tolist()[:2] == ["When I passed the exam.", 'A dog | "a big one" ran at me.']
+    assert set(frame["source"]) == {"isear"} and set(frame["group"]) == {""}
+    assert frame.attrs["removed"] == [{"row_id": "1", "reason": "unknown label 'guilt'"}]
+
+
+def test_generic_files_find_columns_by_name_and_map_aliases(tmp_path: Path):
+    tsv = tmp_path / "posts.tsv"
+    pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5],
+            "sentence": ["so glad", "I am furious", "feeling low", "love you", " "],
+            "Label": ["Happiness", "angry", "sad", "love", "joy"],
+        }
+    ).to_csv(tsv, sep="\t", index=False)
+    frame = read_text_source(tsv)
+    report = frame.attrs["report"]
+    assert (report["format"], report["text_column"], report["label_column"]) == (
+        "generic",
+        "sentence",
+        "Label",
+    )
+    assert frame["emotion"].tolist() == ["joy", "anger", "sadness"]
+    assert (
+        report["relabelled"] == 3
+        and report["unknown_label_values"] == {"love": 1}
+        and report["empty_texts"] == 1
+    )
+    assert set(frame["source"]) == {"posts"}
+
+    odd = tmp_path / "odd.csv"
+    pd.DataFrame({"post": ["yay", "ugh"], "feeling": ["joy", "disgusted"]}).to_csv(odd, index=False)
+    with pytest.raises(ValueError, match=r"odd\.csv: no text column found.*--text-column"):
+        read_text_source(odd)
+    named = read_text_source(odd, text_column="post", label_column="feeling")
+    assert named["emotion"].tolist() == ["joy", "disgust"]
+    with pytest.raises(ValueError, match=r"odd\.csv: no label column 'mood'"):
+        read_text_source(odd, text_column="post", label_column="mood")
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        read_text_source(tmp_path / "nowhere.csv")
+
+
+def test_windows_encoded_file_is_read(tmp_path: Path):
+    path = tmp_path / "subtitles.csv"
+    path.write_bytes("Text,Emotion\nYou’re kidding!,surprise\n".encode("cp1252"))
+    frame = read_text_source(path)
+    assert frame["text"].item() == "You’re kidding!" and frame.attrs["report"]["encoding"] == "cp1252"
+
+
+def test_seed_csv_alone_reads_and_splits_as_before(tmp_path: Path):
+    path = write_csv(toy_frame(rows_per_label=20, seed=3), tmp_path / "seed.csv")
+    new = read_text_sources(path)
+    assert new[["row_id", "emotion", "text"]].equals(load_text_csv(path))
+    assert set(new["source"]) == {"seed"}
+    old_split = stratified_split(prepare_text_data(path), seed=5)
+    new_split = source_split(prepare_text_sources(path), seed=5)
+    assert new_split["split"].tolist() == old_split["split"].tolist()
+    assert new_split["row_id"].tolist() == old_split["row_id"].tolist()
+
+
+def test_duplicates_and_conflicts_are_removed_across_sources(tmp_path: Path):
+    seed = write_csv(
+        pd.DataFrame({"Emotion": ["joy", "fear", "sadness"], "Text": ["I won!", "the dark", "rain again"]}),
+        tmp_path / "seed.csv",
+    )
+    isear = write_isear(
+        tmp_path / "isear.csv", [("joy", "I won!"), ("anger", "the dark"), ("fear", "a spider")]
+    )
+    frame = prepare_text_sources([seed, isear])
+    report = frame.attrs["report"]
+    # 'I won!' is kept once (from the first source); 'the dark' carries two labels: both copies go.
+    assert sorted(frame["text"]) == ["I won!", "a spider", "rain again"]
+    assert frame.loc[frame["text"] == "I won!", "source"].item() == "seed"
+    assert report["conflicting_texts"] == 1 and report["duplicate_rows"] == 2
+    assert (
+        report["sources"]["isear"]["kept"] == 3
+        and report["sources"]["isear"]["kept_after_deduplication"] == 1
+    )
+    # Several files: row ids are prefixed with their source so they stay unique.
+    assert set(frame["row_id"]) == {"seed:0", "isear:2", "seed:2"}
+
+
+def test_meld_splits_by_dialogue_never_by_utterance(tmp_path: Path):
+    folder = tmp_path / "meld"
+    folder.mkdir()
+    toy_meld(60, seed=1).to_csv(folder / "train_sent_emo.csv", index=False)
+    toy_meld(12, seed=2, show="Joey").to_csv(folder / "dev_sent_emo.csv", index=False)
+    seed = write_csv(toy_frame(rows_per_label=20, seed=4), tmp_path / "seed.csv")
+    frame = source_split(prepare_text_sources([seed, folder]), seed=7)
+    meld = frame[frame["source"] == "meld"]
+    # Dialogue 0 of train and dialogue 0 of dev are different conversations.
+    assert meld["group"].str.startswith("dev_sent_emo:").any() and meld["group"].nunique() == 72
+    assert (meld.groupby("group")["split"].nunique() == 1).all()
+    shares = meld["split"].value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.7, abs=0.08) and shares["test"] == pytest.approx(0.1, abs=0.06)
+    # The ungrouped source is still stratified by label.
+    counts = frame[frame["source"] == "seed"].groupby(["emotion", "split"]).size().unstack()
+    assert (counts["test"] == 2).all() and (counts["val"] == 4).all()
+    again = source_split(prepare_text_sources([seed, folder]), seed=7)
+    assert again["split"].tolist() == frame["split"].tolist()
+
+
+def test_train_and_evaluate_on_several_sources(tmp_path: Path):
+    from mer_utils import cli
+
+    seed = write_csv(toy_frame(rows_per_label=25, seed=1), tmp_path / "seed.csv")
+    posts = tmp_path / "posts.tsv"
+    other = toy_frame(rows_per_label=12, seed=2).rename(columns={"Text": "sentence", "Emotion": "label"})
+    other["label"] = other["label"].replace({"joy": "happy", "anger": "angry"})
+    other.to_csv(posts, sep="\t", index=False)
+    run = tmp_path / "run"
+    assert cli.main(["train", "text", "--data", str(seed), str(posts), "--out", str(run), "--smoke"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["per_source"]) == {"seed", "posts"} and set(metrics["per_source_val"]) == {
+        "seed",
+        "posts",
+    }
+    assert sum(m["n"] for m in metrics["per_source"].values()) == metrics["n"]
+    assert metrics["per_source"]["posts"]["accuracy"] > 0.5  # chance 0.125
+    assert metrics["data_cleaning"]["sources"]["posts"]["relabelled"] == 24
+    table = pd.read_csv(run / "predictions_test.csv")
+    assert set(table["source"]) == {"seed", "posts"} and table.columns[-1] == "text"
+    assert table["clip_id"].is_unique
+    info = json.loads((run / "run.json").read_text())
+    assert set(info["sources"]) == {"seed", "posts"}
+
+    scored = tmp_path / "scored.json"
+    odd = tmp_path / "odd.csv"
+    toy_frame(rows_per_label=5, seed=9).rename(columns={"Text": "post", "Emotion": "mood"}).to_csv(
+        odd, index=False
+    )
+    args = [
+        "evaluate",
+        str(run),
+        "--data",
+        str(odd),
+        "--text-column",
+        "post",
+        "--label-column",
+        "mood",
+        "--json",
+    ]
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()) as output:
+        assert cli.main(args) == 0
+    scored.write_text(output.getvalue())
+    result = json.loads(scored.read_text())
+    assert result["n"] == 40 and result["per_source"]["odd"]["n"] == 40 and result["accuracy"] > 0.5
+    assert cli.main(["train", "audio", "--data", str(seed), str(posts), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.realdata
+def test_real_sources_read_dedupe_and_split_by_dialogue():
+    root = REAL_DATA / "text"
+    paths = [root / "emotion_dataset_raw.csv", root / "isear.csv", root / "meld"]
+    if not all(p.exists() for p in paths):
+        pytest.skip(f"real text sources not found under {root}")
+    frame = source_split(prepare_text_sources(paths), seed=42)
+    report = frame.attrs["report"]["sources"]
+    assert report["isear"]["rows"] == 7666 and report["isear"]["unknown_label_values"] == {"guilt": 1093}
+    assert report["meld"]["rows"] == 11098 and report["meld"]["unknown_labels"] == 0
+    meld = frame[frame["source"] == "meld"]
+    assert (meld.groupby("group")["split"].nunique() == 1).all()
+    assert not frame["text"].str.split().str.join(" ").duplicated().any()
+    # The seed CSV on its own: the same rows and split as mer_utils.text gives.
+    alone = source_split(prepare_text_sources(paths[0]), seed=42)
+    before = stratified_split(prepare_text_data(paths[0]), seed=42)
+    assert alone["split"].tolist() == before["split"].tolist() and len(alone) == 31041
