@@ -352,6 +352,22 @@ def prepare_text_sources(paths, **options) -> pd.DataFrame:
     return frame
 
 
+def source_weights(sources: Sequence[str] | pd.Series, power: float) -> np.ndarray:
+    """One sample weight per row: ``(n / (S x n_source)) ** power``, scaled to a mean of 1.
+
+    0 weighs every row alike (a big source dominates), 1 gives every source the same total
+    weight, 0.5 sits between (as :func:`mer_utils.models.text.partial_class_weights` does for classes).
+    """
+    if power < 0:
+        raise ValueError(f"the source-weight power must be >= 0, got {power}")
+    sources = pd.Series(np.asarray(sources, dtype=str))
+    if sources.empty:
+        return np.zeros(0)
+    counts = sources.map(sources.value_counts()).to_numpy(dtype=float)
+    weights = (len(sources) / (sources.nunique() * counts)) ** float(power)
+    return weights / weights.mean()
+
+
 def _grouped_split(frame: pd.DataFrame, sizes: Sequence[float], rng: np.random.Generator) -> np.ndarray:
     """Whole groups to train / val / test: groups in random order, each to the part that most needs its labels."""
     parts = text_data.SPLIT_NAMES

@@ -239,3 +239,68 @@ def test_real_sources_read_dedupe_and_split_by_dialogue():
     alone = source_split(prepare_text_sources(paths[0]), seed=42)
     before = stratified_split(prepare_text_data(paths[0]), seed=42)
     assert alone["split"].tolist() == before["split"].tolist() and len(alone) == 31041
+
+
+def test_source_weights_balance_sources():
+    from mer_utils.text_sources import source_weights
+
+    sources = ["big"] * 90 + ["small"] * 10
+    assert np.allclose(source_weights(sources, 0.0), 1.0)
+    equal = source_weights(sources, 1.0)
+    assert equal[:90].sum() == pytest.approx(equal[90:].sum()) and equal.mean() == pytest.approx(1.0)
+    half = source_weights(sources, 0.5)
+    assert 1.0 < half[-1] / half[0] < equal[-1] / equal[0] and half[-1] / half[0] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="power must be >= 0"):
+        source_weights(sources, -1.0)
+
+
+def test_sample_weights_reach_every_weighted_model():
+    from mer_utils.pipelines.text_candidates import fit_classical, probabilities
+
+    big = toy_frame(rows_per_label=15, seed=5)
+    # A small source that calls two 'happy' texts sadness: weighted up, it pulls 'happy' towards sadness.
+    small = pd.DataFrame({"Emotion": "sadness", "Text": [f"happy today {i}" for i in range(2)]})
+    texts = pd.concat([big["Text"], small["Text"]], ignore_index=True)
+    labels = pd.concat([big["Emotion"], small["Emotion"]], ignore_index=True)
+    weights = np.r_[np.ones(len(big)), np.full(len(small), 100.0)]
+    probe = ["my friend happy"]
+    names = ["svm", "lr", "nb", "rf", "dt"]
+    plain = fit_classical(names, texts, labels, seed=0, smoke=True)
+    weighted = fit_classical(names, texts, labels, seed=0, smoke=True, sample_weight=weights)
+    sadness = list(KEYWORDS).index("sadness")
+    for name in ("svm", "lr", "nb", "rf"):
+        before = probabilities(plain[name].model, probe, list(KEYWORDS))[0, sadness]
+        after = probabilities(weighted[name].model, probe, list(KEYWORDS))[0, sadness]
+        assert after > before + 0.15, (name, before, after)
+    with pytest.raises(ValueError, match="sample_weight has 3 values"):
+        fit_classical(["svm"], texts, labels, smoke=True, sample_weight=[1.0, 2.0, 3.0])
+
+
+def test_source_weighting_is_chosen_on_validation_and_recorded(tmp_path: Path):
+    from mer_utils.pipelines.text import train
+    from mer_utils.pipelines.text_candidates import SOURCE_WEIGHT_POWERS
+
+    seed = write_csv(toy_frame(rows_per_label=30, seed=6), tmp_path / "seed.csv")
+    isear = write_isear(
+        tmp_path / "isear.csv",
+        [
+            (label, f"{words[i % 3]} situation at school number {i}")
+            for label, words in KEYWORDS.items()
+            for i in range(6)
+        ],
+    )
+    metrics = train([seed, isear], tmp_path / "run", seed=1, smoke=True, model="svm")
+    weighting = json.loads((tmp_path / "run" / "run.json").read_text())["source_weighting"]
+    scores = {float(p): s for p, s in weighting["val_score_by_power"].items()}
+    assert set(scores) == set(SOURCE_WEIGHT_POWERS) and weighting["power"] in SOURCE_WEIGHT_POWERS
+    assert scores[weighting["power"]] == max(scores.values())
+    assert set(weighting["val_score_by_source"]["0.0"]) == {"seed", "isear"}
+    # The small source weighs more per text as soon as the chosen power is above 0.
+    if weighting["power"] > 0:
+        assert weighting["weights"]["isear"] > weighting["weights"]["seed"]
+    else:
+        assert weighting["weights"] == {"isear": 1.0, "seed": 1.0}
+    assert metrics["per_source"]["isear"]["n"] > 0
+    one = train(seed, tmp_path / "one", seed=1, smoke=True, model="svm")
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["source_weighting"]["power"] == 0.0
+    assert one["per_source"].keys() == {"seed"}

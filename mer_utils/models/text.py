@@ -231,11 +231,15 @@ class SoftmaxScores(BaseEstimator, ClassifierMixin):
         self.estimator = estimator
         self.temperature = temperature
 
-    def fit(self, features, labels, folds=None):
-        """Fit the temperature on out-of-fold scores (``folds``: a CV splitter), then the estimator on all."""
+    def fit(self, features, labels, folds=None, sample_weight=None):
+        """Fit the temperature on out-of-fold scores (``folds``: a CV splitter), then the estimator on all.
+
+        ``sample_weight`` (one weight per row, e.g. per source) goes to every fit of the estimator.
+        """
         import numpy as np
         from sklearn.base import clone
 
+        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
         if folds is not None:
             labels = np.asarray(labels)
             classes = np.unique(labels)
@@ -243,14 +247,17 @@ class SoftmaxScores(BaseEstimator, ClassifierMixin):
             # which breaks class_weight dicts keyed by label.
             scores = np.zeros((len(labels), len(classes)))
             for fit_rows, score_rows in folds.split(features, labels):
-                member = clone(self.estimator).fit(features[fit_rows], labels[fit_rows])
+                fold_weights = None if weights is None else weights[fit_rows]
+                member = clone(self.estimator).fit(
+                    features[fit_rows], labels[fit_rows], sample_weight=fold_weights
+                )
                 columns = np.searchsorted(classes, member.classes_)
                 scores[np.ix_(score_rows, columns)] = member.decision_function(features[score_rows])
             target = np.searchsorted(classes, labels)
             candidates = np.geomspace(0.3, 30.0, 41)
             losses = [_log_loss(scores * t, target) for t in candidates]
             self.temperature = float(candidates[int(np.argmin(losses))])
-        self.estimator_ = clone(self.estimator).fit(features, labels)
+        self.estimator_ = clone(self.estimator).fit(features, labels, sample_weight=weights)
         self.classes_ = self.estimator_.classes_
         return self
 

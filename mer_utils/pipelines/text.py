@@ -37,6 +37,7 @@ from mer_utils.pipelines.text_candidates import (
     KerasTextModel,
     TextSettings,
     _table,
+    choose_source_weighting,
     fit_bilstm,
     fit_classical,
     fit_embedding_models,
@@ -149,6 +150,18 @@ def train(
         if part.empty:
             raise ValueError(f"{data}: the {name} split is empty ({len(frame)} usable texts); need more rows")
     log.info("text data: %s", report)
+    # Several sources: per-source sample weights for the classical models, their strength chosen on validation.
+    weighting = choose_source_weighting(
+        parts["train"], parts["val"], seed=seed, smoke=smoke, cleaning=cleaning
+    )
+    weighting["applies_to"] = (
+        "the classical TF-IDF models; the BiLSTM and the embedding models train unweighted"
+    )
+    train_weights = (
+        text_sources.source_weights(parts["train"]["source"], weighting["power"])
+        if weighting["power"]
+        else None
+    )
 
     candidates: dict[str, Candidate] = {}
     classical = [n for n in names if n in CLASSICAL_MODELS]
@@ -164,6 +177,7 @@ def train(
                 smoke=smoke,
                 cleaning=cleaning,
                 settings=settings,
+                sample_weight=train_weights,
             )
         )
     embedding = [n for n in names if n in EMBEDDING_MODELS and n not in FINETUNED_MODELS]
@@ -263,6 +277,7 @@ def train(
             "split_sizes": list(text_data.SPLIT_SIZES),
             "sources": {name: source["paths"] for name, source in report["sources"].items()},
             "columns": columns,
+            "source_weighting": weighting,
             "selection": "validation mean of accuracy and macro-F1",
             "settings": asdict(settings),
         },

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -133,12 +134,15 @@ def fit_classical(
     smoke: bool = False,
     cleaning: dict | None = None,
     settings: TextSettings | None = None,
+    sample_weight: Sequence[float] | None = None,
 ) -> dict[str, Candidate]:
     """Tune (stratified k-fold CV on train) and fit the named classical models on cleaned TF-IDF.
 
     The TF-IDF vocabulary is fitted once on the whole training part, not inside each fold: a
     common shortcut (it only sees unlabelled training words) that saves minutes; validation and
     test texts are never seen. 'lr+svm' averages the tuned 'lr' and 'svm' (both are fitted for it).
+    ``sample_weight`` (one per training text: :func:`mer_utils.text_sources.source_weights`) goes
+    to every fit, on top of the class weights; the cross-validation scores stay unweighted.
     """
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
@@ -159,6 +163,9 @@ def fit_classical(
     features = tfidf_features(smoke=smoke)
     x_train = features.fit_transform(cleaned)
     y_train = np.asarray([str(y) for y in train_labels])
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    if weights is not None and len(weights) != len(y_train):
+        raise ValueError(f"sample_weight has {len(weights)} values for {len(y_train)} training texts")
     feature_seconds = time.perf_counter() - start
     log.info("TF-IDF: %d texts x %d features in %.1f s", x_train.shape[0], x_train.shape[1], feature_seconds)
     smallest_class = int(pd.Series(y_train).value_counts().min())
@@ -175,10 +182,17 @@ def fit_classical(
             name, seed, smoke=smoke, num_features=x_train.shape[1], labels=y_train
         )
         search = GridSearchCV(estimator, grid, scoring=_selection_scorer(), cv=splitter, n_jobs=1, refit=True)
-        search.fit(x_train, y_train)
+        with warnings.catch_warnings():
+            # The CV scores are unweighted on purpose (each text counts once); sklearn warns about it.
+            warnings.filterwarnings(
+                "ignore", message=".*does not support sample_weight", category=UserWarning
+            )
+            search.fit(x_train, y_train, **_weight_parameter(name, weights))
         classifier = search.best_estimator_
         if not hasattr(classifier, "predict_proba"):
-            classifier = SoftmaxScores(classifier).fit(x_train, y_train, folds=splitter)
+            classifier = SoftmaxScores(classifier).fit(
+                x_train, y_train, folds=splitter, sample_weight=weights
+            )
         seconds = time.perf_counter() - begin + feature_seconds
         fitted[name] = Candidate(
             name=name,
@@ -198,6 +212,78 @@ def fit_classical(
             train_seconds=sum(fitted[n].train_seconds for n in members) - feature_seconds,
         )
     return {n: fitted[n] for n in names}
+
+
+# The fit parameter that carries sample weights into each classical model (the trees sit in a Pipeline).
+_WEIGHT_PARAMETER = {"dt": "tree__sample_weight", "rf": "forest__sample_weight"}
+
+
+def _weight_parameter(name: str, weights: np.ndarray | None) -> dict:
+    return {} if weights is None else {_WEIGHT_PARAMETER.get(name, "sample_weight"): weights}
+
+
+# Candidate exponents of the per-source sample weights (0 none, 1 every source weighs the same in total).
+SOURCE_WEIGHT_POWERS: tuple[float, ...] = (0.0, 0.5, 1.0)
+# The fixed probe that chooses the exponent on validation: a linear SVM with this C and square-root class weights.
+SOURCE_WEIGHT_PROBE_C = 0.2
+
+
+def choose_source_weighting(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    powers: Sequence[float] = SOURCE_WEIGHT_POWERS,
+) -> dict:
+    """The exponent of the per-source sample weights that scores best on validation, and the scores.
+
+    A fixed linear SVM on TF-IDF (one fit per exponent, no grid: the choice must stay cheap) is
+    scored on each source's validation rows; the score of an exponent is the mean over sources of
+    the selection score (mean of accuracy and macro-F1), so a small source counts as much as a big
+    one. One source: no weighting, nothing to choose. Ties go to the smaller exponent.
+    """
+    from sklearn.svm import LinearSVC
+
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import SoftmaxScores, partial_class_weights, tfidf_features
+    from mer_utils.text_sources import source_weights
+
+    sources = sorted(train["source"].unique())
+    if len(sources) < 2:
+        return {"power": 0.0, "reason": "one source: no weighting", "weights": {s: 1.0 for s in sources}}
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    features = tfidf_features(smoke=smoke)
+    x_train = features.fit_transform(text_data.clean_texts(train["text"], **cleaning))
+    y_train = train["emotion"].astype(str).to_numpy()
+    labels = list(TEXT_LABELS)
+    scores: dict[float, float] = {}
+    per_source: dict[float, dict] = {}
+    for power in powers:
+        weights = source_weights(train["source"], power)
+        svm = LinearSVC(
+            C=SOURCE_WEIGHT_PROBE_C, class_weight=partial_class_weights(y_train), random_state=seed
+        )
+        model = _sklearn_pipeline(
+            features, SoftmaxScores(svm).fit(x_train, y_train, sample_weight=weights), cleaning
+        )
+        table = _table(model, val, labels)
+        per_source[power] = {
+            str(name): round(selection_score(table_metrics(part, labels)), 4)
+            for name, part in table.groupby("source", sort=True)
+        }
+        scores[power] = float(np.mean(list(per_source[power].values())))
+    power = max(powers, key=lambda p: (round(scores[p], 6), -p))
+    log.info("source weighting: power %.2f (val scores %s)", power, scores)
+    weights = source_weights(train["source"], power)
+    return {
+        "power": float(power),
+        "weights": {str(s): round(float(weights[(train["source"] == s).to_numpy()][0]), 4) for s in sources},
+        "val_score_by_power": {str(p): round(s, 4) for p, s in scores.items()},
+        "val_score_by_source": {str(p): v for p, v in per_source.items()},
+        "chosen_by": "validation: mean over sources of the mean of accuracy and macro-F1 (a fixed linear SVM)",
+    }
 
 
 def _weighted_vote(
