@@ -521,3 +521,43 @@ def test_svm_minilm_ft_run_folder_reloads_for_evaluate_and_predict(tmp_path: Pat
     shutil.rmtree(run / "minilm-ft")
     with pytest.raises(FileNotFoundError, match="minilm-ft.*retrain"):
         load_model(run)
+
+
+@pytest.mark.parametrize(
+    ("raw", "cleaned"),
+    [
+        ("I love it :) :D xD <3", "i love it emosmile emolaugh emolaugh emolove"),  # emoticons kept as words
+        ("so sad :( :'(", "so sad emosad emosad"),
+        ("😂😂 lol ❤️", "emolaugh emolaugh lol emolove"),  # emoji, with the variation selector
+        ("🦄 magic", "emoji magic"),  # an emoji without its own word is still a signal
+        ("HAPPY Happy happy", "happy happy happy"),  # casing
+        ("soooooo goooood!!!!!", "soo good!!"),  # elongations
+        ("see https://t.co/x :/ @Bob_1", "see http emoneutral @user"),  # URL first: 'http:/' is no emoticon
+        ("You’re right", "you're right"),  # typographic apostrophe
+        ("re:pair at 10:30", "re:pair at 10:30"),  # no emoticon inside words or times
+        ("Oh.", "oh."),  # very short utterances keep their word and mark
+        ("Yeah!", "yeah!"),
+    ],
+)
+def test_robust_reading_cleaning(raw: str, cleaned: str):
+    from mer_utils.text import DEFAULT_CLEANING
+
+    assert clean_text(raw, **DEFAULT_CLEANING) == cleaned
+
+
+def test_emoji_and_quote_steps_are_off_for_runs_saved_before_them():
+    # A run saved before these steps stored only the four older ones: it must clean as it did.
+    old = {"lowercase": True, "handles": True, "urls": True, "repeats": True}
+    assert clean_text("You’re :) 😂", **old) == "you’re :) 😂"
+
+
+def test_short_utterances_and_emoji_reach_the_features():
+    from mer_utils.models.text import tfidf_features
+    from mer_utils.text import DEFAULT_CLEANING
+
+    corpus = clean_texts(["Oh.", "Yeah!", "😭", "so happy :)", "Wow!", "okay then"], **DEFAULT_CLEANING)
+    features = tfidf_features(smoke=True).fit(corpus)
+    words = set(features.transformer_list[0][1].get_feature_names_out())
+    assert {"oh", "yeah", "!", "emosad", "emosmile"} <= words
+    rows = features.transform(clean_texts(["Oh.", "Yeah!", "😭"], **DEFAULT_CLEANING))
+    assert (rows.getnnz(axis=1) > 0).all()
