@@ -304,3 +304,50 @@ def test_source_weighting_is_chosen_on_validation_and_recorded(tmp_path: Path):
     one = train(seed, tmp_path / "one", seed=1, smoke=True, model="svm")
     assert json.loads((tmp_path / "one" / "run.json").read_text())["source_weighting"]["power"] == 0.0
     assert one["per_source"].keys() == {"seed"}
+
+
+def test_benchmark_text_domains_leaves_each_source_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import importlib.util
+
+    from mer_utils.config import PROJECT_ROOT
+    from mer_utils.results import load_results
+
+    spec = importlib.util.spec_from_file_location(
+        "bench", PROJECT_ROOT / "scripts" / "benchmark_text_domains.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    seed = write_csv(toy_frame(rows_per_label=30, seed=11), tmp_path / "seed.csv")
+    isear = write_isear(
+        tmp_path / "isear.csv",
+        [
+            (label, f"{words[i % 3]} at school, case {i}")
+            for label, words in KEYWORDS.items()
+            for i in range(15)
+        ],
+    )
+    folder = tmp_path / "meld"
+    folder.mkdir()
+    toy_meld(50, seed=3).to_csv(folder / "train_sent_emo.csv", index=False)
+    monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path / "results"))
+    assert (
+        script.main([str(seed), str(isear), str(folder), "--results", "toy_domains", "--bootstrap", "50"])
+        == 0
+    )
+    record = load_results("toy_domains", tmp_path / "results")
+    rows = {row["key"]: row for row in record["metrics"]}
+    assert set(rows) == {
+        *(f"only seed: {s}" for s in ("seed", "isear", "meld")),
+        "without seed: seed",
+        "without isear: isear",
+        "without meld: meld",
+        *(f"all sources: {s}" for s in ("seed", "isear", "meld")),
+    }
+    for row in rows.values():
+        low, high = row["ci95"]["accuracy"]
+        assert low <= row["accuracy"] <= high and 0 <= row["values"]["weighted-F1"] <= 1
+    # The keywords carry across sources: a model that never saw MELD still beats chance (1/7) there.
+    assert rows["without meld: meld"]["accuracy"] > 0.3
+    assert rows["without meld: meld"]["details"]["trained_on"] == ["seed", "isear"]
+    assert rows["all sources: meld"]["values"]["seen in training"] is True
+    assert record["command"].startswith("python scripts/benchmark_text_domains.py")

@@ -1,7 +1,11 @@
-"""``mer train text`` / ``mer evaluate``: text emotion classifiers on the 8-label CSV format.
+"""``mer train text`` / ``mer evaluate``: text emotion classifiers on one or more text sources.
 
-Steps: load the CSV (bad rows counted and kept out), remove duplicate and conflicting texts,
-stratified 70 / 20 / 10 split by seed, clean the texts, TF-IDF fitted on train, each
+Steps: read the sources (the seed CSV, ISEAR, MELD or generic CSV / TSV files:
+:mod:`mer_utils.text_sources`; bad rows and unmatched labels counted and kept out), remove
+duplicate and conflicting texts across sources, a 70 / 20 / 10 split by seed stratified by source
+and label (MELD by dialogue), with several sources per-source sample weights for the classical
+models (their strength chosen on validation, run.json ``source_weighting``), clean the texts,
+TF-IDF fitted on train, each
 classical model's hyper-parameters tuned by stratified k-fold cross-validation on train,
 the BiLSTM trained with early stopping on validation, and (optional packages installed) the
 sentence-transformer models: frozen MiniLM or MPNet embeddings + MLP, and MiniLM fine-tuned with
@@ -11,8 +15,11 @@ its epoch chosen on validation, each also soft-voted with the SVM; the best mode
 Run folder: ``model.skops`` (a scikit-learn Pipeline in skops format, loaded with an allow-list: cleaning -> TF-IDF -> classifier, with
 ``predict_proba``; fine-tuned MiniLM models add its weights in ``minilm-ft/``, reloaded from
 there) or ``model.keras`` + ``vocabulary.json`` for the BiLSTM, ``run.json``,
-``metrics.json`` (test metrics, ``val``, ``data_cleaning`` counts, ``models`` comparison)
-and ``predictions_val.csv`` / ``predictions_test.csv`` (clip_id = the CSV row id).
+``metrics.json`` (test metrics, ``val``, ``data_cleaning`` counts with ``sources``, ``models``
+comparison, ``per_source`` / ``per_source_val`` metrics) and ``predictions_val.csv`` /
+``predictions_test.csv`` (clip_id = the row id, ``<source>:<row id>`` with several sources;
+a ``source`` column before the ``text``). A single seed CSV reads and splits exactly as it did
+before sources existed, and trains unweighted.
 """
 
 from __future__ import annotations

@@ -228,6 +228,66 @@ SOURCE_WEIGHT_POWERS: tuple[float, ...] = (0.0, 0.5, 1.0)
 SOURCE_WEIGHT_PROBE_C = 0.2
 
 
+def fit_weighted_probe(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    powers: Sequence[float] = SOURCE_WEIGHT_POWERS,
+) -> tuple[object, dict]:
+    """The fixed linear SVM of :func:`choose_source_weighting` fitted with the chosen weights, and the choice.
+
+    The model is a Pipeline over raw texts (cleaning -> TF-IDF -> SVM with softmax scores);
+    scripts/benchmark_text_domains.py uses it as a fast cross-domain model.
+    """
+    from sklearn.svm import LinearSVC
+
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import SoftmaxScores, partial_class_weights, tfidf_features
+    from mer_utils.text_sources import source_weights
+
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    sources = sorted(train["source"].unique())
+    features = tfidf_features(smoke=smoke)
+    x_train = features.fit_transform(text_data.clean_texts(train["text"], **cleaning))
+    y_train = train["emotion"].astype(str).to_numpy()
+    labels = list(TEXT_LABELS)
+
+    def fit(power: float):
+        weights = source_weights(train["source"], power)
+        svm = LinearSVC(
+            C=SOURCE_WEIGHT_PROBE_C, class_weight=partial_class_weights(y_train), random_state=seed
+        )
+        classifier = SoftmaxScores(svm).fit(x_train, y_train, sample_weight=weights)
+        return _sklearn_pipeline(features, classifier, cleaning)
+
+    if len(sources) < 2:
+        weighting = {"power": 0.0, "reason": "one source: no weighting", "weights": {s: 1.0 for s in sources}}
+        return fit(0.0), weighting
+    models, scores, per_source = {}, {}, {}
+    for power in powers:
+        models[power] = fit(power)
+        table = _table(models[power], val, labels)
+        per_source[power] = {
+            str(name): round(selection_score(table_metrics(part, labels)), 4)
+            for name, part in table.groupby("source", sort=True)
+        }
+        scores[power] = float(np.mean(list(per_source[power].values())))
+    power = max(powers, key=lambda p: (round(scores[p], 6), -p))
+    log.info("source weighting: power %.2f (val scores %s)", power, scores)
+    weights = source_weights(train["source"], power)
+    weighting = {
+        "power": float(power),
+        "weights": {str(s): round(float(weights[(train["source"] == s).to_numpy()][0]), 4) for s in sources},
+        "val_score_by_power": {str(p): round(s, 4) for p, s in scores.items()},
+        "val_score_by_source": {str(p): v for p, v in per_source.items()},
+        "chosen_by": "validation: mean over sources of the mean of accuracy and macro-F1 (a fixed linear SVM)",
+    }
+    return models[power], weighting
+
+
 def choose_source_weighting(
     train: pd.DataFrame,
     val: pd.DataFrame,
@@ -242,48 +302,12 @@ def choose_source_weighting(
     A fixed linear SVM on TF-IDF (one fit per exponent, no grid: the choice must stay cheap) is
     scored on each source's validation rows; the score of an exponent is the mean over sources of
     the selection score (mean of accuracy and macro-F1), so a small source counts as much as a big
-    one. One source: no weighting, nothing to choose. Ties go to the smaller exponent.
+    one. One source: no weighting, nothing to choose (and nothing fitted). Ties go to the smaller exponent.
     """
-    from sklearn.svm import LinearSVC
-
-    from mer_utils.evaluation import table_metrics
-    from mer_utils.models.text import SoftmaxScores, partial_class_weights, tfidf_features
-    from mer_utils.text_sources import source_weights
-
     sources = sorted(train["source"].unique())
     if len(sources) < 2:
         return {"power": 0.0, "reason": "one source: no weighting", "weights": {s: 1.0 for s in sources}}
-    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
-    features = tfidf_features(smoke=smoke)
-    x_train = features.fit_transform(text_data.clean_texts(train["text"], **cleaning))
-    y_train = train["emotion"].astype(str).to_numpy()
-    labels = list(TEXT_LABELS)
-    scores: dict[float, float] = {}
-    per_source: dict[float, dict] = {}
-    for power in powers:
-        weights = source_weights(train["source"], power)
-        svm = LinearSVC(
-            C=SOURCE_WEIGHT_PROBE_C, class_weight=partial_class_weights(y_train), random_state=seed
-        )
-        model = _sklearn_pipeline(
-            features, SoftmaxScores(svm).fit(x_train, y_train, sample_weight=weights), cleaning
-        )
-        table = _table(model, val, labels)
-        per_source[power] = {
-            str(name): round(selection_score(table_metrics(part, labels)), 4)
-            for name, part in table.groupby("source", sort=True)
-        }
-        scores[power] = float(np.mean(list(per_source[power].values())))
-    power = max(powers, key=lambda p: (round(scores[p], 6), -p))
-    log.info("source weighting: power %.2f (val scores %s)", power, scores)
-    weights = source_weights(train["source"], power)
-    return {
-        "power": float(power),
-        "weights": {str(s): round(float(weights[(train["source"] == s).to_numpy()][0]), 4) for s in sources},
-        "val_score_by_power": {str(p): round(s, 4) for p, s in scores.items()},
-        "val_score_by_source": {str(p): v for p, v in per_source.items()},
-        "chosen_by": "validation: mean over sources of the mean of accuracy and macro-F1 (a fixed linear SVM)",
-    }
+    return fit_weighted_probe(train, val, seed=seed, smoke=smoke, cleaning=cleaning, powers=powers)[1]
 
 
 def _weighted_vote(
