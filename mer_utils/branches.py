@@ -258,7 +258,7 @@ register(
     Branch(
         name="text",
         reads="text",
-        data_help="one or more text sources (CSV / TSV files with text and emotion columns, or folders of them)",
+        data_help="a CSV file with text and emotion columns (or several: CSV / TSV, ISEAR, MELD)",
         labels=TEXT_LABELS,
         models=(
             "best",

@@ -86,7 +86,7 @@ def _check_train_data(branch: str, data: Path) -> None:
         kind = f"a {data.suffix.lstrip('.').upper()} file" if data.suffix else "a file"
         text_hint = "; a CSV is for `mer train text`" if data.suffix.lower() == ".csv" else ""
         raise ValueError(f"{data}: is {kind}; {branch} needs {descriptor.data_help}{text_hint}")
-    if wants_file and data.is_dir() and not any(p.suffix.lower() in (".csv", ".tsv") for p in data.iterdir()):
+    if wants_file and data.is_dir():
         raise ValueError(
             f"{data}: is a folder; {branch} needs {descriptor.data_help} "
             "(folders of clips are for `mer train audio|video|spectrogram`)"

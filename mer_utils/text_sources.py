@@ -20,7 +20,8 @@ Formats (found from the header; ``text_column`` / ``label_column`` override the 
 * ``meld``: ``Utterance``, ``Emotion``, ``Speaker``, ``Dialogue_ID`` (group = file + dialogue);
 * ``generic``: any other CSV / TSV / pipe file with one column named like a text
   (:data:`TEXT_COLUMN_NAMES`) and one like a label (:data:`LABEL_COLUMN_NAMES`).
-A folder reads every ``.csv`` / ``.tsv`` / ``.txt`` file in it (MELD's ``train`` and ``dev``).
+A folder reads every ``.csv`` / ``.tsv`` / ``.txt`` file in it (MELD's ``train`` and ``dev``); the CLI
+takes files (``mer train text --data meld/train_sent_emo.csv meld/dev_sent_emo.csv``).
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ def read_text_source(
             for p in files
         ]
         for part, file in zip(parts, files, strict=True):
-            part["row_id"] = file.stem + ":" + part["row_id"]
+            if part.attrs["report"]["format"] != "meld":  # MELD row ids name their file already
+                part["row_id"] = file.stem + ":" + part["row_id"]
         frame = _concat(parts)
         frame.attrs["report"]["path"] = str(path)
         frame["source"] = (
@@ -222,6 +224,9 @@ def read_text_source(
     label_column = _find_column(raw.columns, label_column, LABEL_COLUMN_NAMES, "label", path)
     index_columns = [c for c in raw.columns if c == "" or str(c).startswith("Unnamed:")]
     row_ids = raw[index_columns[0]] if index_columns else pd.Series(range(len(raw))).astype(str)
+    if kind == "meld":
+        # MELD comes as train and dev files with their own numbering: the file keeps row ids apart.
+        row_ids = path.stem + ":" + row_ids.astype(str)
     given = raw[label_column].astype(str).str.strip().str.lower()
     emotion = given.map(LABEL_ALIASES)
     text = raw[text_column].astype(str).map(_repair_mojibake)

@@ -169,6 +169,10 @@ def test_meld_splits_by_dialogue_never_by_utterance(tmp_path: Path):
     assert (counts["test"] == 2).all() and (counts["val"] == 4).all()
     again = source_split(prepare_text_sources([seed, folder]), seed=7)
     assert again["split"].tolist() == frame["split"].tolist()
+    # The two files named one by one (as `mer train text --data` takes them): the same rows, ids kept apart.
+    files = prepare_text_sources([seed, folder / "train_sent_emo.csv", folder / "dev_sent_emo.csv"])
+    assert files["row_id"].is_unique and sorted(files["row_id"]) == sorted(frame["row_id"])
+    assert files.attrs["report"]["sources"]["meld"]["kept"] == len(meld)
 
 
 def test_train_and_evaluate_on_several_sources(tmp_path: Path):
