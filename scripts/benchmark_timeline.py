@@ -4,8 +4,8 @@ Builds the clip by joining real clips (by default the six CREMA-D clips of
 ``DATA_DIR/real_video/crema-d``, one emotion each) over and over until it is long enough, written
 frame by frame and block by block so the script itself holds one source clip at a time. Then
 runs ``mer predict CLIP --timeline`` in a fresh process and records its peak resident memory
-(``ru_maxrss`` of the child), its wall-clock seconds and the number of windows into
-results/NAME.json (default ``timeline``). The target of issue #23 is a peak under 1.5 GB.
+(``ru_maxrss`` of the child), its wall-clock seconds and the number of windows, beside the same
+figures of the one-label ``mer predict CLIP``, into results/NAME.json (default ``timeline``). The target of issue #23 is a peak under 1.5 GB.
 
     python scripts/benchmark_timeline.py --models runs/faces runs/audio --data ../shared/data
     python scripts/benchmark_timeline.py --models RUN... --clip long.mp4   # an existing clip
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -79,30 +78,22 @@ def join_clips(sources: list[Path], out: Path, seconds: float) -> Path:
     return out
 
 
-def run_timeline(clip: Path, models: list[Path], out_csv: Path, extra: list[str]) -> dict:
-    """`mer predict --timeline` in a fresh process: its peak RSS (MB), seconds and windows."""
-    command = [
-        sys.executable,
-        "-m",
-        "mer_utils.cli",
-        "predict",
-        str(clip),
-        "--models",
-        *map(str, models),
-        "--timeline",
-        "--out",
-        str(out_csv),
-        "--json",
-        *extra,
-    ]
+def run_mer(arguments: list[str]) -> dict:
+    """One fresh `mer` process: its printed JSON, wall-clock seconds and its own peak RSS (MiB, from wait4)."""
+    import os
+
+    command = [sys.executable, "-m", "mer_utils.cli", *arguments]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    summary = json.loads(done.stdout)
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"summary": summary, "seconds": seconds, "peak_mb": peak_mb}
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        stdout = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{' '.join(command)} failed ({code}): {errors.read().strip()[-2000:]}")
+    return {"output": json.loads(stdout), "seconds": seconds, "peak_mb": usage.ru_maxrss / 1024}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,11 +129,17 @@ def main(argv: list[str] | None = None) -> None:
         *(["--window", str(args.window)] if args.window else []),
         *(["--hop", str(args.hop)] if args.hop else []),
     ]
-    measured = run_timeline(clip, args.models, work / "timeline.csv", extra)
-    summary = measured["summary"]
+    models = ["--models", *map(str, args.models)]
+    # The one-label answer on the same clip first: what loading the models costs without windows.
+    single = run_mer(["predict", str(clip), *models, "--json"])
+    measured = run_mer(
+        ["predict", str(clip), *models, "--timeline", "--out", str(work / "timeline.csv"), "--json", *extra]
+    )
+    summary = measured["output"]
     print(
-        f"{summary['windows']} windows over {summary['duration']:.1f} s: peak {measured['peak_mb']:.0f} MB "
-        f"(target < {TARGET_PEAK_MB} MB), {measured['seconds']:.0f} s; plot {summary['plot']}"
+        f"{summary['windows']} windows over {summary['duration']:.1f} s: peak {measured['peak_mb']:.0f} MiB "
+        f"(target < {TARGET_PEAK_MB}), {measured['seconds']:.0f} s; one label: peak {single['peak_mb']:.0f} MiB, "
+        f"{single['seconds']:.0f} s; plot {summary['plot']}"
     )
     from mer_utils.results import command_line, update_results
     from mer_utils.runs import read_run_info
@@ -161,18 +158,30 @@ def main(argv: list[str] | None = None) -> None:
             "peak MB": round(measured["peak_mb"]),
             "target MB": TARGET_PEAK_MB,
             "seconds": round(measured["seconds"], 1),
+            "one-label peak MB": round(single["peak_mb"]),
+            "one-label seconds": round(single["seconds"], 1),
         },
     }
     defaults = {
         "title": "Emotion over time (`mer predict --timeline`), memory and time",
         "row_label": "clip and runs",
-        "value_decimals": {"windows": 0, "peak MB": 0, "target MB": 0},
+        "value_decimals": {
+            "windows": 0,
+            "window s": 1,
+            "hop s": 1,
+            "peak MB": 0,
+            "target MB": 0,
+            "seconds": 0,
+            "one-label peak MB": 0,
+            "one-label seconds": 0,
+        },
         "data": {"path": "DATA_DIR/real_video/crema-d", "description": description},
         "protocol": {
             "split": "no split: prediction only, with runs trained beforehand",
-            "test": "one fresh `mer predict CLIP --timeline` process; peak = its ru_maxrss (resident memory, "
-            "TensorFlow and the models included); seconds = wall clock including loading; 2 CPU cores "
-            "shared with other jobs while measured",
+            "test": "one fresh `mer predict CLIP --timeline` process; peak = its own ru_maxrss in MB of 2^20 "
+            "bytes (resident memory, TensorFlow and the models included); seconds = wall clock including "
+            "loading; one-label = `mer predict CLIP` on the same clip and runs (models loaded and warmed up, "
+            "no windows); 2 CPU cores shared with other jobs while measured",
         },
     }
     path = update_results(args.results, [row], command_line(__file__, argv), defaults)
