@@ -16,6 +16,8 @@ from pathlib import Path
 from mer_utils.batch import DEFAULT_CHUNK_SIZE
 from mer_utils.branches import REGISTRY, TRAIN_OPTIONS, branch_names, branches_with_option, get_branch
 from mer_utils.config import DEFAULT_SEED
+from mer_utils.timeline import HOP_SECONDS as TIMELINE_HOP
+from mer_utils.timeline import WINDOW_SECONDS as TIMELINE_WINDOW
 
 # Errors that mean bad input, a missing file or package, or a refused file: one line, exit code 2.
 # (OSError covers FileNotFoundError and PermissionError; UnicodeDecodeError and JSON errors are ValueErrors.)
@@ -218,6 +220,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mer_utils.predict import format_prediction, predict_clip
 
     batch_options = [f"--{n}" for n in ("workers", "scheduler", "timeout") if getattr(args, n) is not None]
+    if args.timeline:
+        return _predict_timeline(args, batch_options)
+    if args.window is not None or args.hop is not None:
+        raise ValueError("--window and --hop set the windows of --timeline; add --timeline")
     if args.out is not None:
         args.clip = [Path(text) for text in args.clip]
         return _predict_batch(args)
@@ -232,6 +238,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(format_prediction(result, verbose=args.verbose))
+    return 0
+
+
+def _predict_timeline(args: argparse.Namespace, batch_options: list[str]) -> int:
+    """`mer predict CLIP --timeline`: the clip's windows into a CSV and a plot (mer_utils.timeline)."""
+    from mer_utils import timeline
+
+    if len(args.clip) != 1 or batch_options:
+        raise ValueError(
+            f"{' '.join(args.clip)}: --timeline reads one clip; {' '.join(batch_options) or 'more clips'} "
+            "need a batch job (--out OUT.parquet without --timeline)"
+        )
+    clip = clip_argument(args.clip[0])
+    window = timeline.WINDOW_SECONDS if args.window is None else args.window
+    hop = timeline.HOP_SECONDS if args.hop is None else args.hop
+    timeline.check_window(window, hop)
+    out = args.out if args.out is not None else timeline.default_csv(clip)
+    table = timeline.predict_timeline(
+        clip, args.models, fusion=args.fusion, window=window, hop=hop, progress=args.verbose
+    )
+    csv, image = timeline.write_timeline(table, out)
+    if args.json:
+        _print_json({**table.attrs, "csv": str(csv), "plot": str(image), "windows": len(table)})
+    else:
+        print(timeline.format_timeline(table, csv, image))
     return 0
 
 
@@ -404,7 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--out",
         type=Path,
-        help="batch job: write one row per clip into this Parquet dataset folder (resumable)",
+        help="batch job: write one row per clip into this Parquet dataset folder (resumable); "
+        "with --timeline: the CSV to write (default CLIP-STEM_timeline.csv here), its plot beside it (.png)",
+    )
+    predict.add_argument(
+        "--timeline",
+        action="store_true",
+        help="emotion over time: every window's per-modality and fused probabilities into a CSV and a plot",
+    )
+    predict.add_argument(
+        "--window",
+        type=float,
+        help=f"--timeline: window length in seconds (default {TIMELINE_WINDOW:g})",
+    )
+    predict.add_argument(
+        "--hop",
+        type=float,
+        help=f"--timeline: seconds between window starts (default {TIMELINE_HOP:g})",
     )
     predict.add_argument(
         "--workers", type=int, help="batch: a local Dask cluster of N processes (default serial)"

@@ -333,6 +333,129 @@ def read_audio(
     return y[:limit] if limit is not None else y
 
 
+# --- windows of a long clip, streamed ---------------------------------------------------------
+
+
+def window_frame_times(start: float, end: float, num_frames: int) -> np.ndarray:
+    """Times (s) of ``num_frames`` frames spread evenly over [start, end): the centres of equal parts."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    return start + (np.arange(num_frames) + 0.5) * (end - start) / num_frames
+
+
+def iter_window_frames(path: str | Path, windows, num_frames: int):
+    """RGB uint8 frames (num_frames, H, W, 3) of each (start, end) window in seconds, upright, in order.
+
+    One pass over the video stream: each window gets the frames shown at
+    :func:`window_frame_times`, and only those are converted, so memory holds the frames of the
+    windows not yet handed out, whatever the clip's length. ``windows`` must be sorted by start.
+    A window past the decodable end of the stream gets an empty array (0, H, W, 3); a stream that
+    breaks off mid-way ends early with a :class:`MediaWarning`. Raises ``FileNotFoundError`` /
+    :class:`MediaError` (:class:`NoVideoStreamError` for an audio-only file) at the first frame asked for.
+    """
+    path = _check_file(path)
+    windows = [(float(start), float(end)) for start, end in windows]
+    # Every wanted frame time, sorted: (time, window, slot).
+    wanted = sorted(
+        (float(t), w, k)
+        for w, (start, end) in enumerate(windows)
+        for k, t in enumerate(window_frame_times(start, end, num_frames))
+    )
+    slots: list[list] = [[None] * num_frames for _ in windows]
+    missing = [num_frames] * len(windows)
+    handed = 0  # windows handed out so far
+    with _open(path) as container:
+        if not container.streams.video:
+            raise NoVideoStreamError(f"{path}: has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        offset = (
+            float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+        )
+        held, image, position, count, last_time, failure = None, None, 0, 0, None, None
+
+        def take(frame_image, upto: float) -> None:
+            nonlocal position
+            while position < len(wanted) and wanted[position][0] < upto:
+                _, w, k = wanted[position]
+                slots[w][k] = frame_image
+                missing[w] -= 1
+                position += 1
+
+        def converted(frame) -> np.ndarray:
+            return upright(frame.to_ndarray(format="rgb24"), frame_rotation(frame))
+
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except MemoryError as error:  # av.error.MemoryError is one too
+                raise _out_of_memory(path, "video", error) from error
+            except Exception as error:  # noqa: BLE001 - PyAV raises several FFmpeg error types mid-decode
+                if count == 0:
+                    raise MediaError(f"{path}: video stream is corrupt ({error})") from error
+                failure = error
+                break
+            time = frame.time - offset if frame.time is not None else count / rate
+            # Wanted times before this frame are shown by the frame before it (the first frame for
+            # times before the stream starts).
+            if position < len(wanted) and wanted[position][0] < time:
+                if image is None:
+                    image = converted(held if held is not None else frame)
+                take(image, time)
+            held, image, last_time = frame, None, time
+            count += 1
+            while handed < len(windows) and missing[handed] == 0:
+                yield np.stack(slots[handed])
+                slots[handed] = []
+                handed += 1
+            if handed == len(windows):
+                return
+        if count == 0:
+            raise MediaError(f"{path}: video stream holds no decodable frames")
+        # The last frame is shown for one frame period; later times lie past the stream's end.
+        if position < len(wanted) and wanted[position][0] < last_time + 1.0 / rate:
+            take(converted(held), last_time + 1.0 / rate)
+    if failure is not None:
+        notice(f"{path}: the video breaks off after {count} frames ({failure}); later windows have no frames")
+    for w in range(handed, len(windows)):
+        found = [image for image in slots[w] if image is not None]
+        yield np.stack(found) if found else np.zeros((0, held.height, held.width, 3), np.uint8)
+
+
+def iter_window_audio(path: str | Path, windows, sr: int = 16_000):
+    """Mono float32 audio at ``sr`` Hz of each (start, end) window in seconds, in order, streamed.
+
+    Memory holds one decoded block and the samples of the windows not yet handed out, whatever the
+    clip's length. ``windows`` must be sorted by start. A window past the end of the track gets
+    what remains of it (possibly nothing). Raises like :func:`iter_audio` at the first window asked for.
+    """
+    windows = [(float(start), float(end)) for start, end in windows]
+    blocks = iter_audio(path, sr, block_seconds=10.0)
+    held = np.zeros(0, np.float32)
+    first = 0  # sample index of held[0]
+    ended = False
+    try:
+        for start, end in windows:
+            begin, stop = int(round(start * sr)), int(round(end * sr))
+            while not ended and first + held.size < stop:
+                block = next(blocks, None)
+                if block is None:
+                    ended = True
+                else:
+                    held = np.concatenate([held, block])
+            window = held[max(0, begin - first) : max(0, stop - first)].copy()
+            # Windows start in order: samples before this one's start are never asked for again.
+            drop = min(max(0, begin - first), held.size)
+            held, first = held[drop:], first + drop
+            yield window
+    finally:
+        blocks.close()
+
+
 def write_mp4(
     path: str | Path,
     frames: np.ndarray,

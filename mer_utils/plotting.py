@@ -171,3 +171,62 @@ def plot_counts(table, title: str = "", ylabel: str = "clips"):
     ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     return fig
+
+
+def plot_timeline(table, title: str = ""):
+    """Emotion over time (a `mer predict --timeline` table): a heat strip per modality, then the fused answer.
+
+    Each strip shows one modality's probability of every label (rows) in every window (columns,
+    placed at the window's centre); windows where the modality was unavailable are grey. The last
+    panel draws the fused label's probability over time, each point coloured by the fused label.
+    """
+    plt = pyplot()
+    labels = list(table.attrs["labels"])
+    modalities = list(table.attrs["modalities"])
+    centres = ((table["start"] + table["end"]) / 2).to_numpy(dtype=float)
+    if len(centres) > 1:
+        middles = (centres[1:] + centres[:-1]) / 2
+        edges = np.concatenate([[2 * centres[0] - middles[0]], middles, [2 * centres[-1] - middles[-1]]])
+    else:
+        edges = np.array([table["start"].iloc[0], table["end"].iloc[0]], dtype=float)
+    height = 0.22 * len(labels) + 0.5
+    fig, axes = plt.subplots(
+        len(modalities) + 1,
+        1,
+        figsize=(10, height * len(modalities) + 2.2),
+        sharex=True,
+        gridspec_kw={"height_ratios": [height] * len(modalities) + [2.0]},
+        squeeze=False,
+    )
+    axes = axes[:, 0]
+    colours = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
+    image = None
+    for ax, name in zip(axes, modalities, strict=False):
+        values = table[[f"{name}_prob_{label}" for label in labels]].to_numpy(dtype=float).T
+        image = ax.pcolormesh(
+            edges, np.arange(len(labels) + 1), np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1
+        )
+        ax.set_yticks(np.arange(len(labels)) + 0.5, labels, fontsize=7)
+        ax.invert_yaxis()
+        share = float(table[f"{name}_available"].astype(bool).mean())
+        ax.set_title(
+            f"{name} (available in {share:.0%} of windows; grey: unavailable)", fontsize=9, loc="left"
+        )
+    line = axes[-1]
+    fused = table["fused_probability"].to_numpy(dtype=float)
+    line.plot(centres, fused, color="0.4", lw=1)
+    for k, label in enumerate(labels):
+        chosen = (table["fused_label"] == label).to_numpy()
+        if chosen.any():
+            line.scatter(centres[chosen], fused[chosen], color=colours(k % 10), s=18, label=label, zorder=3)
+    line.set_ylim(0, 1.05)
+    line.set_ylabel("fused p")
+    line.set_xlabel("time (s, window centre)")
+    line.set_title(f"fused label ({table.attrs.get('fusion', 'fusion')})", fontsize=9, loc="left")
+    line.legend(fontsize=7, ncol=min(4, len(labels)), loc="lower right")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[:-1]), fraction=0.025, pad=0.01, label="probability")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -15,10 +15,13 @@ module that supplies only its own parts:
   model on a folder or an index, with ``attrs["skipped"]``;
 * ``file_prediction(run_dir, info, path, model)``: the prediction of one file (a dict, see
   :func:`predict_file`); it may return :func:`unavailable` for bad media;
-* optionally ``load(run_dir, info)`` (a model that is more than ``model.*``) and
-  ``evaluation_extras(info, table)`` (keys added to ``mer evaluate``'s metrics).
+* optionally ``load(run_dir, info)`` (a model that is more than ``model.*``),
+  ``evaluation_extras(info, table)`` (keys added to ``mer evaluate``'s metrics) and
+  ``segment_prediction(run_dir, info, segment, model)``: the prediction of one decoded window of a
+  clip (a :class:`Segment`, for ``mer predict --timeline``) by a branch that reads frames; without
+  it :func:`predict_segment` hands the window's sound to ``file_prediction`` as a WAV.
 
-The shared drivers :func:`predict_table`, :func:`evaluate`, :func:`predict_file`,
+The shared drivers :func:`predict_table`, :func:`evaluate`, :func:`predict_file`, :func:`predict_segment`,
 :func:`load_model` and :func:`run_info` read and check run.json, load the model once, apply the
 degradation and shape the results; callers use them for every branch (a branch module has no
 forwarders of its own). Choosing on validation
@@ -286,6 +289,69 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None, branch: str 
     if missing:
         raise ValueError(f"{info['branch']}.file_prediction returned no {sorted(missing)}")
     result["details"] = {"path": str(path), **(result["details"] or {})}
+    return result
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One time window of a clip, already decoded: what :func:`predict_segment` hands a branch.
+
+    ``frames`` are RGB uint8 (n, H, W, 3) spread evenly over the window (None, with
+    ``frames_reason``, when the clip has no readable video); ``audio`` is mono float32 at
+    ``sample_rate`` Hz (None, with ``audio_reason``, when it has no readable sound).
+    """
+
+    path: Path
+    start: float
+    end: float
+    frames: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    sample_rate: int = 16_000
+    frames_reason: str | None = None
+    audio_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The clip and the window, as errors and reasons name it: ``clip.mp4 [3.0-6.0 s]``."""
+        return f"{self.path} [{self.start:.1f}-{self.end:.1f} s]"
+
+
+def predict_segment(run_dir: str | Path, segment: Segment, model=None, branch: str | None = None) -> dict:
+    """Predict one window of a clip: the same answer as :func:`predict_file` (never raises on bad media).
+
+    A branch that reads frames supplies ``segment_prediction(run_dir, info, segment, model)``; any
+    other clip branch reads the window's sound through its own ``file_prediction``, from a
+    temporary WAV of ``segment.audio``, so its voice check, features and normalisation are the
+    single-clip ones. Reasons name the window (:attr:`Segment.name`), never the temporary file.
+    """
+    import tempfile
+
+    from mer_utils.media import MediaError, write_wav
+
+    info = run_info(run_dir, branch)
+    module = branch_module(info["branch"])
+    details = {"path": str(segment.path), "start": segment.start, "end": segment.end}
+    own = getattr(module, "segment_prediction", None)
+    if own is not None:
+        result = own(Path(run_dir), info, segment, model)
+    elif segment.audio is None:
+        result = unavailable(f"{segment.name}: {segment.audio_reason or 'no audio'}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="mer-window-") as folder:
+            sound = Path(folder) / f"{segment.path.stem}.wav"
+            try:
+                if not segment.audio.size:
+                    raise MediaError(f"{sound}: the audio track ends before this window")
+                write_wav(sound, segment.audio, segment.sample_rate)
+                result = module.file_prediction(Path(run_dir), info, sound, model)
+            except (MediaError, FileNotFoundError) as error:
+                result = unavailable(str(error))
+            if result.get("reason"):
+                result["reason"] = str(result["reason"]).replace(str(sound), segment.name)
+    missing = {"available", "reason", "probabilities", "details"} - set(result)
+    if missing:
+        raise ValueError(f"{info['branch']} segment prediction returned no {sorted(missing)}")
+    result["details"] = {**(result["details"] or {}), **details}
     return result
 
 

@@ -372,10 +372,8 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     """
     from mer_utils.face_images import IMAGE_SUFFIXES, decode_image
     from mer_utils.faces import FaceParams, extract_clip_faces
-    from mer_utils.models.faces import face_probabilities
     from mer_utils.pipelines.base import unavailable
 
-    labels, present = list(info["labels"]), _present(info)
     started = time.perf_counter()
     try:
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -389,16 +387,40 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
             faces, detectors = clip.faces[keep], clip.detectors
     except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
         return unavailable(str(error), {"path": str(path)})
+    return _faces_answer(run_dir, info, faces, detectors, model, str(path), started)
+
+
+def segment_prediction(run_dir: Path, info: dict, segment, model) -> dict:
+    """This branch's part of :func:`~mer_utils.pipelines.base.predict_segment`: a window's frames, as a clip's."""
+    from mer_utils.faces import FaceParams, faces_from_frames
+    from mer_utils.pipelines.base import unavailable
+
+    if segment.frames is None or not len(segment.frames):
+        return unavailable(f"{segment.name}: {segment.frames_reason or 'no video frame in this window'}")
+    started = time.perf_counter()
+    clip = faces_from_frames(segment.frames, FaceParams(**info["faces"]))
+    keep = np.array([d != "none" for d in clip.detectors])
+    return _faces_answer(run_dir, info, clip.faces[keep], clip.detectors, model, segment.name, started)
+
+
+def _faces_answer(
+    run_dir: Path, info: dict, faces: np.ndarray, detectors: list[str], model, where: str, started: float
+) -> dict:
+    """Frame probabilities of the found faces and their mean: the answer of a clip, a window or an image."""
+    from mer_utils.models.faces import face_probabilities
+    from mer_utils.pipelines.base import unavailable
+
+    labels, present = list(info["labels"]), _present(info)
     counts = pd.Series(detectors).value_counts().to_dict()
     details = {
-        "path": str(path),
+        "path": where,
         "frames": len(detectors),
         "detectors": {str(k): int(v) for k, v in counts.items()},
         "fallback_share": float(np.mean([d not in ("mtcnn", "image") for d in detectors])),
         "face_seconds": round(time.perf_counter() - started, 3),
     }
     if not len(faces):
-        return unavailable(f"{path}: no face found in any frame", details)
+        return unavailable(f"{where}: no face found in any frame", details)
     network = model if model is not None else base.load_model(run_dir, BRANCH)
     started = time.perf_counter()
     frame_probabilities = face_probabilities(network, faces, present, batch_size=64)

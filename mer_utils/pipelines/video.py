@@ -411,28 +411,53 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     without a detected face are dropped and ``details["frames_with_face"]`` says how many were kept;
     ``details["fallback_share"]`` says how many kept frames were not MTCNN faces.
     """
-    from dataclasses import replace
-
     from mer_utils.faces import extract_clip_faces
-    from mer_utils.models.video import clip_probabilities
     from mer_utils.pipelines.base import unavailable
-    from mer_utils.training import predict_probabilities
 
-    params, labels = _face_params_of(run_dir, info), list(info["labels"])
-    # A centre crop of a wall is not a face: prediction uses the run's real detectors only.
-    detectors = tuple(d for d in params.detectors if d != "center") or ("mtcnn", "haar")
-    params = replace(params, detectors=detectors)
+    params = _prediction_face_params(run_dir, info)
     started = time.perf_counter()
     try:
         clip = extract_clip_faces(path, params)
     except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
         return unavailable(str(error), {"path": str(path)})
-    face_seconds = time.perf_counter() - started
+    return _clip_answer(run_dir, info, clip, params, model, str(path), time.perf_counter() - started)
+
+
+def segment_prediction(run_dir: Path, info: dict, segment, model) -> dict:
+    """This branch's part of :func:`~mer_utils.pipelines.base.predict_segment`: a window's frames, as a clip's."""
+    from mer_utils.faces import faces_from_frames
+    from mer_utils.pipelines.base import unavailable
+
+    if segment.frames is None or not len(segment.frames):
+        return unavailable(f"{segment.name}: {segment.frames_reason or 'no video frame in this window'}")
+    params = _prediction_face_params(run_dir, info)
+    started = time.perf_counter()
+    clip = faces_from_frames(segment.frames, params)
+    return _clip_answer(run_dir, info, clip, params, model, segment.name, time.perf_counter() - started)
+
+
+def _prediction_face_params(run_dir: Path, info: dict):
+    """The run's face parameters with only real detectors: a centre crop of a wall is not a face."""
+    from dataclasses import replace
+
+    params = _face_params_of(run_dir, info)
+    detectors = tuple(d for d in params.detectors if d != "center") or ("mtcnn", "haar")
+    return replace(params, detectors=detectors)
+
+
+def _clip_answer(run_dir: Path, info: dict, clip, params, model, where: str, face_seconds: float) -> dict:
+    """Frame probabilities of the detected faces and their mean: the answer of a clip or a window."""
+    from mer_utils.faces import preprocess_faces
+    from mer_utils.models.video import clip_probabilities
+    from mer_utils.pipelines.base import unavailable
+    from mer_utils.training import predict_probabilities
+
+    labels = list(info["labels"])
     counts = pd.Series(clip.detectors).value_counts().to_dict()
     keep = np.array([d != "none" for d in clip.detectors])
     found = [d for d in clip.detectors if d != "none"]
     details = {
-        "path": str(path),
+        "path": where,
         "frames": len(clip.detectors),
         "frames_with_face": int(keep.sum()),
         "detectors": {str(k): int(v) for k, v in counts.items()},
@@ -441,12 +466,10 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     }
     if not keep.any():
         return unavailable(
-            f"{path}: no face found in any of the {len(clip.detectors)} sampled frames "
-            f"(detectors: {', '.join(detectors)})",
+            f"{where}: no face found in any of the {len(clip.detectors)} sampled frames "
+            f"(detectors: {', '.join(params.detectors)})",
             details,
         )
-    from mer_utils.faces import preprocess_faces
-
     network = model if model is not None else base.load_model(run_dir, BRANCH)
     started = time.perf_counter()
     frame_probabilities = predict_probabilities(network, preprocess_faces(clip.faces[keep]))
