@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from mer_utils import audio
+from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED
-from mer_utils.pipelines import audio as audio_pipeline
+from mer_utils.pipelines import base
 from mer_utils.ravdess import audio_takes
 
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models",
         nargs="+",
-        default=[audio_pipeline.DEFAULT_MODEL],
+        default=[get_branch("audio").default_model],
         help="cnn lstm bilstm attention stats ensemble logreg svm whisper",
     )
     parser.add_argument("--folds", type=int, default=6)
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(rows[-1], flush=True)
         for name in args.models:
-            metrics = audio_pipeline.train(
+            metrics = base.train(
+                "audio",
                 args.data,
                 args.out / f"fold{fold}_{name}",
                 seed=args.seed,

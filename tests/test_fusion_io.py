@@ -176,11 +176,11 @@ def test_fuse_runs_scores_the_fitted_fusion_on_another_data_set(tmp_path):
 @pytest.mark.slow
 def test_mer_fuse_data_on_the_demo_clips_with_tiny_trained_runs(demo_dir, tmp_path, capsys):
     from mer_utils.cli import main
-    from mer_utils.pipelines import audio
+    from mer_utils.pipelines import base
 
     runs = []
     for model in ("logreg", "svm"):
-        audio.train(demo_dir, tmp_path / model, seed=3, model=model, smoke=True, progress=False)
+        base.train("audio", demo_dir, tmp_path / model, seed=3, model=model, smoke=True, progress=False)
         runs.append(str(tmp_path / model))
     out = tmp_path / "fusion"
     assert main(["fuse", *runs, "--out", str(out), "--data", str(demo_dir)]) == 0

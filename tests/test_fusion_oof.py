@@ -110,10 +110,8 @@ def test_every_clip_is_predicted_by_a_model_that_never_saw_its_actor():
 def test_sklearn_audio_run_writes_out_of_fold_predictions_of_every_training_and_validation_clip(
     demo_dir, tmp_path
 ):
-    from mer_utils.pipelines import audio
-
     run = tmp_path / "logreg"
-    audio.train(demo_dir, run, seed=3, model="logreg", smoke=True, progress=False)
+    base.train("audio", demo_dir, run, seed=3, model="logreg", smoke=True, progress=False)
     info = json.loads((run / "run.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     oof = pd.read_csv(run / out_of_fold.OOF_FILE, dtype={"clip_id": str})

@@ -706,10 +706,8 @@ def _hiss(seconds: float, level: float = 0.05, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def lone_run(demo_dir, tmp_path_factory):
     """A small utterance-statistics logreg audio run on the demo set (features are cached)."""
-    from mer_utils.pipelines import audio as pipeline
-
     out = tmp_path_factory.mktemp("hostile") / "logreg"
-    pipeline.train(demo_dir, out, seed=3, model="logreg", smoke=True, progress=False)
+    base.train("audio", demo_dir, out, seed=3, model="logreg", smoke=True, progress=False)
     return out
 
 

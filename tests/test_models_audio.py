@@ -112,13 +112,13 @@ def test_tiny_model_learns_a_separable_problem(name):
 @pytest.fixture(scope="module")
 def trained_run(demo_dir, tmp_path_factory) -> tuple[Path, dict]:
     """A smoke-mode CNN run on the 4-actor demo set (split 2 / 1 / 1 actors)."""
-    from mer_utils.pipelines import audio as pipeline
-
     out = tmp_path_factory.mktemp("audio_run")
     cache = tmp_path_factory.mktemp("audio_cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MER_CACHE_DIR", str(cache))
-        metrics = pipeline.train(demo_dir, out, seed=3, smoke=True, model="cnn", epochs=5, progress=False)
+        metrics = base.train(
+            "audio", demo_dir, out, seed=3, smoke=True, model="cnn", epochs=5, progress=False
+        )
     return out, metrics
 
 
@@ -209,7 +209,6 @@ def test_predict_file_without_audio_is_unavailable_not_a_crash(trained_run, tmp_
 def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     from mer_utils import whisper_encoder
     from mer_utils.evaluation import probabilities_of
-    from mer_utils.pipelines import audio as pipeline
     from mer_utils.pipelines.audio_vectors import FEATURE_KINDS
     from mer_utils.ravdess import index_dataset
     from mer_utils.runs import read_predictions, read_run_info
@@ -217,10 +216,11 @@ def test_sklearn_models_train_evaluate_and_predict(name, demo_dir, tmp_path):
     if name == "whisper" and not whisper_encoder.available():
         pytest.skip(f"Whisper encoder not installed: {whisper_encoder.INSTALL}")
     out = tmp_path / name
-    metrics = pipeline.train(demo_dir, out, seed=3, model=name, smoke=True, progress=False)
+    metrics = base.train("audio", demo_dir, out, seed=3, model=name, smoke=True, progress=False)
     info = read_run_info(out)
     assert (out / "model.skops").is_file() and not (out / "model.keras").exists()
     assert info["model"] == name and info["feature_kind"] == FEATURE_KINDS[name]
+    assert info["settings"]["normalisation"] == "speaker" and info["settings"]["test_actors"] is None
     for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "n", "split", "val"):
         assert key in metrics, key
     test = read_predictions(out, "test")
@@ -248,13 +248,12 @@ def test_whisper_run_refuses_another_encoder(demo_dir, tmp_path, monkeypatch):
     import json
 
     from mer_utils import whisper_encoder
-    from mer_utils.pipelines import audio as pipeline
     from mer_utils.runs import read_predictions
 
     if not whisper_encoder.available():
         pytest.skip(f"Whisper encoder not installed: {whisper_encoder.INSTALL}")
     out = tmp_path / "whisper"
-    metrics = pipeline.train(demo_dir, out, seed=1, model="whisper", smoke=True, progress=False)
+    metrics = base.train("audio", demo_dir, out, seed=1, model="whisper", smoke=True, progress=False)
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["features"]["encoder"] == whisper_encoder.model_identity()
     run_json["features"]["encoder"] = "whisper-large:0123456789ab"
@@ -265,15 +264,30 @@ def test_whisper_run_refuses_another_encoder(demo_dir, tmp_path, monkeypatch):
     assert metrics["n"] > 0
 
 
-def test_train_rejects_bad_requests(demo_dir, tmp_path):
+def test_audio_settings_are_checked_and_overridden_field_by_field():
     from mer_utils.pipelines import audio as pipeline
 
+    smoke = base.settings_for("audio", smoke=True)
+    assert smoke is pipeline.SMOKE and smoke.epochs < pipeline.FULL.epochs
+    chosen = base.settings_for("audio", test_actors=[4, 1], val_actors=[2], ensemble_size=3)
+    # Lists become tuples (frozen settings); the other fields keep the full run's values.
+    assert chosen.test_actors == (4, 1) and chosen.val_actors == (2,) and chosen.ensemble_size == 3
+    assert chosen.epochs == pipeline.FULL.epochs and chosen.normalisation == "speaker"
+    with pytest.raises(ValueError, match="unknown normalisation 'per-clip'"):
+        pipeline.AudioSettings(normalisation="per-clip")
+    with pytest.raises(ValueError, match="'augmented_copies' = -1"):
+        base.settings_for("audio", augmented_copies=-1)
+
+
+def test_train_rejects_bad_requests(demo_dir, tmp_path):
     with pytest.raises(ValueError, match="normalisation"):
-        pipeline.train(demo_dir, tmp_path / "r", normalisation="per-clip", progress=False)
+        base.train("audio", demo_dir, tmp_path / "r", normalisation="per-clip", progress=False)
     with pytest.raises(ValueError, match="unknown audio model 'gru'"):
-        pipeline.train(demo_dir, tmp_path / "r", model="gru", progress=False)
+        base.train("audio", demo_dir, tmp_path / "r", model="gru", progress=False)
+    with pytest.raises(ValueError, match="unknown audio settings"):
+        base.train("audio", demo_dir, tmp_path / "r", epoch=3, progress=False)
     with pytest.raises(FileNotFoundError):
-        pipeline.train(tmp_path / "nowhere", tmp_path / "r", progress=False)
+        base.train("audio", tmp_path / "nowhere", tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="not an audio run"):
         (tmp_path / "text_run").mkdir()
         (tmp_path / "text_run" / "run.json").write_text('{"branch": "text", "labels": ["joy", "fear"]}')

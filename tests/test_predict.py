@@ -49,10 +49,10 @@ def face_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def audio_run(demo_dir, tmp_path_factory) -> Path:
     """A small logistic-regression audio run on utterance statistics of the demo set."""
-    from mer_utils.pipelines import audio
+    from mer_utils.pipelines import base
 
     out = tmp_path_factory.mktemp("predict_audio") / "audio"
-    audio.train(demo_dir, out, seed=3, model="logreg", smoke=True, progress=False)
+    base.train("audio", demo_dir, out, seed=3, model="logreg", smoke=True, progress=False)
     return out
 
 

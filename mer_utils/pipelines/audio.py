@@ -6,11 +6,14 @@ models on one vector per clip, saved as ``model.skops``: ``whisper`` (the defaul
 regression on frozen Whisper-encoder embeddings, :mod:`mer_utils.whisper_encoder`), and ``logreg``
 and ``svm`` on hand-made utterance statistics (:func:`mer_utils.utterance.utterance_features`).
 
-Keras steps: index the folder, keep one file per take (full AV .mp4 first, then audio-only .wav),
-split by actor (``actor_disjoint_split``, gender-balanced; 12/3/3 actors for 18), MFCC +
-deltas + pitch / energy per 10 ms frame on 2.5 s of trimmed speech (cached), augmented copies
-of the training clips only, normalisation, one of the four Keras models trained with
-:func:`mer_utils.training.fit_classifier`, and the run folder.
+Training is ``base.train("audio", data, out, settings)`` (``mer train audio``) calling this module's
+hooks with :class:`AudioSettings` (``FULL`` / ``SMOKE``): ``index`` keeps one file per take (full AV
+.mp4 first, then audio-only .wav), ``split`` splits by actor (``actor_disjoint_split``,
+gender-balanced; 12/3/3 actors for 18; or the settings' ``test_actors`` / ``val_actors``),
+``features`` computes MFCC + deltas + pitch / energy per 10 ms frame on 2.5 s of trimmed speech
+(cached), augmented copies of the training clips only and the normalisation (Keras models) or one
+vector per clip (scikit-learn models), ``fit`` trains with :func:`mer_utils.training.fit_classifier`
+(or fits the scikit-learn pipeline) and ``tables`` predicts the val and test clips.
 
 Normalisation (``run.json`` key ``normalisation``):
 
@@ -32,7 +35,7 @@ in :mod:`mer_utils.pipelines.audio_common`; the run folder follows :mod:`mer_uti
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +45,7 @@ from mer_utils import audio
 from mer_utils import speakers as speakers_module
 from mer_utils.audio_augment import AudioAugmentation, spec_augment
 from mer_utils.branches import get_branch
-from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.config import RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
 from mer_utils.pipelines.audio_common import (
     BRANCH,
@@ -55,19 +58,23 @@ from mer_utils.pipelines.audio_common import (
     _population_files,
     _save_normalisation,
     clip_for_prediction,
+    clip_index,
     rows_table,
+    split_actors,
+    split_parts,
     split_tables,
     timed_answer,
-    write_audio_run,
 )
 from mer_utils.pipelines.audio_vectors import (
     SKLEARN_MODELS,
     _is_sklearn_run,
     file_prediction_sklearn,
-    fit_sklearn,
+    fit_vectors,
+    vector_features,
     vector_table,
+    vector_tables,
 )
-from mer_utils.pipelines.base import Settings
+from mer_utils.pipelines.base import Fitted, Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +89,7 @@ FEATURE_MASKS = {"freq_masks": 2, "max_freq_width": 6, "time_masks": 2, "max_tim
 @dataclass(frozen=True)
 class AudioSettings(Settings):
     """Training settings of an audio run (written to run.json ``"settings"``; the Keras models use all,
-    the scikit-learn models ``normalisation`` only)."""
+    the scikit-learn models ``normalisation`` and the split only)."""
 
     # Epoch limit (early stopping on validation loss usually stops much earlier).
     epochs: int = 60
@@ -97,6 +104,21 @@ class AudioSettings(Settings):
     width: int = 64
     # "speaker" (each speaker standardised with their own clips first) or "global".
     normalisation: str = "speaker"
+    # Actors of the test and val parts (None: drawn by actor_disjoint_split from the seed).
+    test_actors: tuple[int, ...] | None = None
+    val_actors: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"{type(self).__name__}: unknown normalisation {self.normalisation!r}; expected one of {NORMALISATIONS}"
+            )
+        for name in ("test_actors", "val_actors"):
+            actors = getattr(self, name)
+            if actors is not None:
+                # A list from a caller or run.json becomes a tuple: settings stay frozen and hashable.
+                object.__setattr__(self, name, tuple(int(actor) for actor in actors))
 
 
 # A full run; smoke runs (CI) train fewer epochs at half the width on one augmented copy.
@@ -129,68 +151,80 @@ def _ensemble(models: list):
     return keras.Model(inputs, outputs, name=f"{models[0].name}_ensemble{len(models)}")
 
 
-def train(
-    data: str | Path,
-    out: str | Path,
-    settings: AudioSettings | None = None,
-    *,
-    seed: int = DEFAULT_SEED,
-    smoke: bool = False,
-    model: str | None = None,
-    test_actors: list[int] | None = None,
-    val_actors: list[int] | None = None,
-    params: audio.MfccParams | None = None,
-    progress: bool = True,
-    **overrides,
-) -> dict:
-    """Train one MFCC model on a RAVDESS folder and write the run folder; return the test metrics.
+# --- training: the hooks of base.train ----------------------------------------------------------
 
-    ``model`` is cnn, lstm, bilstm, attention, ensemble (all four trained, their probabilities
-    averaged in one saved model), or logreg / svm / whisper (scikit-learn on clip vectors, see
-    :func:`mer_utils.pipelines.audio_vectors.fit_sklearn`); the default is :data:`DEFAULT_MODEL`. ``smoke``
-    shrinks epochs, width and augmentation for CI (``settings`` default to SMOKE or FULL,
-    :class:`AudioSettings`; ``overrides`` replace single fields, None meaning the default, e.g.
-    ``epochs=5``, ``normalisation="global"``). The split is ``actor_disjoint_split(seed)`` unless
-    ``test_actors`` / ``val_actors`` fix it.
-    """
+
+def index(data: str | Path | pd.DataFrame, settings: AudioSettings) -> pd.DataFrame:
+    """One clip with sound per take of ``data`` (a RAVDESS folder or index); skipped files in ``attrs["skipped"]``."""
+    found = clip_index(data)
+    found.attrs["data"] = "the given index" if isinstance(data, pd.DataFrame) else str(data)
+    return found
+
+
+def split(index: pd.DataFrame, settings: AudioSettings, seed: int) -> pd.DataFrame:
+    """Actor-disjoint, gender-balanced train / val / test parts, or the settings' fixed test and val actors."""
+    from mer_utils.ravdess import actor_disjoint_split
+
+    parts = actor_disjoint_split(
+        index, seed=seed, test_actors=settings.test_actors, val_actors=settings.val_actors
+    )
+    parts.attrs["data"] = index.attrs["data"]
+    return parts
+
+
+def features(index: pd.DataFrame, settings: AudioSettings, model: str, seed: int, progress: bool) -> dict:
+    """The model's inputs: clip vectors (scikit-learn models, :func:`audio_vectors.vector_features`)
+    or normalised MFCC sequences with augmented training copies (Keras models)."""
+    if model in SKLEARN_MODELS:
+        return vector_features(index, settings, model, seed, progress)
+    return _sequence_features(index, settings, seed, progress)
+
+
+def fit(features: dict, settings: AudioSettings, model: str, seed: int) -> Fitted:
+    """The fitted model: a scikit-learn pipeline (:func:`audio_vectors.fit_vectors`) or Keras networks
+    (one per member, averaged into one saved model)."""
+    if model in SKLEARN_MODELS:
+        return fit_vectors(features, settings, model, seed)
+    return _fit_networks(features, settings, model, seed)
+
+
+def tables(fitted: Fitted, features: dict, settings: AudioSettings, labels: list[str]) -> dict:
+    """Val and test prediction tables (clip_id = take), plus the out-of-fold table of scikit-learn models."""
+    if fitted.model_format == "sklearn":
+        return vector_tables(fitted, features, labels)
+    from mer_utils.training import predict_probabilities
+
+    inputs = {"val": features["x_val"], "test": features["x_test"]}
+    made = split_tables(
+        features["rows"],
+        features["parts"],
+        labels,
+        lambda part: predict_probabilities(fitted.model, inputs[part]),
+    )
     import keras
 
-    from mer_utils.config import set_seed
-    from mer_utils.models.audio import BUILDERS, SEQUENCE_MODELS, build_model
-    from mer_utils.pipelines.out_of_fold import network_reason
-    from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import save_model
-    from mer_utils.training import count_parameters, encode_labels, fit_classifier, predict_probabilities
+    # Notebooks train several networks in one process: free this one's graph (the model is saved).
+    keras.backend.clear_session()
+    return made
 
-    name = model or DEFAULT_MODEL
-    known = [*BUILDERS, ENSEMBLE_MODEL, *SKLEARN_MODELS]
-    if name not in known:
-        raise ValueError(f"unknown audio model {name!r}; expected one of {known}")
-    settings = base.settings_for(
-        BRANCH, smoke, settings, **{key: value for key, value in overrides.items() if value is not None}
-    )
+
+def split_record(index: pd.DataFrame, features: dict) -> dict:
+    """run.json's ``split``: the actors of each part with clips that have audio."""
+    return split_actors(features["rows"], features["parts"])
+
+
+def _sequence_features(index: pd.DataFrame, settings: AudioSettings, seed: int, progress: bool) -> dict:
+    """MFCC sequences of every clip, speaker- then globally standardised; augmented, masked training copies.
+
+    The training split's statistics standardise all parts; with speaker normalisation the average
+    training speaker is kept too (``speaker_population.npz``, for lone clips at prediction time).
+    """
+    from mer_utils.training import encode_labels
+
+    params = audio.MfccParams()
     normalisation = settings.normalisation
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {NORMALISATIONS}")
-    if name in SKLEARN_MODELS:
-        fitted = fit_sklearn(
-            data, out, name, seed, smoke, test_actors, val_actors, normalisation, progress=progress
-        )
-        fitted["info"] = {**fitted.get("info", {}), "settings": asdict(settings)}
-        return write_audio_run(out, name, seed, smoke, data, **fitted)
-    params = params or audio.MfccParams()
-    epochs = settings.epochs
     copies = settings.augmented_copies
-    ensemble_size = settings.ensemble_size
-    width = settings.width
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    set_seed(seed)
-
-    index, skipped = _index(data)
-    index = actor_disjoint_split(index, seed=seed, test_actors=test_actors, val_actors=val_actors)
     batch = audio.mfcc_batch(index, params, seed=seed, progress=progress)
-    skipped += batch.skipped
     rows = batch.rows
     labels = list(RAVDESS_EMOTIONS)
     speakers = rows["actor"].to_numpy()
@@ -203,10 +237,7 @@ def train(
     )
     x_all = _normalise(batch.features, speakers, normalisation, statistics)
     y_all = encode_labels(rows["emotion"], labels)
-    parts = {split: (rows["split"] == split).to_numpy() for split in ("train", "val", "test")}
-    for split, mask in parts.items():
-        if not mask.any():
-            raise ValueError(f"{data}: the {split} split has no clips with audio")
+    parts = split_parts(rows, index.attrs["data"])
 
     x_train, y_train = [x_all[parts["train"]]], [y_all[parts["train"]]]
     train_rows = rows[parts["train"]].reset_index(drop=True)
@@ -230,76 +261,92 @@ def train(
     originals = int(parts["train"].sum())
     if copies > 0:
         x_train[originals:] = _masked_copies(x_train[originals:], seed)
-    x_val = audio.apply_standardiser(x_all[parts["val"]], mean, std)
-    x_test = audio.apply_standardiser(x_all[parts["test"]], mean, std)
-    y_val = y_all[parts["val"]]
+    return {
+        "rows": rows,
+        "parts": parts,
+        "params": params,
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_val": audio.apply_standardiser(x_all[parts["val"]], mean, std),
+        "y_val": y_all[parts["val"]],
+        "x_test": audio.apply_standardiser(x_all[parts["test"]], mean, std),
+        "mean": mean,
+        "std": std,
+        "population": population,
+        "skipped": batch.skipped,
+        "progress": progress,
+    }
 
-    member_names = list(SEQUENCE_MODELS) if name == ENSEMBLE_MODEL else [name] * ensemble_size
+
+def _fit_networks(features: dict, settings: AudioSettings, model: str, seed: int) -> Fitted:
+    """Train ``model`` (``ensemble``: the four architectures; else ``ensemble_size`` seeds of one) with
+    :func:`mer_utils.training.fit_classifier`, each member seeded ``seed + member``; one averaged model."""
+    from mer_utils.config import set_seed
+    from mer_utils.models.audio import SEQUENCE_MODELS, build_model
+    from mer_utils.pipelines.out_of_fold import network_reason
+    from mer_utils.training import count_parameters, fit_classifier
+
+    x_train, y_train = features["x_train"], features["y_train"]
+    labels = list(RAVDESS_EMOTIONS)
+    copies = settings.augmented_copies
+    member_names = list(SEQUENCE_MODELS) if model == ENSEMBLE_MODEL else [model] * settings.ensemble_size
     members, fits = [], []
     for member, member_name in enumerate(member_names):
         set_seed(seed + member, keras=True)
-        network = build_model(member_name, x_train.shape[1:], len(labels), width=width)
+        network = build_model(member_name, x_train.shape[1:], len(labels), width=settings.width)
         fits.append(
             fit_classifier(
                 network,
                 x_train,
                 y_train,
-                x_val,
-                y_val,
-                epochs=epochs,
+                features["x_val"],
+                features["y_val"],
+                epochs=settings.epochs,
                 batch_size=settings.batch_size,
                 learning_rate=settings.learning_rate,
                 patience=settings.patience,
-                verbose=2 if progress else 0,
+                verbose=2 if features["progress"] else 0,
             )
         )
         members.append(network)
     network = _ensemble(members)
-    save_model(out, network, "keras")
-    _save_normalisation(out, mean, std)
-    if population is not None:
-        speakers_module.save_population(out, *population)
-    inputs = {"val": x_val, "test": x_test}
-    tables = split_tables(rows, parts, labels, lambda split: predict_probabilities(network, inputs[split]))
-    metrics = write_audio_run(
-        out,
-        name,
-        seed,
-        smoke,
-        data,
-        rows=rows,
-        parts=parts,
-        tables=tables,
-        skipped=skipped,
+    mean, std, population = features["mean"], features["std"], features["population"]
+
+    def write_files(out: Path) -> None:
+        _save_normalisation(out, mean, std)
+        if population is not None:
+            speakers_module.save_population(out, *population)
+
+    return Fitted(
+        model=network,
+        model_format="keras",
         # The first member's curves are the model's (notebook 03 plots them); every member's follow.
         history=fits[0].history,
         members=[f.history for f in fits],
         out_of_fold_reason=network_reason(sum(f.seconds for f in fits)),
         extra_model_files=(NORMALISATION_FILE,) + _population_files(population),
+        write_files=write_files,
         info={
-            "features": params.to_dict(),
+            "features": features["params"].to_dict(),
             "speaker_population_file": speakers_module.POPULATION_FILE if population is not None else None,
             "num_frames": int(x_train.shape[1]),
             "num_features": int(x_train.shape[2]),
-            "normalisation": normalisation,
+            "normalisation": settings.normalisation,
             "normalisation_file": NORMALISATION_FILE,
             "augmented_copies": copies,
             "spec_augment": FEATURE_MASKS if copies > 0 else None,
-            "ensemble_size": ensemble_size,
+            "ensemble_size": settings.ensemble_size,
             "members": member_names,
-            "width": width,
-            "settings": asdict(settings),
+            "width": settings.width,
         },
         metrics={
             "params": count_parameters(network),
             "train_seconds": float(sum(f.seconds for f in fits)),
             "epochs": int(sum(f.epochs for f in fits)),
             "train_samples": int(len(x_train)),
-            "normalisation": normalisation,
+            "normalisation": settings.normalisation,
         },
     )
-    keras.backend.clear_session()
-    return metrics
 
 
 def combine_runs(run_dirs: list[str | Path], out: str | Path) -> dict:

@@ -109,33 +109,13 @@ def rows_table(probabilities: np.ndarray, labels: list[str], rows: pd.DataFrame)
     )
 
 
-def write_audio_run(
-    out: Path,
-    name: str,
-    seed: int,
-    smoke: bool,
-    data,
-    rows: pd.DataFrame,
-    parts: dict,
-    tables: dict,
-    **fields,
-) -> dict:
-    """:func:`mer_utils.pipelines.base.write_run` for an audio run: the branch, its labels and its actor split."""
-    from mer_utils.config import RAVDESS_EMOTIONS
-    from mer_utils.pipelines.base import write_run
-
-    return write_run(
-        out,
-        branch=BRANCH,
-        labels=list(RAVDESS_EMOTIONS),
-        model=name,
-        seed=seed,
-        smoke=smoke,
-        data=data,
-        split=split_actors(rows, parts),
-        tables=tables,
-        **fields,
-    )
+def split_parts(rows: pd.DataFrame, data) -> dict[str, np.ndarray]:
+    """Masks of the train / val / test rows; a part without clips raises ``ValueError`` naming ``data``."""
+    parts = {split: (rows["split"] == split).to_numpy() for split in ("train", "val", "test")}
+    for split, mask in parts.items():
+        if not mask.any():
+            raise ValueError(f"{data}: the {split} split has no clips with audio")
+    return parts
 
 
 def clip_for_prediction(

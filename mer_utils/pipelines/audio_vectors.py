@@ -2,8 +2,9 @@
 
 ``logreg`` / ``svm`` on :func:`mer_utils.utterance.utterance_features` and ``whisper`` (logistic
 regression on :func:`mer_utils.whisper_encoder.clip_embedding`), each a StandardScaler +
-classifier pipeline saved as ``model.skops``; the split, normalisation and run folder are those of
-:mod:`mer_utils.pipelines.audio`.
+classifier pipeline saved as ``model.skops``. :func:`vector_features`, :func:`fit_vectors` and
+:func:`vector_tables` are the ``features``, ``fit`` and ``tables`` hooks of
+:mod:`mer_utils.pipelines.audio` for these models; the index, split and run folder are the branch's.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import pandas as pd
 
 from mer_utils import audio, utterance
 from mer_utils import speakers as speakers_module
-from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.config import DEFAULT_SEED
 from mer_utils.pipelines import out_of_fold
 from mer_utils.pipelines.audio_common import (
     BRANCH,
-    _index,
     _normalise,
     _normalise_for_prediction,
     _population_files,
     clip_for_prediction,
     rows_table,
+    split_parts,
     split_tables,
     timed_answer,
 )
-from mer_utils.pipelines.base import load_model
+from mer_utils.pipelines.base import Fitted, load_model
 
 # scikit-learn models on one vector per clip (saved as model.skops): "logreg" (L2 logistic regression)
 # and "svm" (RBF support vector machine with Platt probabilities) on utterance statistics, and
@@ -82,79 +83,68 @@ def _utterance_vectors(batch: audio.FeatureBatch, mode: str, speakers: np.ndarra
     return _normalise(batch.features[:, None, :], speakers, mode)[:, 0, :]
 
 
-def fit_sklearn(
-    data: str | Path,
-    out: str | Path,
-    name: str,
-    seed: int,
-    smoke: bool,
-    test_actors: list[int] | None,
-    val_actors: list[int] | None,
-    normalisation: str,
-    progress: bool = True,
-) -> dict:
-    """Fit a scikit-learn model on per-speaker-normalised clip vectors, save it in ``out``; return the run's parts.
+def vector_features(index: pd.DataFrame, settings, model: str, seed: int, progress: bool) -> dict:
+    """The audio branch's ``features`` hook for a scikit-learn model: one normalised vector per clip.
 
-    The returned dict (rows, parts, tables, skipped, extra_model_files, info, metrics) goes to
-    :func:`mer_utils.pipelines.audio_common.write_audio_run`, which writes the rest of the run folder.
+    Utterance statistics for logreg / svm (:func:`mer_utils.utterance.utterance_features`: MFCC +
+    delta statistics, log-mel band levels, spectral shape, pitch and energy) or the Whisper
+    embedding for whisper (:func:`mer_utils.whisper_encoder.clip_embedding`), cached; each speaker
+    is standardised with their own clips (no labels) when ``settings.normalisation`` is "speaker".
+    """
+    kind = FEATURE_KINDS[model]
+    features = _vector_features(kind)
+    batch = _vector_batch(kind, features, index, seed=seed, progress=progress)
+    rows = batch.rows
+    return {
+        "rows": rows,
+        "parts": split_parts(rows, index.attrs.get("data", "data")),
+        "raw": batch.features,
+        "x": _utterance_vectors(batch, settings.normalisation, rows["actor"].to_numpy()),
+        "y": rows["emotion"].astype(str).to_numpy(),
+        "kind": kind,
+        "features": features,
+        "model": model,
+        "seed": seed,
+        "data": index.attrs.get("data", "data"),
+        "skipped": batch.skipped,
+    }
 
-    One vector per clip: utterance statistics for logreg / svm (:func:`mer_utils.utterance.utterance_features`:
-    MFCC + delta statistics, log-mel band levels, spectral shape, pitch and energy) or the Whisper
-    embedding for whisper (:func:`mer_utils.whisper_encoder.clip_embedding`). Each speaker is
-    standardised with their own clips (no labels), then a scaler fitted on the training actors and the
-    classifier.
+
+def fit_vectors(features: dict, settings, model: str, seed: int) -> Fitted:
+    """The audio branch's ``fit`` hook for a scikit-learn model: scaler + classifier on the training actors.
+
+    With speaker normalisation the run also keeps the average training speaker
+    (``speaker_population.npz``): what a lone clip of an unknown speaker is normalised towards.
     """
     import time
 
-    from mer_utils.config import set_seed
-    from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import save_model
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    set_seed(seed)
-    index, skipped = _index(data)
-    index = actor_disjoint_split(index, seed=seed, test_actors=test_actors, val_actors=val_actors)
-    kind = FEATURE_KINDS[name]
-    features = _vector_features(kind)
-    batch = _vector_batch(kind, features, index, seed=seed, progress=progress)
-    skipped += batch.skipped
-    rows = batch.rows
-    labels = list(RAVDESS_EMOTIONS)
-    x_all = _utterance_vectors(batch, normalisation, rows["actor"].to_numpy())
-    y_all = rows["emotion"].astype(str).to_numpy()
-    parts = {split: (rows["split"] == split).to_numpy() for split in ("train", "val", "test")}
-    for split, mask in parts.items():
-        if not mask.any():
-            raise ValueError(f"{data}: the {split} split has no clips with audio")
+    x_all, y_all, parts, rows = features["x"], features["y"], features["parts"], features["rows"]
+    normalisation = settings.normalisation
     start = time.perf_counter()
-    pipeline = _fitted_sklearn_model(name, seed, x_all[parts["train"]], y_all[parts["train"]], data)
+    pipeline = _fitted_sklearn_model(
+        model, seed, x_all[parts["train"]], y_all[parts["train"]], features["data"]
+    )
     seconds = time.perf_counter() - start
-    save_model(out, pipeline, "sklearn")
     population = None
     if normalisation == "speaker":
-        # The average training speaker: what a lone clip of an unknown speaker is normalised towards.
         population = speakers_module.population_statistics(
-            batch.features[parts["train"]], rows.loc[parts["train"], "actor"].to_numpy()
+            features["raw"][parts["train"]], rows.loc[parts["train"], "actor"].to_numpy()
         )
-        speakers_module.save_population(out, *population)
-    tables = split_tables(
-        rows, parts, labels, lambda split: sklearn_probabilities(pipeline, x_all[parts[split]], labels)
-    )
-    start = time.perf_counter()
-    tables[out_of_fold.OOF_SPLIT] = _out_of_fold_table(name, seed, x_all, y_all, rows, parts, labels, data)
-    oof_seconds = time.perf_counter() - start
-    return dict(
-        rows=rows,
-        parts=parts,
-        tables=tables,
-        skipped=skipped,
+
+    def write_files(out: Path) -> None:
+        if population is not None:
+            speakers_module.save_population(out, *population)
+
+    return Fitted(
+        model=pipeline,
+        model_format="sklearn",
         extra_model_files=_population_files(population),
+        write_files=write_files,
         info={
             "model_file": SKLEARN_MODEL_FILE,
             "speaker_population_file": speakers_module.POPULATION_FILE if population is not None else None,
-            "feature_kind": kind,
-            "features": features,
+            "feature_kind": features["kind"],
+            "features": features["features"],
             "num_features": int(x_all.shape[1]),
             "normalisation": normalisation,
         },
@@ -164,9 +154,37 @@ def fit_sklearn(
             "epochs": 0,
             "train_samples": int(parts["train"].sum()),
             "normalisation": normalisation,
-            "out_of_fold_seconds": float(oof_seconds),
         },
     )
+
+
+def vector_tables(fitted: Fitted, features: dict, labels: list[str]) -> dict:
+    """The audio branch's ``tables`` for a scikit-learn model: val and test, plus the out-of-fold table.
+
+    The out-of-fold refits take seconds on cached vectors; their time joins the metrics.
+    """
+    import time
+
+    x_all, parts = features["x"], features["parts"]
+    tables = split_tables(
+        features["rows"],
+        parts,
+        labels,
+        lambda split: sklearn_probabilities(fitted.model, x_all[parts[split]], labels),
+    )
+    start = time.perf_counter()
+    tables[out_of_fold.OOF_SPLIT] = _out_of_fold_table(
+        features["model"],
+        features["seed"],
+        x_all,
+        features["y"],
+        features["rows"],
+        parts,
+        labels,
+        features["data"],
+    )
+    fitted.metrics["out_of_fold_seconds"] = float(time.perf_counter() - start)
+    return tables
 
 
 def _fitted_sklearn_model(name: str, seed: int, x: np.ndarray, y: np.ndarray, data):

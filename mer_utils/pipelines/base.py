@@ -423,7 +423,12 @@ class Fitted:
     # The branch's own run.json and metrics.json keys.
     info: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # Files beside the model that belong to it (hashed with it), and what writes them into the
+    # run folder after the model is saved (normalisation statistics, ...).
     extra_model_files: tuple[str, ...] = ()
+    write_files: Callable[[Path], None] | None = None
+    # Why predictions_oof.csv is not written (a network too slow to refit per actor), when it is not.
+    out_of_fold_reason: str | None = None
 
 
 def train(
@@ -445,10 +450,10 @@ def train(
     test), ``features(index, settings, model, seed, progress)`` (a dict; an optional ``"skipped"``
     list), ``fit(features, settings, model, seed)`` (a :class:`Fitted`), then the model is saved and
     ``tables(fitted, features, settings, labels)`` gives the val and test prediction tables for
-    :func:`write_run` (and may add to ``fitted.metrics`` figures read off them); run.json gets
-    ``"settings"``. ``settings`` defaults to the branch's
+    :func:`write_run` (and may add to ``fitted.metrics`` figures read off them; a "oof" table
+    becomes predictions_oof.csv); run.json gets ``"settings"``. ``settings`` defaults to the branch's
     SMOKE or FULL instance; ``overrides`` replace single fields (``mer train``'s ``--epochs``
-    lands here). A branch whose module still trains in one function (no hooks yet: audio,
+    lands here). A branch whose module still trains in one function (no hooks yet:
     spectrogram, video, text) is handed the same arguments (``module.train(data, out, seed=...,
     smoke=..., model=..., **overrides)``, with ``progress=`` if it takes it and ``settings=`` when given).
     Returns metrics.json.
@@ -482,6 +487,8 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_model(out, fitted.model, fitted.model_format)
+    if fitted.write_files is not None:
+        fitted.write_files(out)
     tables = module.tables(fitted, features, chosen, labels)
     split_record = getattr(module, "split_record", None)
     split = (
@@ -506,6 +513,7 @@ def train(
         extra_model_files=fitted.extra_model_files,
         info={**fitted.info, "settings": asdict(chosen)},
         metrics=fitted.metrics,
+        out_of_fold_reason=fitted.out_of_fold_reason,
     )
 
 
