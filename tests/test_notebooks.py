@@ -21,7 +21,9 @@ import pandas as pd
 import pytest
 
 from mer_utils.config import RAVDESS_EMOTIONS, TEXT_LABELS
+from mer_utils.default_runs import default_run
 from mer_utils.notebooks import RESULTS_MIME, execute_notebook, list_notebooks, read_results
+from mer_utils.pipelines import base
 
 NOTEBOOKS = list_notebooks()
 # Figures each notebook writes in smoke mode (file stems in the session's figures folder).
@@ -200,7 +202,11 @@ def check_01(results: dict, runs: Path) -> None:
 
 def check_02(results: dict, runs: Path) -> None:
     check_run_folder(results, RAVDESS_EMOTIONS)
-    assert results["model"] == "resnet50-scratch"  # smoke mode trains from scratch
+    # Smoke mode starts from the face-expression run that ships with the package (its CNN, its input size).
+    info = json.loads((Path(results["run_dir"]) / "run.json").read_text())
+    assert results["model"] == info["model"] == "init:cnn"
+    assert Path(info["init"]).resolve() == default_run("faces").resolve()
+    assert info["settings"]["input_size"] == base.run_info(default_run("faces"), "faces")["input_size"]
     assert 0.0 <= results["fallback_share"] <= 1.0
     occlusion = results["occlusion_accuracy"]
     assert set(occlusion) == {"0.0", "0.5", "0.75"}

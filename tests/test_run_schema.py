@@ -16,6 +16,7 @@ import pytest
 
 from mer_utils.branches import REGISTRY, branch_names, get_branch
 from mer_utils.config import RAVDESS_EMOTIONS, TEXT_LABELS
+from mer_utils.default_runs import default_run
 from mer_utils.pipelines import base, branch_module
 from mer_utils.runs import read_run_info, validate_run_info
 from tests.test_pipelines_faces import write_pattern_folder
@@ -56,7 +57,9 @@ TINY = {
         "augmented_copies": 0,
         "image_size": 32,
     },
-    "video": {"num_frames": 2, "clips_per_actor": 4, "frozen_epochs": 1},
+    # Started from the bundled faces run (a small CNN): a ResNet50's first step alone takes a minute
+    # here; the ResNet50 run folder is checked in tests/test_models_video.py.
+    "video": {"num_frames": 2, "clips_per_actor": 4, "frozen_epochs": 1, "init": default_run("faces")},
     "text": {"model": "nb"},
     "faces": {"epochs": 1, "val_share": 0.2, "test_share": 0.2},
 }

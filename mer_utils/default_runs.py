@@ -1,0 +1,41 @@
+"""Run folders that ship inside the package: a start that needs no training and no download.
+
+The video branch's offline start is a face-expression model trained on real faces (`mer train
+video --init RUN`); the package carries one such run, a small faces CNN trained on FER2013, so a
+fresh machine can use it at once (notebook 02 on a machine without the ImageNet weights of
+ResNet50). It is an ordinary run folder (``model.keras``, ``run.json`` with the model's SHA-256,
+``metrics.json``), loaded and checked like any other; ``scripts/build_default_runs.py`` rebuilds
+it from the FER2013 images and records its scores in ``results/default_runs.json``. FER2013 is
+for research and non-commercial use; so is a model trained on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Where the bundled run folders live (package data, installed with the package).
+DEFAULT_RUNS_DIR = Path(__file__).resolve().parent / "default_runs"
+# Bundled runs: name -> (branch, what it was trained on).
+DEFAULT_RUNS = {
+    "faces": ("faces", "FER2013 (train part), a faces CNN on 48-pixel grey crops"),
+}
+
+
+def default_run(name: str = "faces") -> Path:
+    """The folder of the bundled run ``name`` (checked: it holds a run.json of the right branch).
+
+    Raises ``ValueError`` for an unknown name and ``FileNotFoundError`` when the package was
+    installed without its run folders (rebuild them with ``scripts/build_default_runs.py``).
+    """
+    if name not in DEFAULT_RUNS:
+        raise ValueError(f"no bundled run named {name!r}; bundled: {sorted(DEFAULT_RUNS)}")
+    folder = DEFAULT_RUNS_DIR / name
+    if not (folder / "run.json").is_file():
+        raise FileNotFoundError(
+            f"{folder}: the bundled {name} run is missing from this installation; reinstall the package "
+            "or rebuild it with `python scripts/build_default_runs.py` (needs FER2013)"
+        )
+    from mer_utils.pipelines.base import run_info
+
+    run_info(folder, DEFAULT_RUNS[name][0])
+    return folder

@@ -1,0 +1,146 @@
+"""Rebuild the run folders that ship inside the package (mer_utils/default_runs/) and record their scores.
+
+The bundled faces run is the video branch's offline start (`mer train video --init`, notebook 02
+without ImageNet weights): the default faces CNN trained on FER2013's train/ for
+``BUNDLED_FACE_EPOCHS`` epochs (a short version of the recorded 30-epoch run, so the package stays
+small and the rebuild takes well under an hour on 2 cores), scored on validation/ (PublicTest).
+
+    .venv/bin/python scripts/build_default_runs.py [--data ../shared/data/faces/fer2013] [--epochs 5]
+        [--from-run RUN]        # package a finished `mer train faces` run instead of training one
+        [--results default_runs]
+
+Only the files needed to load and describe the run are copied (model.keras, run.json,
+metrics.json, history.json); run.json's ``data`` names the data by its placeholder
+(``DATA_DIR/faces/fer2013``), never a path of this machine. The run is loaded back through
+:func:`mer_utils.default_runs.default_run` (checksum checked) before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mer_utils.default_runs import DEFAULT_RUNS_DIR, default_run
+from mer_utils.results import command_line, placeholder_path, real_data_root, update_results
+from mer_utils.runs import (
+    FINGERPRINT_KEY,
+    MODEL_FILES_KEY,
+    model_file_hashes,
+    model_fingerprint,
+    save_model,
+    stamp_model_labels,
+)
+
+# Epochs of the bundled faces run (the recorded default run trains 30).
+BUNDLED_FACE_EPOCHS = 5
+# Files of a run folder the package carries.
+KEPT_FILES = ("model.keras", "run.json", "metrics.json", "history.json")
+SEED = 42
+
+
+def train_faces(data: Path, epochs: int, out: Path) -> float:
+    """Train the default faces model on ``data`` into ``out``; return the seconds it took."""
+    from mer_utils.pipelines import base
+
+    start = time.perf_counter()
+    base.train("faces", data, out, seed=SEED, epochs=epochs)
+    return time.perf_counter() - start
+
+
+def package_run(run: Path, target: Path) -> Path:
+    """Copy the kept files of ``run`` into ``target`` (replaced), with run.json's data as a placeholder."""
+    if not (run / "run.json").is_file():
+        raise FileNotFoundError(f"{run}: not a run folder (no run.json)")
+    partial = target.with_name(f"{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in KEPT_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, partial / name)
+    info = json.loads((partial / "run.json").read_text())
+    info["data"] = placeholder_path(str(info["data"]))
+    # The package carries the weights, not the optimizer's state (two more copies of every weight):
+    # re-saved uncompiled, label-stamped and hashed again as write_run does.
+    import keras
+
+    network = keras.models.load_model(partial / "model.keras", compile=False, safe_mode=True)
+    (partial / "model.keras").unlink()
+    save_model(partial, network, "keras")
+    stamp_model_labels(partial / "model.keras", info["labels"])
+    info[MODEL_FILES_KEY] = model_file_hashes(partial)
+    info[FINGERPRINT_KEY] = model_fingerprint(info["labels"], info[MODEL_FILES_KEY])
+    (partial / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def result_row(folder: Path, epochs: int, seconds: float | None) -> dict:
+    """The results row of a bundled faces run: test metrics, validation accuracy, size and training time."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    size_mb = sum(path.stat().st_size for path in folder.iterdir()) / 1e6
+    values = {"val accuracy": metrics["val"]["accuracy"], "size MB": round(size_mb, 1)}
+    if seconds is not None:
+        values["training min"] = round(seconds / 60, 1)
+    return {
+        "name": f"bundled faces run (faces CNN, {epochs} epochs)",
+        "key": "faces",
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "n": metrics["n"],
+        "values": values,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=real_data_root() / "faces" / "fer2013")
+    parser.add_argument("--epochs", type=int, default=BUNDLED_FACE_EPOCHS)
+    parser.add_argument("--from-run", type=Path, help="package this finished faces run instead of training")
+    parser.add_argument("--results", help="write results/NAME.json (e.g. default_runs)")
+    args = parser.parse_args(argv)
+    seconds = None
+    with tempfile.TemporaryDirectory(prefix="mer-default-run-") as scratch:
+        run = args.from_run
+        if run is None:
+            if not args.data.is_dir():
+                raise SystemExit(
+                    f"{args.data}: FER2013 not found (give --data DIR with train/ and validation/)"
+                )
+            run = Path(scratch) / "faces"
+            seconds = train_faces(args.data, args.epochs, run)
+        epochs = int(
+            json.loads((run / "run.json").read_text()).get("settings", {}).get("epochs", args.epochs)
+        )
+        package_run(run, DEFAULT_RUNS_DIR / "faces")
+    folder = default_run("faces")
+    row = result_row(folder, epochs, seconds)
+    print(json.dumps(row, indent=1))
+    if args.results:
+        update_results(
+            args.results,
+            [row],
+            command_line(__file__, argv),
+            {
+                "title": "Runs bundled with the package",
+                "data": {
+                    "path": "DATA_DIR/faces/fer2013",
+                    "description": "FER2013, 48x48 grey faces, 7 labels (no calm); train/ = Training, "
+                    "validation/ = PublicTest; research and non-commercial use",
+                },
+                "protocol": {
+                    "split": "a stratified 10% of train/ picks the epoch, the rest trains",
+                    "test": "validation/ (FER2013 PublicTest), never seen in training or selection",
+                },
+            },
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

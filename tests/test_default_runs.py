@@ -1,0 +1,96 @@
+"""The run that ships inside the package: found, checked, installed with the package, and a model that knows faces."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import tomllib
+
+import numpy as np
+import pytest
+
+from mer_utils.config import PACKAGE_PARENT, RAVDESS_EMOTIONS
+from mer_utils.default_runs import DEFAULT_RUNS, DEFAULT_RUNS_DIR, default_run
+from mer_utils.pipelines import base
+from tests.conftest import REAL_DATA
+
+
+def test_every_bundled_run_is_a_checked_run_folder_of_its_branch():
+    for name, (branch, _) in DEFAULT_RUNS.items():
+        folder = default_run(name)
+        info = base.run_info(folder, branch)
+        assert info["labels"] == list(RAVDESS_EMOTIONS)
+        # The data is named by its placeholder, never by a path of the machine that built it.
+        assert info["data"].startswith("DATA_DIR/"), info["data"]
+
+
+def test_unknown_or_missing_bundled_run_is_a_clear_error(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="no bundled run named 'speech'"):
+        default_run("speech")
+    monkeypatch.setattr("mer_utils.default_runs.DEFAULT_RUNS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="build_default_runs.py"):
+        default_run("faces")
+
+
+def test_bundled_files_are_package_data():
+    """`pip install .` copies exactly the files setuptools' package-data patterns match."""
+    pyproject = tomllib.loads((PACKAGE_PARENT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["mer_utils"]
+    files = [
+        path for path in DEFAULT_RUNS_DIR.rglob("*") if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert files
+    package = DEFAULT_RUNS_DIR.parent
+    for path in files:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+def test_a_changed_model_file_is_refused(tmp_path):
+    copy = shutil.copytree(default_run("faces"), tmp_path / "faces")
+    model = copy / "model.keras"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="model.keras"):
+        base.load_model(copy, "faces")
+
+
+@pytest.mark.slow
+def test_bundled_faces_run_reads_a_real_face_and_not_a_blank(tmp_path):
+    """A real photographed face gets a distribution over the FER2013 labels (calm stays 0); a grey square differs."""
+    import matplotlib.cbook
+    from PIL import Image
+
+    run = default_run("faces")
+    model = base.load_model(run, "faces")
+    face = tmp_path / "face.png"
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    Image.open(photo).convert("RGB").save(face)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((96, 96, 3), 128, dtype=np.uint8)).save(blank)
+    answers = [base.predict_file(run, path, model=model) for path in (face, blank)]
+    for answer in answers:
+        assert answer["available"], answer["reason"]
+        p = np.asarray(answer["probabilities"], dtype=float)
+        np.testing.assert_allclose(p.sum(), 1.0, atol=1e-5)
+        assert p[list(RAVDESS_EMOTIONS).index("calm")] == 0.0
+    assert np.abs(np.subtract(*[a["probabilities"] for a in answers])).max() > 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_bundled_faces_run_is_well_above_chance_on_fer2013_validation(tmp_path):
+    """On 280 FER2013 validation faces (40 per label) the bundled run is right far more often than 1 in 7."""
+    folder = REAL_DATA / "faces" / "fer2013" / "validation"
+    if not folder.is_dir():
+        pytest.skip(f"FER2013 not found at {folder}")
+    sample = tmp_path / "sample"
+    for label_folder in sorted(p for p in folder.iterdir() if p.is_dir()):
+        (sample / label_folder.name).mkdir(parents=True)
+        for image in sorted(label_folder.iterdir())[:40]:
+            (sample / label_folder.name / image.name).symlink_to(image)
+    table = base.predict_table(default_run("faces"), sample)
+    assert len(table) == 280
+    accuracy = float((table["true_label"] == table["pred_label"]).mean())
+    assert accuracy > 0.45, accuracy
