@@ -86,7 +86,7 @@ def result_row(folder: Path, epochs: int, seconds: float | None) -> dict:
     size_mb = sum(path.stat().st_size for path in folder.iterdir()) / 1e6
     values = {"val accuracy": metrics["val"]["accuracy"], "size MB": round(size_mb, 1)}
     if seconds is not None:
-        values["training min"] = round(seconds / 60, 1)
+        values["training min (shared CPU)"] = round(seconds / 60, 1)
     return {
         "name": f"bundled faces run (faces CNN, {epochs} epochs)",
         "key": "faces",
