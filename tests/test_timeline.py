@@ -205,10 +205,9 @@ def test_cli_writes_the_csv_and_the_plot_beside_it(face_run, audio_run, joined_c
 def test_a_fusion_folder_fuses_the_windows_as_mer_predict_does(audio_run, demo_dir, joined_clip, tmp_path):  # noqa: F811
     # `mer fuse` needs runs validated on the same clips: a second audio run on the demo set.
     from mer_utils.fusion.io import fuse_runs
-    from mer_utils.pipelines import audio
 
     other = tmp_path / "svm"
-    audio.train(demo_dir, other, seed=3, model="svm", smoke=True, progress=False)
+    base.train("audio", demo_dir, other, seed=3, model="svm", smoke=True, progress=False)
     fusion = tmp_path / "fusion"
     fuse_runs([audio_run, other], fusion, seed=0, n_boot=20)
     loaded = load_models([audio_run, other], fusion=fusion, warm_up=False)
