@@ -18,6 +18,7 @@ says so.
 
 ``--executed DIR`` only prints the per-cell breakdown of notebooks already executed there.
 ``--results demo_time`` writes results/demo_time.json; then ``python scripts/render_results.py``.
+``--record OUT --results demo_time`` writes it from the output of an earlier ``--fresh`` run.
 """
 
 from __future__ import annotations
@@ -218,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument(
         "--executed", type=Path, help="only print the cell breakdown of executed notebooks in DIR"
     )
+    mode.add_argument(
+        "--record",
+        type=Path,
+        help="a record --fresh printed (JSON, e.g. measured with a Python outside the venv): only write --results",
+    )
     parser.add_argument("--warm", action="store_true", help="with --fresh: run `make demo` a second time too")
     parser.add_argument("--keep", type=Path, help="with --fresh: work in this new folder and keep it")
     parser.add_argument("--results", help="write results/NAME.json (e.g. demo_time)")
@@ -225,22 +231,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.executed:
         print_breakdown(args.executed)
         return 0
-    record = measure_fresh(args.keep, args.warm)
-    print(json.dumps(record, indent=1))
+    if args.record:
+        text = args.record.read_text()
+        record = json.loads(text[text.index("{") :])
+        command = "python scripts/benchmark_demo.py --fresh" + (" --warm" if "warm" in record else "")
+    else:
+        record = measure_fresh(args.keep, args.warm)
+        print(json.dumps(record, indent=1))
+        command = None
     if args.results:
+        # Imported here: --fresh alone runs with any Python 3.11, the package need not be installed.
         from mer_utils.results import command_line, update_results
 
+        command = command or command_line(__file__, argv)
         busy = record["load_before"] > 0.5 * record["cpus"]
         update_results(
             args.results,
             result_rows(record),
-            command_line(__file__, argv),
+            command,
             {
                 "title": "Time of a first `make demo` on a fresh clone",
                 "data": {"path": "data/demo", "description": "the synthetic demo set (`mer demo-data`)"},
                 "protocol": {
                     "split": (
-                        f"a fresh clone of HEAD with a new empty home (no pip, Keras, matplotlib or numba cache) on "
+                        f"a fresh clone of HEAD with a new empty home (no pip, Keras, matplotlib or numba cache) and no "
+                        f"real data beside it (notebook 07 trains on the demo clips' faces, as on a student's laptop) on "
                         f"{record['cpus']} CPU cores without a GPU; load average {record['load_before']} before, "
                         f"{record['load_after']} after" + (" (other jobs were running)" if busy else "")
                     ),
