@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from mer_utils.workers import default_threads, thread_environment
+
 # Files a folder walk picks up as clips (what the clip branches and `mer index` read).
 MEDIA_SUFFIXES = (".mp4", ".wav", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4a", ".mp3", ".flac")
 # A PATH with one of these suffixes is a text file listing clips, one per line.
@@ -49,15 +51,6 @@ FLUSH_SECONDS = 15.0
 CHUNKS_PER_WORKER = 4
 # Times a task may take its worker down before Dask gives up on it (then it is retried clip by clip).
 ALLOWED_FAILURES = 1
-# Environment variables that set the math threads of a worker process.
-THREAD_ENV = (
-    "MER_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
-)
 
 
 class BatchError(ValueError):
@@ -281,8 +274,7 @@ def configure_threads(threads: int) -> None:
     """
     import sys
 
-    for name in THREAD_ENV:
-        os.environ[name] = str(1 if name == "TF_NUM_INTEROP_THREADS" else threads)
+    os.environ.update(thread_environment(threads))
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 
@@ -425,11 +417,6 @@ def check_manifest(out: Path, manifest: dict) -> None:
     os.replace(temporary, path)
 
 
-def default_threads(workers: int) -> int:
-    """Math threads per worker so that workers x threads = the cores of this machine."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
 def predict_batch(
     paths: Iterable[str | Path],
     run_dirs: Sequence[str | Path],
@@ -568,7 +555,7 @@ def _run_dask(
         else:
             count = workers or 1
             per_worker = threads or default_threads(count)
-            env = {name: str(1 if name == "TF_NUM_INTEROP_THREADS" else per_worker) for name in THREAD_ENV}
+            env = thread_environment(per_worker)
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=count,

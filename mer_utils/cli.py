@@ -296,7 +296,9 @@ def _predict_batch(args: argparse.Namespace) -> int:
 def cmd_notebooks(args: argparse.Namespace) -> int:
     from mer_utils.notebooks import run_notebooks
 
-    results = run_notebooks(smoke=args.smoke, only=args.only, timeout=args.timeout, runs_dir=args.runs_dir)
+    results = run_notebooks(
+        smoke=args.smoke, only=args.only, timeout=args.timeout, runs_dir=args.runs_dir, jobs=args.jobs
+    )
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
 
@@ -480,6 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks.add_argument("--smoke", action="store_true", help="MER_SMOKE_TEST=1: small and fast")
     notebooks.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 05")
     notebooks.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    notebooks.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebooks run at once, each with its share of the cores (a notebook waits for those it reads)",
+    )
     notebooks.add_argument(
         "--runs-dir",
         type=Path,

@@ -32,6 +32,10 @@ QUIET_KERNEL_ENV = {
 }
 # ipykernel would forward low-level (C++) stderr into the notebook; it goes to the log file instead.
 KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
+# The notebooks (by number) whose run folders or caches a notebook reads: with ``jobs > 1`` it starts
+# only after them. 04 compares with 03's MFCC runs, 06 fuses the runs of 02-04, and 07 reuses the face
+# crops 02 caches (run together, both would cut the same faces).
+NEEDS = {"04": ("03",), "06": ("02", "03", "04"), "07": ("02",)}
 # MIME type of the key numbers a notebook records (:func:`record_results`); tests read them back.
 RESULTS_MIME = "application/vnd.mer.results+json"
 
@@ -186,43 +190,82 @@ def run_notebooks(
     timeout: int = 1800,
     runs_dir: Path | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
+    jobs: int = 1,
 ) -> list[dict]:
-    """Execute the notebooks in order; print one line per notebook (name, status, seconds, error) and a summary.
+    """Execute the notebooks; print one line per notebook (name, status, seconds, error) and a summary.
 
-    A failing notebook is reported and the next one still runs (later notebooks train
-    what they need themselves when an earlier run folder is missing). Runs, caches and the
-    executed copies go to ``runs_dir`` (default ``runs/notebooks/<smoke|full>``).
+    ``jobs=1`` runs them one after the other in order. ``jobs=N`` runs up to N kernels at once, a
+    notebook starting only once the notebooks it reads (:data:`NEEDS`) have ended; lines come in the
+    order notebooks end. The kernels are not capped to a share of the cores: one kernel's
+    single-threaded stretches (decoding, features, plots) leave the other the spare core, and the
+    last notebook running gets them all.
+    A failing notebook is reported and the others still run (later notebooks train what they need
+    themselves when an earlier run folder is missing). Runs, caches and the executed copies go to
+    ``runs_dir`` (default ``runs/notebooks/<smoke|full>``). Returns the results in notebook order.
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     notebooks = list_notebooks(only, notebook_dir)
     runs_dir = Path(runs_dir) if runs_dir is not None else notebook_runs_dir(smoke)
+    parallel = jobs > 1 and len(notebooks) > 1
     print(
-        f"executing {len(notebooks)} notebooks in {mode_name(smoke)} mode; runs, caches and executed copies "
-        f"in {runs_dir}",
+        f"executing {len(notebooks)} notebooks in {mode_name(smoke)} mode"
+        + (f", {jobs} at a time" if parallel else "")
+        + f"; runs, caches and executed copies in {runs_dir}",
         flush=True,
     )
-    results = []
-    started = time.perf_counter()
-    for path in notebooks:
+
+    def execute(path: Path) -> dict:
         start = time.perf_counter()
         status, error = "ok", ""
         try:
             execute_notebook(
-                path, smoke=smoke, timeout=timeout, runs_dir=runs_dir, progress=sys.stderr.isatty()
+                path,
+                smoke=smoke,
+                timeout=timeout,
+                runs_dir=runs_dir,
+                progress=sys.stderr.isatty() and not parallel,
             )
-        except Exception as exc:  # report every failure, then go on with the next notebook
+        except Exception as exc:  # report every failure, then go on with the other notebooks
             status, error = "failed", error_line(exc)
         seconds = time.perf_counter() - start
-        results.append(
-            {"notebook": path.name, "status": status, "seconds": round(seconds, 1), "error": error}
-        )
         print(f"{path.name:42s} {status:6s} {seconds:7.1f} s  {error}".rstrip(), flush=True)
-    failed = sum(r["status"] != "ok" for r in results)
+        return {"notebook": path.name, "status": status, "seconds": round(seconds, 1), "error": error}
+
+    started = time.perf_counter()
+    results: dict[str, dict] = {}
+    # In parallel, the notebooks others wait for start first (the longest chain decides the total).
+    waiting = sorted(notebooks, key=lambda p: -len(_waiting_for(p.name[:2]))) if parallel else list(notebooks)
+    running: dict = {}
+    with ThreadPoolExecutor(max_workers=jobs if parallel else 1) as pool:
+        while waiting or running:
+            for path in list(waiting):
+                if len(running) >= (jobs if parallel else 1):
+                    break
+                needs = {p.name for p in waiting} | {p.name for p in running.values()}
+                if any(name[:2] in NEEDS.get(path.name[:2], ()) for name in needs):
+                    continue
+                waiting.remove(path)
+                running[pool.submit(execute, path)] = path
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[running.pop(future).name] = future.result()
+    ordered = [results[path.name] for path in notebooks]
+    failed = sum(r["status"] != "ok" for r in ordered)
     print(
-        f"{len(results) - failed} passed, {failed} failed in {time.perf_counter() - started:.0f} s "
+        f"{len(ordered) - failed} passed, {failed} failed in {time.perf_counter() - started:.0f} s "
         f"(executed copies and kernel logs in {runs_dir / 'executed'})",
         flush=True,
     )
-    return results
+    return ordered
+
+
+def _waiting_for(number: str) -> set[str]:
+    """The notebooks (by number) that wait, directly or through others, for notebook ``number`` (:data:`NEEDS`)."""
+    waiting = {later for later, needs in NEEDS.items() if number in needs}
+    return waiting.union(*(_waiting_for(later) for later in waiting))
 
 
 def _plain(value):

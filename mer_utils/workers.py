@@ -11,6 +11,26 @@ import time
 PR_SET_PDEATHSIG = 1
 # How often (seconds) the fallback thread checks whether the parent is still alive.
 PARENT_POLL_SECONDS = 0.5
+# Environment variables that set the math threads of a process (BLAS, OpenMP, TensorFlow, CTranslate2
+# through MER_THREADS); they reach the libraries a process has not loaded yet.
+THREAD_ENV = (
+    "MER_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+
+
+def default_threads(processes: int) -> int:
+    """Math threads per process so that processes x threads = the cores of this machine."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """The :data:`THREAD_ENV` values that cap a new process at ``threads`` math threads (one inter-op thread)."""
+    return {name: str(1 if name == "TF_NUM_INTEROP_THREADS" else threads) for name in THREAD_ENV}
 
 
 def exit_with_parent() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from mer_utils import notebooks as notebooks_module
 from mer_utils.config import RUNS_DIR
 from mer_utils.notebooks import (
     NoNotebooksError,
@@ -116,3 +117,38 @@ def test_run_notebooks_isolates_runs_reports_each_and_stays_quiet(tmp_path, caps
     assert "oneDNN" in (runs / "executed" / "logs" / "01_probe.log").read_text()
     # The kernels talked over local sockets in a private folder, none left in the notebooks' folder.
     assert sorted(p.name for p in notebooks.iterdir()) == ["01_probe.ipynb", "02_fails.ipynb"]
+
+
+def test_parallel_notebooks_run_side_by_side_and_wait_for_the_runs_they_read(tmp_path, monkeypatch, capsys):
+    # 02 reads what 01 writes; 03 reads nothing. Each kernel notes when it ran.
+    stamp = """
+import json, time
+from mer_utils.config import RUNS_DIR
+RUNS_DIR.mkdir(parents=True, exist_ok=True)
+start = time.time()
+time.sleep({sleep})
+(RUNS_DIR / "{name}.json").write_text(json.dumps({{"start": start, "end": time.time()}}))
+"""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name, sleep in (("01_writes", 6), ("02_reads", 0), ("03_alone", 0)):
+        write_notebook(notebooks / f"{name}.ipynb", stamp.format(name=name, sleep=sleep))
+    monkeypatch.setattr(notebooks_module, "NEEDS", {"02": ("01",)})
+    runs = tmp_path / "runs"
+
+    results = run_notebooks(smoke=True, runs_dir=runs, notebook_dir=notebooks, timeout=120, jobs=2)
+
+    assert [r["notebook"] for r in results] == ["01_writes.ipynb", "02_reads.ipynb", "03_alone.ipynb"]
+    assert all(r["status"] == "ok" for r in results)
+    seen = {
+        name: json.loads((runs / f"{name}.json").read_text())
+        for name in ("01_writes", "02_reads", "03_alone")
+    }
+    assert seen["02_reads"]["start"] >= seen["01_writes"]["end"]  # waited for the run it reads
+    assert seen["03_alone"]["start"] < seen["01_writes"]["end"]  # ran beside 01 instead of after it
+    assert "3 notebooks in smoke mode, 2 at a time" in capsys.readouterr().out
+
+
+def test_jobs_below_one_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--jobs must be at least 1"):
+        run_notebooks(runs_dir=tmp_path, jobs=0)
