@@ -36,16 +36,19 @@ setup-embeddings: $(STAMP)
 demo-data: $(STAMP)
 	$(BIN)/mer demo-data data/demo
 
-# The main job: every notebook on the demo data (full mode), figures into figures/.
+# The main job: every notebook on the demo data (full mode), figures into figures/; two at a time (one
+# core each), a notebook waiting for the ones whose runs it reads.
 demo: demo-data
-	$(BIN)/mer notebooks
+	$(BIN)/mer notebooks --jobs 2
 
-# The test command CI runs: unit tests, then every notebook headless in smoke mode; the 20 slowest
-# tests are listed at the end so a test that grows slow is seen.
+# The test command CI runs: unit tests and every notebook headless in smoke mode, in TEST_WORKERS
+# processes (pytest-xdist; a test file stays on one worker, so its fixtures are built once); the 20
+# slowest tests are listed at the end so a test that grows slow is seen.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python scripts/check_notebooks_clean.py
-	MER_SMOKE_TEST=1 $(BIN)/python -m pytest --durations=20
+	MER_SMOKE_TEST=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebooks"

@@ -11,6 +11,12 @@ from pathlib import Path
 import pytest
 
 from mer_utils.config import PACKAGE_PARENT
+from mer_utils.workers import default_threads, thread_environment
+
+# Under pytest-xdist (make test) each worker process gets its share of the cores as math threads
+# (TensorFlow, BLAS, CTranslate2), so two workers on two cores do not fight over them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.update(thread_environment(default_threads(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 # Real data for development lives beside the checkout (never inside it); MER_REAL_DATA overrides.
 REAL_DATA = Path(os.environ.get("MER_REAL_DATA", PACKAGE_PARENT.parent / "shared" / "data"))
@@ -59,3 +65,9 @@ def loopback_server(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def pytest_collection_modifyitems(items):
+    """The notebook tests first: under pytest-xdist their file is the longest unit of work, so it starts
+    at once on one worker while the other takes the many short files."""
+    items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)
