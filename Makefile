@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-embeddings demo demo-data test test-fast lint clean
+.PHONY: setup setup-embeddings demo demo-data notebooks test test-fast lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if that is 3.11)"; exit 1; }
@@ -36,10 +36,14 @@ setup-embeddings: $(STAMP)
 demo-data: $(STAMP)
 	$(BIN)/mer demo-data data/demo
 
-# The main job: every notebook on the demo data (full mode), figures into figures/; two at a time (one
-# core each), a notebook waiting for the ones whose runs it reads.
+# The main job: every notebook on the demo data (full mode), figures into figures/; NOTEBOOK_JOBS at a
+# time, a notebook waiting for the ones whose runs it reads.
+NOTEBOOK_JOBS ?= 2
 demo: demo-data
-	$(BIN)/mer notebooks --jobs 2
+	$(MAKE) --no-print-directory notebooks
+
+notebooks: $(STAMP)
+	$(BIN)/mer notebooks --jobs $(NOTEBOOK_JOBS)
 
 # The test command CI runs: unit tests and every notebook headless in smoke mode, in TEST_WORKERS
 # processes (pytest-xdist; a test file stays on one worker, so its fixtures are built once); the 20
