@@ -140,7 +140,10 @@ def detect_layout(root: str | Path) -> str:
             "(columns path,label[,speaker][,corpus])"
         )
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder or manifest CSV")
+        raise FileNotFoundError(
+            f"{root}: data folder does not exist (nor a manifest CSV); run `mer demo-data {root}` "
+            f"or `mer download {root}`, or give a corpus folder"
+        )
     files = _clip_files(root)
     counts = {name: sum(bool(pattern.match(p.stem)) for p in files) for name, pattern in PATTERNS.items()}
     found = {name: count for name, count in counts.items() if count}
@@ -250,6 +253,15 @@ def _label_folder_rows(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
         row["speaker"] = row["clip_id"].split(":", 1)[1]  # a lone speaker per clip
         rows.append(row)
     return rows, skipped
+
+
+def is_manifest(csv: str | Path) -> bool:
+    """Whether a CSV's header holds the manifest columns ``path`` and ``label``."""
+    try:
+        header = pd.read_csv(csv, nrows=0).columns
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return False
+    return set(MANIFEST_REQUIRED) <= {str(c).strip().lower() for c in header}
 
 
 def _manifest_rows(csv: Path) -> tuple[list[dict], list[tuple[str, str]], bool]:
@@ -493,3 +505,20 @@ def speaker_summary(index: pd.DataFrame) -> pd.DataFrame:
             "max_clips": grouped.max(),
         }
     )
+
+
+def scored_speakers(table: pd.DataFrame) -> dict:
+    """``mer evaluate``'s ``actors`` (RAVDESS actor numbers of RAVDESS-named paths) and, when the
+    prediction table has a ``speaker`` column, its ``speakers``."""
+    from mer_utils.ravdess import parse_filename
+
+    actors = set()
+    for path in table["path"].astype(str):
+        try:
+            actors.add(parse_filename(path).actor)
+        except ValueError:
+            continue
+    result: dict = {"actors": sorted(actors)}
+    if "speaker" in table.columns:
+        result["speakers"] = sorted(set(table["speaker"].astype(str)), key=_natural)
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,13 @@ def test_manifest_paths_are_relative_to_the_csv_and_bad_rows_are_skipped(tmp_pat
     assert "mine.csv line 3" in reasons[0] and "'boredom'" in reasons[0]
     assert "mine.csv line 5" in reasons[1] and "no such file" in reasons[1]
 
+    # `mer train audio|spectrogram --data mine.csv` takes it; the video branch does not.
+    from mer_utils import cli
+
+    cli._check_train_data("audio", manifest)
+    with pytest.raises(ValueError, match="mine.csv: is a CSV file; video needs"):
+        cli._check_train_data("video", manifest)
+
     broken = tmp_path / "broken.csv"
     broken.write_text("file,emotion\nx.wav,angry\n")
     with pytest.raises(ValueError, match=r"broken\.csv: manifest lacks the column\(s\) \['path', 'label'\]"):
@@ -255,3 +263,53 @@ def test_the_real_shared_corpora_count_their_speakers_and_labels():
     parts = corpora.speaker_disjoint_split(index)
     assert parts.groupby("speaker")["split"].nunique().max() == 1
     assert isinstance(corpora.speaker_summary(index), pd.DataFrame)
+
+
+def test_one_ravdess_folder_gives_the_same_index_and_split_as_before(demo_dir):
+    from mer_utils.pipelines import audio
+    from mer_utils.ravdess import actor_disjoint_split, audio_takes
+
+    before = audio_takes(demo_dir)
+    after = corpora.audio_index(demo_dir)
+    pd.testing.assert_frame_equal(after[list(before.columns)], before)
+    assert list(after.columns) == [*before.columns, "speaker", "corpus"]
+    assert set(after["corpus"]) == {"ravdess"}
+    assert (after["speaker"] == [f"ravdess:{a:02d}" for a in after["actor"]]).all()
+    assert after.attrs["skipped"] == before.attrs["skipped"]
+    for seed in (3, 42):
+        old = actor_disjoint_split(before, seed=seed)["split"]
+        assert corpora.speaker_disjoint_split(after, seed=seed)["split"].tolist() == old.tolist()
+        # The audio branch's own hooks: the same rows, the same split.
+        hooked = audio.split(audio.index(demo_dir, audio.SMOKE), audio.SMOKE, seed)
+        assert hooked["path"].tolist() == before["path"].tolist() and hooked["split"].tolist() == old.tolist()
+    # An index DataFrame (what notebooks pass) gets the same two columns.
+    assert corpora.audio_index(before)[["speaker", "corpus"]].equals(after[["speaker", "corpus"]])
+
+
+def test_mer_train_audio_reads_several_corpora_and_mer_index_counts_them(tmp_path, monkeypatch, capsys):
+    import json
+
+    from mer_utils import cli
+    from mer_utils.runs import read_predictions
+
+    monkeypatch.setattr(sys.modules[__name__], "SECONDS", 1.0)  # utterance statistics need a second
+    sources = _many_speakers(tmp_path)
+    assert cli.main(["index", *map(str, sources)]) == 0
+    out = capsys.readouterr().out
+    assert "30 clips, 15 speakers, 3 corpora" in out
+    assert "urdu:SM1" in out and "turev-db:1984" in out and "emo-db:03" in out
+    assert "speaker-disjoint split inside each corpus" in out
+
+    run = tmp_path / "run"
+    argv = ["train", "audio", "--data", *map(str, sources), "--out", str(run), "--model", "logreg", "--smoke"]
+    assert cli.main(argv) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["data"] == ", ".join(map(str, sources))
+    split = info["split"]
+    assert not set(split["train"]) & set(split["test"]) and not set(split["val"]) & set(split["test"])
+    test = read_predictions(run, "test")
+    assert set(test["corpus"]) == {"urdu", "turev-db", "emo-db"}
+    assert (test["speaker"].str.split(":").str[0] == test["corpus"]).all()
+    # Several --data stay refused for a branch that reads only RAVDESS folders.
+    assert cli.main(["train", "video", "--data", *map(str, sources[:2]), "--out", str(tmp_path / "v")]) == 2
+    assert "several sources are for text, audio, spectrogram" in capsys.readouterr().err

@@ -155,17 +155,21 @@ def _ensemble(models: list):
 
 
 def index(data: str | Path | pd.DataFrame, settings: AudioSettings) -> pd.DataFrame:
-    """One clip with sound per take of ``data`` (a RAVDESS folder or index); skipped files in ``attrs["skipped"]``."""
+    """One clip with sound per take of ``data`` (corpus sources or an index); skipped files in ``attrs["skipped"]``."""
     found = clip_index(data)
-    found.attrs["data"] = "the given index" if isinstance(data, pd.DataFrame) else str(data)
+    if isinstance(data, pd.DataFrame):
+        found.attrs["data"] = "the given index"
+    else:
+        found.attrs["data"] = ", ".join(map(str, data)) if isinstance(data, list | tuple) else str(data)
     return found
 
 
 def split(index: pd.DataFrame, settings: AudioSettings, seed: int) -> pd.DataFrame:
-    """Actor-disjoint, gender-balanced train / val / test parts, or the settings' fixed test and val actors."""
-    from mer_utils.ravdess import actor_disjoint_split
+    """Speaker-disjoint (inside each corpus), gender-balanced train / val / test parts, or the settings'
+    fixed test and val actors (:func:`mer_utils.corpora.speaker_disjoint_split`)."""
+    from mer_utils.corpora import speaker_disjoint_split
 
-    parts = actor_disjoint_split(
+    parts = speaker_disjoint_split(
         index, seed=seed, test_actors=settings.test_actors, val_actors=settings.val_actors
     )
     parts.attrs["data"] = index.attrs["data"]
@@ -471,8 +475,10 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
 
 
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
-    """The actors scored by ``mer evaluate``."""
-    return {"actors": sorted({int(Path(p).stem.split("-")[-1]) for p in table["path"]})}
+    """The RAVDESS actors and the speakers scored by ``mer evaluate``."""
+    from mer_utils.corpora import scored_speakers
+
+    return scored_speakers(table)
 
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:

@@ -633,7 +633,7 @@ def write_run(
         model=model,
         seed=int(seed),
         smoke=bool(smoke),
-        data=str(data),
+        data=", ".join(map(str, data)) if isinstance(data, list | tuple) else str(data),
         split=split,
         **info,
     )
