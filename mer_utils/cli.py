@@ -199,11 +199,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     branch = base.run_info(args.run_dir)["branch"]
     if columns and get_branch(branch).reads != "text":
         raise ValueError(f"{args.run_dir}: a {branch} run; --text-column / --label-column are for text runs")
-    metrics = base.evaluate(args.run_dir, _one_or_several(branch, args.data), **columns)
+    metrics = base.evaluate(
+        args.run_dir, _one_or_several(branch, args.data), labels=args.labels, out=args.out, **columns
+    )
     if args.json:
         _print_json(metrics)
     else:
         print(format_metrics(metrics, ("accuracy", "macro_precision", "macro_recall", "macro_f1")))
+        if "left_out" in metrics:
+            counts = ", ".join(
+                f"{label or '(none)'} {n}" for label, n in metrics["left_out"]["by_label"].items()
+            )
+            print(
+                f"scored {' '.join(args.labels)} only; {metrics['left_out']['n']} rows left out ({counts or 'none'})"
+            )
+        for corpus, entry in metrics.get("per_corpus", {}).items():
+            note = f"  {entry['note']}" if "note" in entry else ""
+            print(
+                f"  {corpus}: accuracy {entry['accuracy']:.3f}  macro_f1 {entry['macro_f1']:.3f}  (n={entry['n']}){note}"
+            )
+    if args.out is not None:
+        print(f"predictions and metrics written to {args.out}")
     return 0
 
 
@@ -458,7 +474,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="+",
         required=True,
-        help="the data to score (a text run takes several sources)",
+        help="the data to score: several sources for text, audio and spectrogram runs (corpus folders "
+        "or manifest CSVs, see `mer index`)",
+    )
+    evaluate.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="score only these classes (e.g. angry happy neutral sad): rows of other labels are left out "
+        "and counted, the prediction is the most probable of these",
+    )
+    evaluate.add_argument(
+        "--out", type=Path, default=None, help="write OUT/predictions.csv and OUT/metrics.json"
     )
     evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
     for flag, what in (("--text-column", "text"), ("--label-column", "label")):

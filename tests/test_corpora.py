@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -313,3 +314,68 @@ def test_mer_train_audio_reads_several_corpora_and_mer_index_counts_them(tmp_pat
     # Several --data stay refused for a branch that reads only RAVDESS folders.
     assert cli.main(["train", "video", "--data", *map(str, sources[:2]), "--out", str(tmp_path / "v")]) == 2
     assert "several sources are for text, audio, spectrogram" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def logreg_run(demo_dir, tmp_path_factory) -> Path:
+    """A small utterance-statistics logreg audio run on the demo set (RAVDESS names, 8 classes)."""
+    from mer_utils.pipelines import base
+
+    out = tmp_path_factory.mktemp("corpora") / "logreg"
+    base.train("audio", demo_dir, out, seed=3, model="logreg", smoke=True, progress=False)
+    return out
+
+
+def test_evaluate_labels_scores_only_those_classes_and_writes_the_predictions(
+    logreg_run, demo_dir, tmp_path, monkeypatch, capsys
+):
+    from mer_utils import cli
+    from mer_utils.evaluation import EVALUATION_COLUMNS
+    from mer_utils.pipelines import base
+
+    monkeypatch.setattr(sys.modules[__name__], "SECONDS", 1.0)
+    lone = _folder(tmp_path / "mine", ["angry/a.wav", "sad/b.wav", "calm/c.wav"])
+    four = ["angry", "happy", "neutral", "sad"]
+    out = tmp_path / "scored"
+    argv = [
+        "evaluate",
+        str(logreg_run),
+        "--data",
+        str(demo_dir),
+        str(lone),
+        "--labels",
+        *four,
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    clips = corpora.audio_index([demo_dir, lone])
+    wanted = clips["emotion"].isin(four)
+    assert metrics["n"] == int(wanted.sum()) and metrics["labels"] == four
+    assert metrics["left_out"]["n"] == int((~wanted).sum())
+    assert (
+        metrics["left_out"]["by_label"] == clips.loc[~wanted, "emotion"].value_counts().sort_index().to_dict()
+    )
+    assert f"{metrics['left_out']['n']} rows left out" in printed
+
+    written = pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False)
+    assert list(written.columns) == [*EVALUATION_COLUMNS, *(f"prob_{label}" for label in four), "clip_id"]
+    assert set(written["true_label"]) <= set(four) and set(written["pred_label"]) <= set(four)
+    assert set(written["corpus"]) == {"ravdess", "mine"}
+    # The argmax restricted to the four labels, recomputed from the run's full 8-class probabilities.
+    full = base.predict_table(logreg_run, [demo_dir, lone]).set_index("path")
+    expected = full.loc[written["path"], [f"prob_{label}" for label in four]].to_numpy().argmax(axis=1)
+    assert written["pred_label"].tolist() == [four[i] for i in expected]
+    probabilities = written[[f"prob_{label}" for label in four]].astype(float).to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    accuracy = float((written["pred_label"] == written["true_label"]).mean())
+    assert metrics["accuracy"] == pytest.approx(accuracy)
+    # Each corpus has its own figures; a corpus without speaker ids says its clips were lone clips.
+    assert metrics["per_corpus"]["mine"]["n"] == 2 and "lone clip" in metrics["per_corpus"]["mine"]["note"]
+    assert sum(entry["n"] for entry in metrics["per_corpus"].values()) == metrics["n"]
+    assert "ravdess:01" in metrics["speakers"] and "mine:angry/a" in metrics["speakers"]
+
+    assert cli.main(["evaluate", str(logreg_run), "--data", str(demo_dir), "--labels", "angry", "bored"]) == 2
+    assert "['bored'] are not" in capsys.readouterr().err
