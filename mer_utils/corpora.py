@@ -445,17 +445,19 @@ def speaker_disjoint_split(
     """Train / val / test by speaker inside each corpus: :func:`~mer_utils.ravdess.actor_disjoint_split` per corpus.
 
     One corpus (or an index without ``corpus``) is split exactly as ``actor_disjoint_split``
-    splits it. With several, each corpus is split on its own with the same seed (``sizes`` then
-    applies to none of them: a sixth of each corpus's speakers go to val and to test), so each
-    part holds every corpus and no speaker is on two sides. Fixed ``test_actors`` / ``val_actors``
-    (actor ids) go to the corpus that has them. A corpus with fewer than 3 speakers raises
+    splits it. With several, each corpus is split on its own with the same seed (a sixth of each
+    corpus's speakers go to val and to test; ``sizes`` is refused unless both parts are fixed),
+    so each part holds every corpus and no speaker is on two sides. Fixed ``test_actors`` /
+    ``val_actors`` (actor ids) go to the corpus that has them; a corpus with both fixed trains on
+    the rest of its speakers. A corpus with fewer than 3 speakers raises
     ``ValueError`` naming it.
     """
     from mer_utils.ravdess import actor_disjoint_split
 
     if "corpus" not in index.columns or index["corpus"].nunique() <= 1:
         return actor_disjoint_split(index, sizes, seed=seed, test_actors=test_actors, val_actors=val_actors)
-    if sizes is not None:
+    if sizes is not None and (test_actors is None or val_actors is None):
+        # With both parts fixed a caller's sizes only restate them; each corpus's follow from its own.
         raise ValueError(
             f"split sizes {tuple(sizes)} fit one corpus; several corpora are each split by sixths"
         )

@@ -229,6 +229,15 @@ def test_several_corpora_split_keeps_each_speaker_on_one_side_inside_each_corpus
         sorted(fixed.loc[(fixed["split"] == "test") & (fixed["corpus"] == "urdu"), "actor"].unique())
         == urdu_ids[:2]
     )
+    # Both parts fixed (what the spectrogram branch passes, with sizes restating them).
+    both = corpora.speaker_disjoint_split(
+        index, (10, 2, 3), test_actors=urdu_ids[:2], val_actors=urdu_ids[2:3]
+    )
+    urdu_parts = both[both["corpus"] == "urdu"].groupby("split")["actor"].nunique().to_dict()
+    assert urdu_parts == {"test": 2, "val": 1, "train": 3}
+    assert both.groupby("speaker")["split"].nunique().max() == 1
+    with pytest.raises(ValueError, match="split sizes .* fit one corpus"):
+        corpora.speaker_disjoint_split(index, (10, 2, 3))
     # URDU names carry the gender: men odd, women even, as RAVDESS numbers them.
     urdu = index[index["corpus"] == "urdu"].drop_duplicates("speaker")
     assert all((a % 2 == 1) == (g == "male") for a, g in zip(urdu["actor"], urdu["gender"], strict=True))

@@ -7,8 +7,10 @@ regression on frozen Whisper-encoder embeddings, :mod:`mer_utils.whisper_encoder
 and ``svm`` on hand-made utterance statistics (:func:`mer_utils.utterance.utterance_features`).
 
 Training is ``base.train("audio", data, out, settings)`` (``mer train audio``) calling this module's
-hooks with :class:`AudioSettings` (``FULL`` / ``SMOKE``): ``index`` keeps one file per take (full AV
-.mp4 first, then audio-only .wav), ``split`` splits by actor (``actor_disjoint_split``,
+hooks with :class:`AudioSettings` (``FULL`` / ``SMOKE``): ``index`` reads one or more corpus
+sources (:mod:`mer_utils.corpora`: RAVDESS and other speech corpora, manifest CSVs) and keeps one
+file per take (full AV .mp4 first, then audio-only .wav), ``split`` splits by speaker inside each
+corpus (``corpora.speaker_disjoint_split``: ``actor_disjoint_split`` per corpus,
 gender-balanced; 12/3/3 actors for 18; or the settings' ``test_actors`` / ``val_actors``),
 ``features`` computes MFCC + deltas + pitch / energy per 10 ms frame on 2.5 s of trimmed speech
 (cached), augmented copies of the training clips only and the normalisation (Keras models) or one

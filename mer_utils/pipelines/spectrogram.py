@@ -5,9 +5,9 @@ spectrogram in dB -> image: dB normalised per image to 0-255, low frequencies at
 resized to ``image_size`` x ``image_size``, grey copied to 3 channels (the layout ImageNet
 networks expect) -> :func:`mer_utils.models.spectrogram.build_resnet18`.
 
-Training (``mer train spectrogram``) indexes a RAVDESS folder, keeps one file per take
-(audio-video mp4 first, then audio-only wav), splits by actor with
-:func:`mer_utils.ravdess.actor_disjoint_split` (default 12/3/3 actors for 18, 4/2/2 for 8;
+Training (``mer train spectrogram``) indexes one or more corpus sources (:mod:`mer_utils.corpora`),
+keeps one file per take (audio-video mp4 first, then audio-only wav), splits by speaker inside
+each corpus with :func:`mer_utils.corpora.speaker_disjoint_split` (default 12/3/3 actors for 18, 4/2/2 for 8;
 ``test_actors`` / ``val_actors`` override), and augments the training split only: extra
 copies of every training clip with waveform augmentation (noise, shift, pitch, stretch) plus
 SpecAugment masks. The features live in :mod:`mer_utils.spectrograms` (cached under the audio cache).
