@@ -385,6 +385,7 @@ def test_evaluate_labels_scores_only_those_classes_and_writes_the_predictions(
     assert metrics["per_corpus"]["mine"]["n"] == 2 and "lone clip" in metrics["per_corpus"]["mine"]["note"]
     assert sum(entry["n"] for entry in metrics["per_corpus"].values()) == metrics["n"]
     assert "ravdess:01" in metrics["speakers"] and "mine:angry/a" in metrics["speakers"]
+    assert metrics["actors"] == [1, 2, 3, 4]  # RAVDESS actor numbers, as before
 
     assert cli.main(["evaluate", str(logreg_run), "--data", str(demo_dir), "--labels", "angry", "bored"]) == 2
     assert "['bored'] are not" in capsys.readouterr().err
