@@ -213,14 +213,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(
                 f"scored {' '.join(args.labels)} only; {metrics['left_out']['n']} rows left out ({counts or 'none'})"
             )
-        for corpus, entry in metrics.get("per_corpus", {}).items():
-            note = f"  {entry['note']}" if "note" in entry else ""
-            print(
-                f"  {corpus}: accuracy {entry['accuracy']:.3f}  macro_f1 {entry['macro_f1']:.3f}  (n={entry['n']}){note}"
-            )
+        _print_per_corpus(metrics.get("per_corpus", {}))
     if args.out is not None:
         print(f"predictions and metrics written to {args.out}")
     return 0
+
+
+def _print_per_corpus(per_corpus: dict) -> None:
+    """`mer evaluate`: one line per corpus when there are several, or when one was scored as lone clips."""
+    if len(per_corpus) < 2 and not any("note" in entry for entry in per_corpus.values()):
+        return
+    for corpus, entry in per_corpus.items():
+        note = f"  {entry['note']}" if "note" in entry else ""
+        scores = f"accuracy {entry['accuracy']:.3f}  macro_f1 {entry['macro_f1']:.3f}  (n={entry['n']})"
+        print(f"  {corpus}: {scores}{note}")
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:

@@ -383,6 +383,7 @@ def test_evaluate_labels_scores_only_those_classes_and_writes_the_predictions(
     assert metrics["accuracy"] == pytest.approx(accuracy)
     # Each corpus has its own figures; a corpus without speaker ids says its clips were lone clips.
     assert metrics["per_corpus"]["mine"]["n"] == 2 and "lone clip" in metrics["per_corpus"]["mine"]["note"]
+    assert "note" not in metrics["per_corpus"]["ravdess"] and "mine: accuracy" in printed
     assert sum(entry["n"] for entry in metrics["per_corpus"].values()) == metrics["n"]
     assert "ravdess:01" in metrics["speakers"] and "mine:angry/a" in metrics["speakers"]
     assert metrics["actors"] == [1, 2, 3, 4]  # RAVDESS actor numbers, as before

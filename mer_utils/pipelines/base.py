@@ -246,8 +246,9 @@ def evaluate(
     Rows the model could not score (no face in any frame, ...) are left out of the metrics and
     listed in ``skipped``. ``labels`` scores only those classes
     (:func:`mer_utils.evaluation.restrict_to_labels`: rows of other labels left out and counted
-    in ``left_out``, the argmax restricted to ``labels``). A table with several corpora adds
-    ``per_corpus``. ``out`` writes ``out/predictions.csv``
+    in ``left_out``, the argmax restricted to ``labels``). A table with a ``corpus`` column (the
+    audio and spectrogram branches) adds ``per_corpus``: each corpus's figures and predicted-label
+    spread, and a note when its clips were scored as lone clips. ``out`` writes ``out/predictions.csv``
     (:func:`mer_utils.evaluation.evaluation_table`) and ``out/metrics.json``. ``options`` go to
     the branch's ``table_of`` (the text branch's ``text_column`` / ``label_column``).
     """
@@ -268,7 +269,7 @@ def evaluate(
     metrics = table_metrics(scored, scored_labels)
     if left_out is not None:
         metrics["left_out"] = {"n": int(sum(left_out.values())), "by_label": left_out}
-    if "corpus" in scored.columns and scored["corpus"].nunique() > 1:
+    if "corpus" in scored.columns:
         metrics["per_corpus"] = per_corpus_metrics(scored, scored_labels)
     metrics.update(
         {
