@@ -63,30 +63,86 @@ def _parse_actors(text: str) -> list[int]:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from mer_utils import corpora
     from mer_utils.ravdess import actor_disjoint_split, index_dataset, split_table
 
-    index = index_dataset(args.data_dir, manifest=args.manifest)
+    sources = args.data_dir
+    one_ravdess = len(sources) == 1 and corpora.detect_layout(sources[0]) == "ravdess"
+    if one_ravdess:
+        index = index_dataset(sources[0], manifest=args.manifest)
+    else:
+        index = corpora.read_corpora(sources)
+        if args.manifest:
+            args.manifest.parent.mkdir(parents=True, exist_ok=True)
+            rows = [{"path": path, "reason": reason} for path, reason in index.attrs["skipped"]]
+            import pandas as pd
+
+            pd.DataFrame(rows, columns=["path", "reason"]).to_csv(args.manifest, index=False)
     if args.out:
         index.to_csv(args.out, index=False)
         print(f"wrote {len(index)} rows to {args.out}")
     skipped = index.attrs.get("skipped", [])
-    print(f"{len(index)} clips, {index['actor'].nunique()} actors, {index['take'].nunique()} takes")
+    if one_ravdess:
+        print(f"{len(index)} clips, {index['actor'].nunique()} actors, {index['take'].nunique()} takes")
+        if len(index):
+            print(index.groupby(["modality", "emotion"]).size().unstack(fill_value=0).to_string())
+            if index["actor"].nunique() >= 3:
+                print(split_table(actor_disjoint_split(index, seed=args.seed)).to_string())
+    else:
+        print(
+            f"{len(index)} clips, {index['speaker'].nunique()} speakers, {index['corpus'].nunique()} corpora"
+        )
     if len(index):
-        print(index.groupby(["modality", "emotion"]).size().unstack(fill_value=0).to_string())
-        if index["actor"].nunique() >= 3:
-            print(split_table(actor_disjoint_split(index, seed=args.seed)).to_string())
+        _print_corpus_counts(index, args.seed)
     for _path, reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     return 0
 
 
+def _print_corpus_counts(index, seed: int) -> None:
+    """`mer index`: clips with sound (one per take) per corpus, speaker and label, and the split by speaker."""
+    from mer_utils import corpora
+
+    try:
+        clips = corpora.audio_index(index)
+    except ValueError as error:
+        print(f"no clip with sound for the audio branches: {error}")
+        return
+    print("clips with sound, one per take (what `mer train audio|spectrogram` reads), per corpus and label:")
+    print(corpora.count_table(clips, "corpus").to_string())
+    print("per speaker and label:")
+    print(corpora.count_table(clips, "speaker").to_string())
+    if clips.attrs.get("no_speaker_ids"):
+        print(f"no speaker ids (every clip is its own speaker): {', '.join(clips.attrs['no_speaker_ids'])}")
+    try:
+        parts = corpora.speaker_disjoint_split(clips, seed=seed)
+    except ValueError as error:
+        print(f"no speaker-disjoint split: {error}")
+        return
+    print("speaker-disjoint split inside each corpus (speakers / clips):")
+    grouped = parts.groupby(["corpus", "split"])
+    table = grouped["speaker"].nunique().astype(str) + " / " + grouped.size().astype(str)
+    print(table.unstack(fill_value="0 / 0")[["train", "val", "test"]].to_string())
+
+
+# Branches whose --data takes any speech corpus, several sources and manifest CSVs (mer_utils.corpora).
+CORPUS_BRANCHES = ("audio", "spectrogram")
+
+
 def _check_train_data(branch: str, data: Path) -> None:
-    """Say what ``--data`` is when it is the wrong kind of thing for the branch (a CSV for audio...)."""
+    """Say what ``--data`` is when it is the wrong kind of thing for the branch (a CSV for video...)."""
     descriptor = get_branch(branch)
     wants_file = descriptor.reads == "text"
+    if branch in CORPUS_BRANCHES and data.is_file() and data.suffix.lower() == ".csv":
+        from mer_utils.corpora import is_manifest
+
+        if is_manifest(data):
+            return
     if not wants_file and data.is_file():
         kind = f"a {data.suffix.lstrip('.').upper()} file" if data.suffix else "a file"
         text_hint = "; a CSV is for `mer train text`" if data.suffix.lower() == ".csv" else ""
+        if text_hint and branch in CORPUS_BRANCHES:
+            text_hint += " (a clip manifest has the columns path,label[,speaker][,corpus])"
         raise ValueError(f"{data}: is {kind}; {branch} needs {descriptor.data_help}{text_hint}")
     if wants_file and data.is_dir():
         raise ValueError(
@@ -96,10 +152,11 @@ def _check_train_data(branch: str, data: Path) -> None:
 
 
 def _one_or_several(branch: str, data: list[Path]) -> Path | list[Path]:
-    """`--data A B ...`: several sources only for the text branch; one path stays a path."""
-    if len(data) > 1 and get_branch(branch).reads != "text":
+    """`--data A B ...`: several sources for the text, audio and spectrogram branches; one path stays a path."""
+    if len(data) > 1 and get_branch(branch).reads != "text" and branch not in CORPUS_BRANCHES:
         raise ValueError(
-            f"{' '.join(map(str, data))}: {branch} takes one --data; several sources are for text"
+            f"{' '.join(map(str, data))}: {branch} takes one --data; several sources are for "
+            f"text, {', '.join(CORPUS_BRANCHES)}"
         )
     return data[0] if len(data) == 1 else data
 
@@ -142,12 +199,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     branch = base.run_info(args.run_dir)["branch"]
     if columns and get_branch(branch).reads != "text":
         raise ValueError(f"{args.run_dir}: a {branch} run; --text-column / --label-column are for text runs")
-    metrics = base.evaluate(args.run_dir, _one_or_several(branch, args.data), **columns)
+    metrics = base.evaluate(
+        args.run_dir, _one_or_several(branch, args.data), labels=args.labels, out=args.out, **columns
+    )
     if args.json:
         _print_json(metrics)
     else:
         print(format_metrics(metrics, ("accuracy", "macro_precision", "macro_recall", "macro_f1")))
+        if "left_out" in metrics:
+            counts = ", ".join(
+                f"{label or '(none)'} {n}" for label, n in metrics["left_out"]["by_label"].items()
+            )
+            print(
+                f"scored {' '.join(args.labels)} only; {metrics['left_out']['n']} rows left out ({counts or 'none'})"
+            )
+        _print_per_corpus(metrics.get("per_corpus", {}))
+    if args.out is not None:
+        print(f"predictions and metrics written to {args.out}")
     return 0
+
+
+def _print_per_corpus(per_corpus: dict) -> None:
+    """`mer evaluate`: one line per corpus when there are several, or when one was scored as lone clips."""
+    if len(per_corpus) < 2 and not any("note" in entry for entry in per_corpus.values()):
+        return
+    for corpus, entry in per_corpus.items():
+        note = f"  {entry['note']}" if "note" in entry else ""
+        scores = f"accuracy {entry['accuracy']:.3f}  macro_f1 {entry['macro_f1']:.3f}  (n={entry['n']})"
+        print(f"  {corpus}: {scores}{note}")
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
@@ -349,8 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--kind", choices=("video-speech", "audio-speech"), default="video-speech")
     download.set_defaults(func=cmd_download)
 
-    index = commands.add_parser("index", help="index a RAVDESS folder and show counts and the split")
-    index.add_argument("data_dir", type=Path)
+    index = commands.add_parser(
+        "index",
+        help="index RAVDESS or other speech corpora and show counts per corpus, speaker, label and the split",
+    )
+    index.add_argument(
+        "data_dir",
+        type=Path,
+        nargs="+",
+        help="one or more sources: corpus folders (RAVDESS, CREMA-D, EMO-DB, TESS, URDU, TurEV-DB, "
+        "DIR/<label>/) or manifest CSVs (path,label[,speaker][,corpus])",
+    )
     index.add_argument("--out", type=Path, help="write the index as CSV")
     index.add_argument("--manifest", type=Path, help="write skipped files and reasons as CSV")
     index.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -394,7 +482,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="+",
         required=True,
-        help="the data to score (a text run takes several sources)",
+        help="the data to score: several sources for text, audio and spectrogram runs (corpus folders "
+        "or manifest CSVs, see `mer index`)",
+    )
+    evaluate.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="score only these classes (e.g. angry happy neutral sad): rows of other labels are left out "
+        "and counted, the prediction is the most probable of these",
+    )
+    evaluate.add_argument(
+        "--out", type=Path, default=None, help="write OUT/predictions.csv and OUT/metrics.json"
     )
     evaluate.add_argument("--json", action="store_true", help="print all metrics as JSON")
     for flag, what in (("--text-column", "text"), ("--label-column", "label")):

@@ -132,6 +132,79 @@ def table_metrics(table: pd.DataFrame, labels: Sequence[str] | None = None) -> d
     return metrics
 
 
+# Columns of the prediction table `mer evaluate --out DIR` writes as DIR/predictions.csv (then prob_<label>).
+EVALUATION_COLUMNS = ("path", "corpus", "speaker", "true_label", "pred_label")
+
+
+def restrict_to_labels(table: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Score only ``labels``: rows of other true labels left out, the argmax restricted to ``labels``.
+
+    Returns the table of the kept rows with only the ``prob_<label>`` columns of ``labels``,
+    renormalised to sum to 1, and ``pred_label`` their argmax (rows the model could not score
+    keep an empty ``pred_label``), and the number of rows left out per true label ("" for rows
+    without one). Raises ``ValueError`` for a label the table has no probability of.
+    """
+    labels = [str(label) for label in labels]
+    known = labels_from_columns(table)
+    unknown = [label for label in labels if label not in known]
+    if not labels or unknown or len(set(labels)) != len(labels):
+        raise ValueError(
+            f"--labels {' '.join(labels) or '(none)'}: each label once, all among the run's labels {known}"
+            + (f" ({unknown} are not)" if unknown else "")
+        )
+    true = table["true_label"].fillna("").astype(str)
+    kept = table[true.isin(labels)].copy()
+    left_out = true[~true.isin(labels)].value_counts().sort_index()
+    probabilities = probabilities_of(kept, labels)
+    totals = probabilities.sum(axis=1, keepdims=True)
+    usable = (
+        np.isfinite(totals[:, 0]) & (totals[:, 0] > 0) & (kept["pred_label"].astype(str) != "").to_numpy()
+    )
+    probabilities = np.where(usable[:, None], probabilities / np.where(usable[:, None], totals, 1.0), np.nan)
+    kept = kept.drop(columns=[c for c in kept.columns if c.startswith(PROB_PREFIX)])
+    kept["pred_label"] = [
+        labels[int(row.argmax())] if ok else "" for row, ok in zip(probabilities, usable, strict=True)
+    ]
+    for column, values in zip(prob_columns(labels), probabilities.T, strict=True):
+        kept[column] = values
+    return kept.reset_index(drop=True), {str(k): int(v) for k, v in left_out.items()}
+
+
+def per_corpus_metrics(scored: pd.DataFrame, labels: Sequence[str]) -> dict:
+    """Accuracy, macro-F1, clips, speakers and the predicted-label spread of each corpus of a scored table.
+
+    A corpus whose speakers each have one clip here is said to be scored as lone clips.
+    """
+    if "corpus" not in scored.columns:
+        return {}
+    result = {}
+    for corpus, part in scored.groupby(scored["corpus"].astype(str), sort=False):
+        metrics = table_metrics(part, labels)
+        entry = {
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "n": metrics["n"],
+            "predicted": {label: int((part["pred_label"] == label).sum()) for label in labels},
+        }
+        if "speaker" in part.columns:
+            clips = part.groupby("speaker").size()
+            entry["speakers"] = int(len(clips))
+            if (clips == 1).all():
+                entry["note"] = "no speaker with more than one clip: every clip scored as a lone clip"
+        result[corpus] = entry
+    return result
+
+
+def evaluation_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``mer evaluate --out``'s predictions.csv: :data:`EVALUATION_COLUMNS`, ``prob_*``, then ``clip_id``."""
+    out = pd.DataFrame({column: table[column] if column in table else "" for column in EVALUATION_COLUMNS})
+    for column in [c for c in table.columns if c.startswith(PROB_PREFIX)]:
+        out[column] = table[column].to_numpy()
+    if "clip_id" in table.columns:
+        out["clip_id"] = table["clip_id"].to_numpy()
+    return out
+
+
 def roc_auc(true_labels: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]) -> dict:
     """One-vs-rest ROC AUC per class and their macro mean (classes absent from y are skipped)."""
     from sklearn.metrics import roc_auc_score

@@ -76,3 +76,43 @@ def test_run_folder_io(tmp_path):
     with pytest.raises(ValueError, match="broken.json"):
         runs.read_json(run / "broken.json")
     assert not list(run.glob("*.tmp"))
+
+
+def test_restrict_to_labels_leaves_out_other_labels_and_restricts_the_argmax():
+    from mer_utils.evaluation import per_corpus_metrics, restrict_to_labels
+
+    labels = ["neutral", "calm", "happy", "sad"]
+    probabilities = np.array(
+        [
+            [0.1, 0.6, 0.2, 0.1],  # calm wins overall; happy among {happy, sad, neutral}
+            [0.2, 0.1, 0.3, 0.4],
+            [0.0, 0.9, 0.1, 0.0],  # a calm clip: left out
+            [0.7, 0.1, 0.1, 0.1],  # no true label: left out
+            [0.25, 0.25, 0.25, 0.25],  # not scored (empty pred_label below)
+        ]
+    )
+    table = evaluation.prediction_table(
+        probabilities, labels, list("abcde"), ["happy", "sad", "calm", "", "neutral"]
+    )
+    table.loc[4, "pred_label"] = ""
+    table["corpus"] = ["x", "x", "x", "x", "y"]
+    table["speaker"] = ["x:1", "x:1", "x:2", "x:2", "y:e"]
+    kept, left_out = restrict_to_labels(table, ["happy", "sad", "neutral"])
+    assert kept["clip_id"].tolist() == ["a", "b", "e"]
+    assert kept["pred_label"].tolist() == ["happy", "sad", ""]
+    assert [c for c in kept.columns if c.startswith("prob_")] == ["prob_happy", "prob_sad", "prob_neutral"]
+    assert kept.loc[0, ["prob_happy", "prob_sad", "prob_neutral"]].tolist() == pytest.approx(
+        [0.5, 0.25, 0.25]
+    )
+    assert left_out == {"": 1, "calm": 1}
+    per_corpus = per_corpus_metrics(kept[kept["pred_label"] != ""], ["happy", "sad", "neutral"])
+    assert per_corpus["x"]["accuracy"] == 1.0 and per_corpus["x"]["predicted"] == {
+        "happy": 1,
+        "sad": 1,
+        "neutral": 0,
+    }
+    assert "note" not in per_corpus["x"] and "y" not in per_corpus
+    with pytest.raises(ValueError, match=r"\['angry'\] are not"):
+        restrict_to_labels(table, ["happy", "angry"])
+    with pytest.raises(ValueError, match="each label once"):
+        restrict_to_labels(table, ["happy", "happy"])

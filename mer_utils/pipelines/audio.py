@@ -7,8 +7,10 @@ regression on frozen Whisper-encoder embeddings, :mod:`mer_utils.whisper_encoder
 and ``svm`` on hand-made utterance statistics (:func:`mer_utils.utterance.utterance_features`).
 
 Training is ``base.train("audio", data, out, settings)`` (``mer train audio``) calling this module's
-hooks with :class:`AudioSettings` (``FULL`` / ``SMOKE``): ``index`` keeps one file per take (full AV
-.mp4 first, then audio-only .wav), ``split`` splits by actor (``actor_disjoint_split``,
+hooks with :class:`AudioSettings` (``FULL`` / ``SMOKE``): ``index`` reads one or more corpus
+sources (:mod:`mer_utils.corpora`: RAVDESS and other speech corpora, manifest CSVs) and keeps one
+file per take (full AV .mp4 first, then audio-only .wav), ``split`` splits by speaker inside each
+corpus (``corpora.speaker_disjoint_split``: ``actor_disjoint_split`` per corpus,
 gender-balanced; 12/3/3 actors for 18; or the settings' ``test_actors`` / ``val_actors``),
 ``features`` computes MFCC + deltas + pitch / energy per 10 ms frame on 2.5 s of trimmed speech
 (cached), augmented copies of the training clips only and the normalisation (Keras models) or one
@@ -155,17 +157,21 @@ def _ensemble(models: list):
 
 
 def index(data: str | Path | pd.DataFrame, settings: AudioSettings) -> pd.DataFrame:
-    """One clip with sound per take of ``data`` (a RAVDESS folder or index); skipped files in ``attrs["skipped"]``."""
+    """One clip with sound per take of ``data`` (corpus sources or an index); skipped files in ``attrs["skipped"]``."""
     found = clip_index(data)
-    found.attrs["data"] = "the given index" if isinstance(data, pd.DataFrame) else str(data)
+    if isinstance(data, pd.DataFrame):
+        found.attrs["data"] = "the given index"
+    else:
+        found.attrs["data"] = ", ".join(map(str, data)) if isinstance(data, list | tuple) else str(data)
     return found
 
 
 def split(index: pd.DataFrame, settings: AudioSettings, seed: int) -> pd.DataFrame:
-    """Actor-disjoint, gender-balanced train / val / test parts, or the settings' fixed test and val actors."""
-    from mer_utils.ravdess import actor_disjoint_split
+    """Speaker-disjoint (inside each corpus), gender-balanced train / val / test parts, or the settings'
+    fixed test and val actors (:func:`mer_utils.corpora.speaker_disjoint_split`)."""
+    from mer_utils.corpora import speaker_disjoint_split
 
-    parts = actor_disjoint_split(
+    parts = speaker_disjoint_split(
         index, seed=seed, test_actors=settings.test_actors, val_actors=settings.val_actors
     )
     parts.attrs["data"] = index.attrs["data"]
@@ -471,8 +477,10 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
 
 
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
-    """The actors scored by ``mer evaluate``."""
-    return {"actors": sorted({int(Path(p).stem.split("-")[-1]) for p in table["path"]})}
+    """The RAVDESS actors and the speakers scored by ``mer evaluate``."""
+    from mer_utils.corpora import scored_speakers
+
+    return scored_speakers(table)
 
 
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:

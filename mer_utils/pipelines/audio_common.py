@@ -23,11 +23,15 @@ NORMALISATION_FILE = "normalisation.npz"
 NORMALISATIONS = ("speaker", "global")
 
 
-def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """One clip with sound per take of a RAVDESS folder (or index); skipped files in ``attrs["skipped"]``."""
-    from mer_utils.ravdess import audio_takes
+def clip_index(data: str | Path | list | pd.DataFrame) -> pd.DataFrame:
+    """One clip with sound per take of one or more corpus sources (or an index): :func:`mer_utils.corpora.audio_index`.
 
-    return audio_takes(data)
+    Skipped files are in ``attrs["skipped"]``; one RAVDESS folder gives the RAVDESS index plus
+    the ``speaker`` and ``corpus`` columns.
+    """
+    from mer_utils.corpora import audio_index
+
+    return audio_index(data)
 
 
 def _index(data: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
@@ -96,17 +100,29 @@ def split_tables(rows: pd.DataFrame, parts: dict, labels: list[str], probabiliti
 
 
 def rows_table(probabilities: np.ndarray, labels: list[str], rows: pd.DataFrame) -> pd.DataFrame:
-    """Prediction table of feature rows (clip_id = take); emotions outside ``labels`` get no true label."""
+    """Prediction table of feature rows (clip_id = take); emotions outside ``labels`` get no true label.
+
+    The rows' ``corpus`` and ``speaker`` columns (:mod:`mer_utils.corpora`) follow the probabilities.
+    """
     from mer_utils.evaluation import prediction_table
 
     true_labels = [e if e in labels else "" for e in rows["emotion"].astype(str)]
-    return prediction_table(
+    table = prediction_table(
         probabilities,
         labels,
         rows["take"].astype(str).tolist(),
         true_labels,
         rows["path"].astype(str).tolist(),
     )
+    return with_corpus_columns(table, rows)
+
+
+def with_corpus_columns(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the ``corpus`` and ``speaker`` of its ``rows`` (same order), when the rows have them."""
+    for column in ("corpus", "speaker"):
+        if column in rows.columns:
+            table[column] = rows[column].astype(str).to_numpy()
+    return table
 
 
 def split_parts(rows: pd.DataFrame, data) -> dict[str, np.ndarray]:

@@ -233,22 +233,44 @@ def predict_table(
     return table
 
 
-def evaluate(run_dir: str | Path, data, branch: str | None = None, **options) -> dict:
+def evaluate(
+    run_dir: str | Path,
+    data,
+    branch: str | None = None,
+    labels: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    **options,
+) -> dict:
     """Score a saved run on every usable input of ``data``: metrics + branch, model, seed, data, skipped.
 
     Rows the model could not score (no face in any frame, ...) are left out of the metrics and
-    listed in ``skipped``. ``options`` go to the branch's ``table_of`` (the text branch's
-    ``text_column`` / ``label_column``).
+    listed in ``skipped``. ``labels`` scores only those classes
+    (:func:`mer_utils.evaluation.restrict_to_labels`: rows of other labels left out and counted
+    in ``left_out``, the argmax restricted to ``labels``). A table with a ``corpus`` column (the
+    audio and spectrogram branches) adds ``per_corpus``: each corpus's figures and predicted-label
+    spread, and a note when its clips were scored as lone clips. ``out`` writes ``out/predictions.csv``
+    (:func:`mer_utils.evaluation.evaluation_table`) and ``out/metrics.json``. ``options`` go to
+    the branch's ``table_of`` (the text branch's ``text_column`` / ``label_column``).
     """
-    from mer_utils.evaluation import table_metrics
+    from mer_utils.evaluation import per_corpus_metrics, restrict_to_labels, table_metrics
 
     info = run_info(run_dir, branch)
     module = branch_module(info["branch"])
     table = predict_table(run_dir, data, progress=True, **options)
+    scored_labels, left_out = list(info["labels"]), None
+    if labels is not None:
+        attrs = dict(table.attrs)
+        table, left_out = restrict_to_labels(table, labels)
+        table.attrs.update(attrs)
+        scored_labels = list(labels)
     scored = table[table["pred_label"].astype(str) != ""]
     if scored.empty:
         raise ValueError(f"{data}: no input could be scored (skipped: {table.attrs['skipped'][:3]})")
-    metrics = table_metrics(scored, list(info["labels"]))
+    metrics = table_metrics(scored, scored_labels)
+    if left_out is not None:
+        metrics["left_out"] = {"n": int(sum(left_out.values())), "by_label": left_out}
+    if "corpus" in scored.columns:
+        metrics["per_corpus"] = per_corpus_metrics(scored, scored_labels)
     metrics.update(
         {
             "branch": info["branch"],
@@ -262,7 +284,19 @@ def evaluate(run_dir: str | Path, data, branch: str | None = None, **options) ->
     extras = getattr(module, "evaluation_extras", None)
     if extras is not None:
         metrics.update(extras(info, table))
+    if out is not None:
+        _write_evaluation(Path(out), table, metrics)
     return metrics
+
+
+def _write_evaluation(out: Path, table: pd.DataFrame, metrics: dict) -> None:
+    """``mer evaluate --out``: predictions.csv and metrics.json, written atomically."""
+    from mer_utils.evaluation import evaluation_table
+    from mer_utils.runs import atomic_write_bytes, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "predictions.csv", evaluation_table(table).to_csv(index=False).encode())
+    write_json(out / "metrics.json", {**metrics, "predictions": str(out / "predictions.csv")})
 
 
 def unavailable(reason: str, details: dict | None = None) -> dict:
@@ -633,7 +667,7 @@ def write_run(
         model=model,
         seed=int(seed),
         smoke=bool(smoke),
-        data=str(data),
+        data=", ".join(map(str, data)) if isinstance(data, list | tuple) else str(data),
         split=split,
         **info,
     )

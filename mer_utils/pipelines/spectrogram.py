@@ -5,9 +5,9 @@ spectrogram in dB -> image: dB normalised per image to 0-255, low frequencies at
 resized to ``image_size`` x ``image_size``, grey copied to 3 channels (the layout ImageNet
 networks expect) -> :func:`mer_utils.models.spectrogram.build_resnet18`.
 
-Training (``mer train spectrogram``) indexes a RAVDESS folder, keeps one file per take
-(audio-video mp4 first, then audio-only wav), splits by actor with
-:func:`mer_utils.ravdess.actor_disjoint_split` (default 12/3/3 actors for 18, 4/2/2 for 8;
+Training (``mer train spectrogram``) indexes one or more corpus sources (:mod:`mer_utils.corpora`),
+keeps one file per take (audio-video mp4 first, then audio-only wav), splits by speaker inside
+each corpus with :func:`mer_utils.corpora.speaker_disjoint_split` (default 12/3/3 actors for 18, 4/2/2 for 8;
 ``test_actors`` / ``val_actors`` override), and augments the training split only: extra
 copies of every training clip with waveform augmentation (noise, shift, pitch, stretch) plus
 SpecAugment masks. The features live in :mod:`mer_utils.spectrograms` (cached under the audio cache).
@@ -112,10 +112,10 @@ SMOKE_IMAGE_SIZE = 64
 
 
 def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """RAVDESS index of a folder (or a given index) with one file with sound per take."""
-    from mer_utils.ravdess import audio_takes
+    """One file with sound per take of corpus sources (or a given index): :func:`mer_utils.corpora.audio_index`."""
+    from mer_utils.corpora import audio_index
 
-    return audio_takes(data)
+    return audio_index(data)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -158,9 +158,9 @@ def train(
     ``width=64``, ``epochs=60``, ``image_size=160``). Returns the test metrics.
     """
     from mer_utils.config import set_seed
+    from mer_utils.corpora import speaker_disjoint_split
     from mer_utils.pipelines.base import write_run
     from mer_utils.pipelines.out_of_fold import network_reason
-    from mer_utils.ravdess import actor_disjoint_split
     from mer_utils.runs import save_model
     from mer_utils.training import count_parameters, encode_labels, fit_classifier
 
@@ -184,7 +184,7 @@ def train(
             len(val_actors),
             len(test_actors),
         )
-    index = actor_disjoint_split(index, sizes, seed=seed, test_actors=test_actors, val_actors=val_actors)
+    index = speaker_disjoint_split(index, sizes, seed=seed, test_actors=test_actors, val_actors=val_actors)
     skipped = list(index.attrs.get("skipped", []))
     split = {
         s: sorted(int(a) for a in index.loc[index["split"] == s, "actor"].unique())
@@ -299,16 +299,18 @@ def best_accuracy_callback():
 def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Prediction table of ``images`` (clip_id = take id, so audio and video rows align in fusion)."""
     from mer_utils.evaluation import prediction_table
+    from mer_utils.pipelines.audio_common import with_corpus_columns
     from mer_utils.training import predict_probabilities
 
     probabilities = predict_probabilities(network, images) if len(images) else np.zeros((0, len(labels)))
-    return prediction_table(
+    table = prediction_table(
         probabilities,
         labels,
         rows["take"].astype(str).tolist(),
         rows["emotion"].tolist(),
         rows["path"].astype(str).tolist(),
     )
+    return with_corpus_columns(table, rows)
 
 
 # --- saved runs: this branch's parts of the shared driver (mer_utils.pipelines.base) ---------
@@ -335,10 +337,10 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
 
 
 def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
-    """The actors scored by ``mer evaluate``."""
-    from mer_utils.ravdess import parse_filename
+    """The RAVDESS actors and the speakers scored by ``mer evaluate``."""
+    from mer_utils.corpora import scored_speakers
 
-    return {"actors": sorted({parse_filename(p).actor for p in table["path"].astype(str)})}
+    return scored_speakers(table)
 
 
 def _reference_log_mels(path: Path, params: SpectrogramParams, seed: int) -> list[np.ndarray]:
