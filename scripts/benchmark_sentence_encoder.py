@@ -182,10 +182,17 @@ def main(argv: list[str] | None = None) -> int:
                 "lowest cosine": 6,
                 "mean cosine": 6,
                 "largest coordinate difference": 6,
+                "train minutes (fresh cache)": 1,
             },
         }
         defaults["protocol_update"] = defaults["protocol"]
-        path = update_results(args.results, rows, command_line(__file__, argv), defaults)
+        update_results(args.results, rows, command_line(__file__, argv), defaults)
+        from mer_utils.results import load_results, write_results
+
+        # An existing file keeps its own top-level keys: apply this script's column decimals too.
+        record = load_results(args.results)
+        record["value_decimals"] = defaults["value_decimals"]
+        path = write_results(args.results, record)
         print(f"wrote {path}")
     return 0
 
