@@ -158,3 +158,32 @@ def test_the_page_answers_a_demo_clip_over_http(models, clip, tmp_path, monkeypa
         assert summary.startswith("error: broken.mp4: no modality could be used")
     finally:
         page.close()
+
+
+@pytest.fixture(scope="module")
+def text_run(demo_dir, tmp_path_factory) -> Path:
+    """A naive Bayes text run on the demo set's sentences (seconds to train)."""
+    from mer_utils.demo import TEXT_CSV_NAME
+    from mer_utils.pipelines import base
+
+    out = tmp_path_factory.mktemp("app_text") / "text"
+    base.train("text", demo_dir / "text" / TEXT_CSV_NAME, out, seed=0, smoke=True, model="nb")
+    return out
+
+
+def test_a_typed_text_is_answered_by_the_text_run_alone(text_run, clip, tmp_path):
+    models = load_app_models([text_run])
+    assert models["clip"] is None and [run["name"] for run in models["runs"]] == ["text"]
+    outcome = answer_text("I am so happy, this is wonderful", models)
+    assert outcome["ok"], outcome["message"]
+    answer = outcome["answer"]
+    np.testing.assert_allclose(sum(answer["probabilities"]), 1.0, atol=1e-6)
+    assert answer["label"] == answer["labels"][int(np.argmax(answer["probabilities"]))]
+    assert set(outcome["charts"]) == {"text"}
+    assert answer_text("   ", models)["message"] == "error: the text is empty; type a sentence"
+    too_long = answer_text("word " * 10, models, AppLimits(max_characters=20))["message"]
+    assert too_long == "error: the text has 50 characters; the page answers up to 20"
+    no_clip_run = answer_clip(clip, models, work_root=tmp_path)["message"]
+    assert no_clip_run.startswith("error: no clip run answers in this page")
+    with pytest.raises(ValueError, match="--fusion fuses clip runs"):
+        load_app_models([text_run], fusion=tmp_path)
