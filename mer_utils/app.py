@@ -520,6 +520,12 @@ def serve(
     limits: AppLimits = AppLimits(),
 ) -> None:
     """Load the runs, build the page and serve it until Ctrl-C; uploads live in a folder removed at the end."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt  # a service manager's SIGTERM stops the page as Ctrl-C does: uploads removed
+
+    previous_handler = signal.signal(signal.SIGTERM, stop)
     upload_root = Path(tempfile.mkdtemp(prefix="mer-app-"))
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(upload_root)
@@ -542,6 +548,7 @@ def serve(
         )
     finally:
         shutil.rmtree(upload_root, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous_handler)
         if previous is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
