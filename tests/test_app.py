@@ -8,6 +8,7 @@ that the temporary copy is gone. The page test skips when Gradio is absent.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -125,8 +126,10 @@ def test_page_errors_read_as_the_command_line_prints_them(monkeypatch, capsys):
         assert capsys.readouterr().err.strip() == f"mer predict: {errors.error_message(error)}"
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("gradio") is None, reason="gradio is not installed (the [app] extra)"
+)
 def test_the_page_answers_a_demo_clip_over_http(models, clip, tmp_path, monkeypatch):
-    pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     uploads = tmp_path / "uploads"
     uploads.mkdir()
