@@ -372,6 +372,15 @@ def _predict_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """`mer app`: the local page over the runs (mer_utils.app); needs the [app] extra (Gradio)."""
+    from mer_utils.app import AppLimits, serve
+
+    limits = AppLimits(max_megabytes=args.max_upload_mb, max_seconds=args.max_clip_seconds)
+    serve(args.models, fusion=args.fusion, host=args.host, port=args.port, limits=limits)
+    return 0
+
+
 def cmd_notebooks(args: argparse.Namespace) -> int:
     from mer_utils.notebooks import run_notebooks
 
@@ -576,6 +585,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-limit", help="batch with --workers: memory per worker, e.g. 4GB (default: share)"
     )
     predict.set_defaults(func=cmd_predict)
+
+    from mer_utils import app as page  # constants only: Gradio loads inside serve()
+
+    app = commands.add_parser(
+        "app",
+        help="a local web page: upload or record a clip (or type a text) and see each modality's answer",
+    )
+    app.add_argument(
+        "--models", type=Path, nargs="+", help="run folders (default: the runs bundled with the package)"
+    )
+    app.add_argument("--fusion", type=Path, help="a `mer fuse` folder (fusion.json)")
+    app.add_argument(
+        "--host",
+        default=page.DEFAULT_HOST,
+        help=f"address to listen on (default {page.DEFAULT_HOST}: this machine only)",
+    )
+    app.add_argument(
+        "--port", type=int, default=page.DEFAULT_PORT, help=f"port (default {page.DEFAULT_PORT})"
+    )
+    app.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=page.MAX_UPLOAD_MEGABYTES,
+        help=f"largest upload in MB (default {page.MAX_UPLOAD_MEGABYTES:g})",
+    )
+    app.add_argument(
+        "--max-clip-seconds",
+        type=float,
+        default=page.MAX_CLIP_SECONDS,
+        help=f"longest clip in seconds (default {page.MAX_CLIP_SECONDS:g})",
+    )
+    app.set_defaults(func=cmd_app)
 
     notebooks = commands.add_parser("notebooks", help="execute all notebooks in order, headless")
     notebooks.add_argument("--smoke", action="store_true", help="MER_SMOKE_TEST=1: small and fast")

@@ -23,7 +23,7 @@ from mer_utils import config
 PACKAGE_DIR = Path(config.__file__).resolve().parent
 REPO = PACKAGE_DIR.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-EXTRAS = ("embeddings", "notebooks", "dev", "scale")
+EXTRAS = ("embeddings", "notebooks", "dev", "scale", "app")
 
 
 def requirement_lines(path: Path) -> list[Requirement]:
