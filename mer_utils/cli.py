@@ -21,7 +21,6 @@ from mer_utils.timeline import WINDOW_SECONDS as TIMELINE_WINDOW
 
 # Errors that mean bad input, a missing file or package, or a refused file: one line, exit code 2.
 # (OSError covers FileNotFoundError and PermissionError; UnicodeDecodeError and JSON errors are ValueErrors.)
-EXPECTED_ERRORS = (ValueError, OSError, ImportError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -646,12 +645,6 @@ def _traceback_if_debug(args: argparse.Namespace) -> None:
         traceback.print_exc(file=sys.stderr)
 
 
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line (OSError's own message names the file)."""
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mer`` console script.
 
@@ -675,27 +668,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prefix} interrupted", file=sys.stderr)
         return 130
-    except MemoryError as error:
-        _traceback_if_debug(args)
-        detail = f" ({_one_line(error)})" if str(error) else ""
-        print(
-            f"{prefix} error: out of memory{detail}; try a shorter clip, fewer files or a smaller model",
-            file=sys.stderr,
-        )
-        return 2
-    except EXPECTED_ERRORS as error:
-        # ImportError: an optional package is missing; the message names the install command.
-        _traceback_if_debug(args)
-        print(f"{prefix} error: {_one_line(error)}", file=sys.stderr)
-        return 2
     except Exception as error:
+        # An expected error (bad input; ImportError: an optional package is missing, the message names
+        # the install command) or out of memory returns 2; anything else is a bug and returns 1.
         _traceback_if_debug(args)
-        print(
-            f"{prefix} internal error: {type(error).__name__}: {_one_line(error)} "
-            "(a bug; rerun with -v DEBUG for the traceback and report it)",
-            file=sys.stderr,
-        )
-        return 1
+        print(f"{prefix} {error_message(error)}", file=sys.stderr)
+        return 2 if isinstance(error, EXPECTED_ERRORS + (MemoryError,)) else 1
     finally:
         for name, value in previous.items():
             if value is None:
