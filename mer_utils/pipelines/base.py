@@ -454,7 +454,7 @@ def train(
     becomes predictions_oof.csv); run.json gets ``"settings"``. ``settings`` defaults to the branch's
     SMOKE or FULL instance; ``overrides`` replace single fields (``mer train``'s ``--epochs``
     lands here). A branch whose module still trains in one function (no hooks yet:
-    spectrogram, video, text) is handed the same arguments (``module.train(data, out, seed=...,
+    video, text) is handed the same arguments (``module.train(data, out, seed=...,
     smoke=..., model=..., **overrides)``, with ``progress=`` if it takes it and ``settings=`` when given).
     Returns metrics.json.
     """
