@@ -113,11 +113,6 @@ class SpectrogramSettings(Settings):
                 f"{type(self).__name__}: augmentation must be an AudioAugmentation or a dict of its fields, "
                 f"got {self.augmentation!r}"
             )
-        for name in ("test_actors", "val_actors"):
-            actors = getattr(self, name)
-            if actors is not None:
-                # A list becomes a tuple: settings stay frozen and hashable.
-                object.__setattr__(self, name, tuple(int(actor) for actor in actors))
 
 
 # The full run: ResNet18 at a quarter of the parameters trains in 10-20 min on 2 CPU cores.
