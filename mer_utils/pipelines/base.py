@@ -1,14 +1,15 @@
 """The branch contract: one train / evaluate / predict skeleton and one run-folder schema for every branch.
 
-A branch (``video``, ``audio``, ``spectrogram``, ``text``, ``faces``: the registry of
-:mod:`mer_utils.branches`, which also says what it reads, its run.json keys, model variants,
-``mer train`` options and the degradation kinds its input accepts besides ``"missing"``) is a
-module that supplies only its own parts:
+A branch (an entry of the registry of :mod:`mer_utils.branches`, the one list of branches, which
+also says what it reads, its run.json keys, model variants, ``mer train`` options and the
+degradation kinds its input accepts besides ``"missing"``) is a module that supplies only its own
+parts:
 
 * ``BRANCH`` (its name);
 * its training, as the hooks of the one driver :func:`train` (``index``, ``split``, ``features``,
-  ``fit``, ``tables``, optionally ``split_record(index, features)``: run.json's ``split``) with its frozen :class:`Settings` subclass and
-  ``FULL`` / ``SMOKE`` instances; a branch not yet split into hooks keeps one
+  ``fit``, ``tables``, optionally ``split_record(index, features)``: run.json's ``split``, and
+  ``choose(model, settings, smoke)``: the model name and settings of the run) with its frozen
+  :class:`Settings` subclass and ``FULL`` / ``SMOKE`` instances; a branch not yet split into hooks keeps one
   ``train(data, out, *, seed, smoke, model, ...)`` ending with :func:`write_run`, which the
   driver calls;
 * ``table_of(run_dir, info, data, model, degradation, progress)``: the prediction table of a loaded
