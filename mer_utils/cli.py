@@ -10,12 +10,12 @@ import json
 import logging
 import os
 import sys
-import zipfile
 from pathlib import Path
 
 from mer_utils.batch import DEFAULT_CHUNK_SIZE
 from mer_utils.branches import REGISTRY, TRAIN_OPTIONS, branch_names, branches_with_option, get_branch
 from mer_utils.config import DEFAULT_SEED
+from mer_utils.errors import EXPECTED_ERRORS, error_message
 from mer_utils.timeline import HOP_SECONDS as TIMELINE_HOP
 from mer_utils.timeline import WINDOW_SECONDS as TIMELINE_WINDOW
 

@@ -1,8 +1,7 @@
 """How `mer` says what went wrong: one line, the same words in the terminal and in `mer app`'s page.
 
-:data:`EXPECTED_ERRORS` mirrors ``mer_utils.cli.EXPECTED_ERRORS`` (tests/test_app.py checks that
-both say the same); the page of :mod:`mer_utils.app` shows :func:`error_message` where the command
-line prints ``mer <command>: <error_message>``.
+:mod:`mer_utils.cli` prints ``mer <command>: <error_message>`` and the page of :mod:`mer_utils.app`
+shows :func:`error_message`: one source for both.
 """
 
 from __future__ import annotations

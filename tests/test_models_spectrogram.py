@@ -179,13 +179,20 @@ def test_train_evaluate_predict_on_demo(demo_folder, tmp_path, monkeypatch):
 
     from mer_utils.config import RAVDESS_EMOTIONS
     from mer_utils.media import write_mp4
-    from mer_utils.pipelines import spectrogram
     from mer_utils.runs import read_predictions, read_run_info
 
     monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    metrics = spectrogram.train(
-        demo_folder, run, seed=3, smoke=True, test_actors=[1], val_actors=[2], epochs=6, progress=False
+    metrics = base.train(
+        "spectrogram",
+        demo_folder,
+        run,
+        seed=3,
+        smoke=True,
+        test_actors=[1],
+        val_actors=[2],
+        epochs=6,
+        progress=False,
     )
     for name in ("model.keras", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"):
         assert (run / name).is_file(), name
@@ -193,6 +200,11 @@ def test_train_evaluate_predict_on_demo(demo_folder, tmp_path, monkeypatch):
     assert info["branch"] == "spectrogram" and info["labels"] == list(RAVDESS_EMOTIONS)
     assert info["split"] == {"train": [3, 4], "val": [2], "test": [1]}
     assert info["image_size"] == 64 and info["n_mels"] == 128
+    # run.json "settings": the smoke settings with the overrides, the augmentation spelled out.
+    assert info["settings"]["epochs"] == 6 and info["settings"]["image_size"] == 64
+    assert info["settings"]["test_actors"] == [1] and info["settings"]["val_actors"] == [2]
+    assert info["settings"]["augmentation"] == info["augmentation"]
+    assert info["augmentation"]["max_semitones"] == 0.0
     stored = json.loads((run / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "per_class", "n"):
         assert key in stored
@@ -260,7 +272,40 @@ def test_train_with_imagenet_variant_fails_before_feature_extraction(tmp_path, m
     called = []
     monkeypatch.setattr(spectrogram, "log_mel_batch", lambda *args, **kwargs: called.append(1))
     with pytest.raises(PretrainedWeightsError, match="weights=None"):
-        spectrogram.train(tmp_path / "data", tmp_path / "run", model="resnet18_imagenet", progress=False)
+        base.train(
+            "spectrogram", tmp_path / "data", tmp_path / "run", model="resnet18_imagenet", progress=False
+        )
     assert not called and not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="unknown spectrogram model"):
-        spectrogram.train(tmp_path / "data", tmp_path / "run", model="vgg", progress=False)
+        base.train("spectrogram", tmp_path / "data", tmp_path / "run", model="vgg", progress=False)
+
+
+def test_spectrogram_settings_are_checked_and_give_the_image_parameters():
+    from mer_utils.audio_augment import AudioAugmentation
+    from mer_utils.pipelines import spectrogram
+
+    smoke = base.settings_for("spectrogram", smoke=True)
+    assert (
+        smoke is spectrogram.SMOKE
+        and smoke.image_size == 64
+        and smoke.image_size < spectrogram.FULL.image_size
+    )
+    assert smoke.augmentation.max_semitones == 0 and spectrogram.FULL.augmentation.max_semitones > 0
+    chosen = base.settings_for(
+        "spectrogram", test_actors=[4, 1], image_size=96, augmentation={"max_semitones": 1}
+    )
+    # Lists become tuples and a dict the frozen augmentation: settings stay hashable.
+    assert chosen.test_actors == (4, 1) and chosen.val_actors is None and hash(chosen)
+    assert chosen.augmentation == AudioAugmentation(max_semitones=1)
+    assert spectrogram.image_params(chosen, "resnet18").image_size == 96
+    assert spectrogram.image_params(chosen, "resnet18_speaker_norm").speaker_norm
+    assert not spectrogram.image_params(chosen, "resnet18").speaker_norm
+    # Notebook 04's triple: image parameters, settings and the augmentation as a dict.
+    params, settings, augmentation = spectrogram.settings_for(True, {"width": 8})
+    assert params.image_size == 64 and settings.width == 8 and augmentation["max_shift_seconds"] == 0.2
+    with pytest.raises(ValueError, match="'image_size' = 2 is outside"):
+        base.settings_for("spectrogram", image_size=2)
+    with pytest.raises(ValueError, match=r"unknown spectrogram settings \['n_mel'\]"):
+        spectrogram.settings_for(False, {"n_mel": 64})
+    with pytest.raises(ValueError, match="augmentation must be an AudioAugmentation"):
+        spectrogram.SpectrogramSettings(augmentation="strong")

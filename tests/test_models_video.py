@@ -130,11 +130,9 @@ def video_run(demo_dir, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     patch = pytest.MonkeyPatch()
     patch.setenv("MER_CACHE_DIR", str(cache))
-    from mer_utils.pipelines import video
-
     out = tmp_path_factory.mktemp("runs") / "video"
-    metrics = video.train(
-        demo_dir, out, smoke=True, progress=False, num_frames=2, clips_per_actor=8, frozen_epochs=2
+    metrics = base.train(
+        "video", demo_dir, out, smoke=True, progress=False, num_frames=2, clips_per_actor=8, frozen_epochs=2
     )
     yield out, metrics
     patch.undo()
@@ -241,15 +239,34 @@ def test_predict_file_on_a_clip_a_wav_and_a_faceless_video(video_run, demo_dir, 
 def test_train_without_imagenet_weights_fails_before_extracting_faces(demo_dir, tmp_path, monkeypatch):
     import keras
 
-    from mer_utils.pipelines import video
-
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure: Name or service not known")
 
     monkeypatch.setattr(keras.applications, "ResNet50", offline)
     monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(video_model.PretrainedWeightsError, match="resnet50-scratch"):
-        video.train(demo_dir, tmp_path / "run", model="resnet50", progress=False)
+        base.train("video", demo_dir, tmp_path / "run", model="resnet50", progress=False)
     assert not (tmp_path / "cache").exists()  # failed fast: no face was extracted
     with pytest.raises(ValueError, match="unknown video model"):
-        video.train(demo_dir, tmp_path / "run", model="vgg16", progress=False)
+        base.train("video", demo_dir, tmp_path / "run", model="vgg16", progress=False)
+
+
+def test_video_choose_names_the_model_and_takes_the_face_runs_input_size():
+    from mer_utils.default_runs import default_run
+    from mer_utils.pipelines import video
+
+    smoke = base.settings_for("video", smoke=True)
+    # Smoke runs default to the from-scratch network (offline); full runs to the registry's default.
+    assert video.choose(None, smoke, True) == ("resnet50-scratch", smoke)
+    assert video.choose(None, video.FULL, False)[0] == "resnet50"
+    face_run = default_run("faces")
+    chosen = base.settings_for("video", smoke=True, init=face_run, test_actors=[1], val_actors=[2])
+    assert chosen.init == str(face_run) and chosen.test_actors == (1,) and chosen.val_actors == (2,)
+    name, settings = video.choose(None, chosen, True)
+    face_info = base.run_info(face_run)
+    assert name == f"init:{face_info['model']}"
+    assert settings.input_size == face_info["input_size"] != smoke.input_size
+    with pytest.raises(ValueError, match="either --model or --init"):
+        video.choose("resnet50", chosen, True)
+    with pytest.raises(ValueError, match="unknown video model 'vgg16'"):
+        video.choose("vgg16", smoke, True)

@@ -157,10 +157,9 @@ def test_init_copies_the_face_run_weights(face_run):
 
 
 def test_video_train_with_init_starts_from_the_face_run(face_run, demo_dir, tmp_path):
-    from mer_utils.pipelines import video
-
     out = tmp_path / "video_init"
-    metrics = video.train(
+    metrics = base.train(
+        "video",
         demo_dir,
         out,
         smoke=True,
@@ -176,7 +175,7 @@ def test_video_train_with_init_starts_from_the_face_run(face_run, demo_dir, tmp_
     model = base.load_model(out)
     assert model.get_layer("backbone") is not None
     with pytest.raises(ValueError, match="either --model or --init"):
-        video.train(demo_dir, out, smoke=True, init=face_run, model="resnet50-scratch")
+        base.train("video", demo_dir, out, smoke=True, init=face_run, model="resnet50-scratch")
 
 
 def test_a_face_run_is_the_video_modality_of_mer_predict(face_run, tmp_path):

@@ -1,8 +1,8 @@
 """End-to-end jobs behind ``mer train`` / ``mer evaluate`` / ``mer predict``: one module per branch.
 
-Every branch module (``text``, ``audio``, ``spectrogram``, ``video``, ``faces``) follows the one
-contract of :mod:`mer_utils.pipelines.base` (read it first: the hooks a branch supplies and the
-run-folder schema) and is listed in the registry of :mod:`mer_utils.branches`. Training goes
+Every branch module follows the one contract of :mod:`mer_utils.pipelines.base` (read it first:
+the hooks a branch supplies and the run-folder schema) and is listed, with its import path, in the
+registry of :mod:`mer_utils.branches` (the one list of branches). Training goes
 through ``base.train(branch, data, out, settings)``, evaluating, predicting and loading through
 ``base.evaluate``, ``base.predict_table``, ``base.predict_file`` and ``base.load_model``, for every
 branch. Branch modules are imported lazily by the CLI, and no branch module imports another

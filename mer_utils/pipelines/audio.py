@@ -116,11 +116,6 @@ class AudioSettings(Settings):
             raise ValueError(
                 f"{type(self).__name__}: unknown normalisation {self.normalisation!r}; expected one of {NORMALISATIONS}"
             )
-        for name in ("test_actors", "val_actors"):
-            actors = getattr(self, name)
-            if actors is not None:
-                # A list from a caller or run.json becomes a tuple: settings stay frozen and hashable.
-                object.__setattr__(self, name, tuple(int(actor) for actor in actors))
 
 
 # A full run; smoke runs (CI) train fewer epochs at half the width on one augmented copy.

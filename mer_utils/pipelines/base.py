@@ -1,14 +1,15 @@
 """The branch contract: one train / evaluate / predict skeleton and one run-folder schema for every branch.
 
-A branch (``video``, ``audio``, ``spectrogram``, ``text``, ``faces``: the registry of
-:mod:`mer_utils.branches`, which also says what it reads, its run.json keys, model variants,
-``mer train`` options and the degradation kinds its input accepts besides ``"missing"``) is a
-module that supplies only its own parts:
+A branch (an entry of the registry of :mod:`mer_utils.branches`, the one list of branches, which
+also says what it reads, its run.json keys, model variants, ``mer train`` options and the
+degradation kinds its input accepts besides ``"missing"``) is a module that supplies only its own
+parts:
 
 * ``BRANCH`` (its name);
 * its training, as the hooks of the one driver :func:`train` (``index``, ``split``, ``features``,
-  ``fit``, ``tables``, optionally ``split_record(index, features)``: run.json's ``split``) with its frozen :class:`Settings` subclass and
-  ``FULL`` / ``SMOKE`` instances; a branch not yet split into hooks keeps one
+  ``fit``, ``tables``, optionally ``split_record(index, features)``: run.json's ``split``, and
+  ``choose(model, settings, smoke)``: the model name and settings of the run) with its frozen
+  :class:`Settings` subclass and ``FULL`` / ``SMOKE`` instances; a branch not yet split into hooks keeps one
   ``train(data, out, *, seed, smoke, model, ...)`` ending with :func:`write_run`, which the
   driver calls;
 * ``table_of(run_dir, info, data, model, degradation, progress)``: the prediction table of a loaded
@@ -424,6 +425,13 @@ class Settings:
     """
 
     def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, list):
+                # A list from a caller or run.json becomes a tuple: settings stay frozen and hashable
+                # (actors as ints: a split's test_actors / val_actors).
+                whole = item.name.endswith("_actors")
+                object.__setattr__(self, item.name, tuple(int(v) if whole else v for v in value))
         check_settings(self, type(self).__name__)
 
 
@@ -479,17 +487,20 @@ def train(
 ) -> dict:
     """Train ``branch`` on ``data`` and write the run folder ``out``: the one driver of ``mer train``.
 
-    The steps are the branch's hooks, in order: ``index(data, settings)`` (rows, with
-    ``attrs["skipped"]``), ``split(index, settings, seed)`` (adds a ``split`` column: train / val /
-    test), ``features(index, settings, model, seed, progress)`` (a dict; an optional ``"skipped"``
-    list), ``fit(features, settings, model, seed)`` (a :class:`Fitted`), then the model is saved and
-    ``tables(fitted, features, settings, labels)`` gives the val and test prediction tables for
-    :func:`write_run` (and may add to ``fitted.metrics`` figures read off them; a "oof" table
-    becomes predictions_oof.csv); run.json gets ``"settings"``. ``settings`` defaults to the branch's
-    SMOKE or FULL instance; ``overrides`` replace single fields (``mer train``'s ``--epochs``
-    lands here). A branch whose module still trains in one function (no hooks yet:
-    spectrogram, video, text) is handed the same arguments (``module.train(data, out, seed=...,
-    smoke=..., model=..., **overrides)``, with ``progress=`` if it takes it and ``settings=`` when given).
+    The steps are the branch's hooks, in order: optionally ``choose(model, settings, smoke)`` (the
+    model name run.json records and the settings it trains with, checked by the branch; without it
+    ``model`` defaults to the registry's default model and must be one of its models), ``index(data,
+    settings)`` (rows, with ``attrs["skipped"]``), ``split(index, settings, seed)`` (adds a
+    ``split`` column: train / val / test), ``features(index, settings, model, seed, progress)`` (a
+    dict; an optional ``"skipped"`` list), ``fit(features, settings, model, seed)`` (a
+    :class:`Fitted`), then the model is saved and ``tables(fitted, features, settings, labels)``
+    gives the val and test prediction tables for :func:`write_run` (and may add to
+    ``fitted.metrics`` figures read off them; a "oof" table becomes predictions_oof.csv); run.json
+    gets ``"settings"``. ``settings`` defaults to the branch's SMOKE or FULL instance; ``overrides``
+    replace single fields (``mer train``'s ``--epochs`` lands here). A branch whose module still
+    trains in one function (no hooks yet: text) is handed the same arguments (``module.train(data,
+    out, seed=..., smoke=..., model=..., **overrides)``, with ``progress=`` if it takes it and
+    ``settings=`` when given).
     Returns metrics.json.
     """
     from mer_utils.config import DEFAULT_SEED, set_seed
@@ -507,9 +518,13 @@ def train(
             overrides["progress"] = progress
         return module.train(data, out, seed=seed, smoke=smoke, model=model, **overrides)
     chosen = settings_for(branch, smoke, settings, **overrides)
-    model_name = model or spec.default_model
-    if model_name not in spec.models:
-        raise ValueError(f"unknown {branch} model {model_name!r}; expected one of {list(spec.models)}")
+    choose = getattr(module, "choose", None)
+    if choose is not None:
+        model_name, chosen = choose(model, chosen, smoke)
+    else:
+        model_name = model or spec.default_model
+        if model_name not in spec.models:
+            raise ValueError(f"unknown {branch} model {model_name!r}; expected one of {list(spec.models)}")
     labels = list(spec.labels)
     set_seed(seed)
     index = module.index(data, chosen)

@@ -5,12 +5,16 @@ spectrogram in dB -> image: dB normalised per image to 0-255, low frequencies at
 resized to ``image_size`` x ``image_size``, grey copied to 3 channels (the layout ImageNet
 networks expect) -> :func:`mer_utils.models.spectrogram.build_resnet18`.
 
-Training (``mer train spectrogram``) indexes one or more corpus sources (:mod:`mer_utils.corpora`),
-keeps one file per take (audio-video mp4 first, then audio-only wav), splits by speaker inside
-each corpus with :func:`mer_utils.corpora.speaker_disjoint_split` (default 12/3/3 actors for 18, 4/2/2 for 8;
-``test_actors`` / ``val_actors`` override), and augments the training split only: extra
-copies of every training clip with waveform augmentation (noise, shift, pitch, stretch) plus
-SpecAugment masks. The features live in :mod:`mer_utils.spectrograms` (cached under the audio cache).
+Training is ``base.train("spectrogram", data, out, settings)`` (``mer train spectrogram``) calling
+this module's hooks with :class:`SpectrogramSettings` (``FULL`` / ``SMOKE``): ``index`` reads one or
+more corpus sources (:mod:`mer_utils.corpora`) and keeps one file per take (audio-video mp4 first,
+then audio-only wav), ``split`` splits by speaker inside each corpus with
+:func:`mer_utils.corpora.speaker_disjoint_split` (default 12/3/3 actors for 18, 4/2/2 for 8; or the
+settings' ``test_actors`` / ``val_actors``), ``features`` builds the network (missing ImageNet
+weights fail first) and renders the images, augmenting the training split only: extra copies of
+every training clip with waveform augmentation (noise, shift, pitch, stretch) plus SpecAugment
+masks; ``fit`` trains with :func:`mer_utils.training.fit_classifier` and ``tables`` predicts the
+val and test clips. The features live in :mod:`mer_utils.spectrograms` (cached under the audio cache).
 
 The run folder follows the branch contract of :mod:`mer_utils.pipelines.base`: ``model.keras``,
 ``run.json`` (everything needed to rebuild the images), ``metrics.json``, ``history.json``,
@@ -21,16 +25,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mer_utils.audio_augment import AudioAugmentation
 from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
-from mer_utils.pipelines.base import Settings
+from mer_utils.pipelines.base import Fitted, Settings
 from mer_utils.spectrograms import (  # noqa: F401  (re-exported: the features were part of this module)
     SpectrogramParams,
     _floor,
@@ -50,7 +56,7 @@ log = logging.getLogger(__name__)
 
 # Branch name written to run.json (``mer evaluate`` dispatches on it).
 BRANCH = "spectrogram"
-# Model variants of ``mer train spectrogram --model``: initial weights and option overrides.
+# Model variants of ``mer train spectrogram --model``: initial weights and image options.
 MODELS: dict[str, dict] = {
     # Random initialisation, per-image dB normalisation.
     "resnet18": {"weights": None},
@@ -61,27 +67,21 @@ MODELS: dict[str, dict] = {
 }
 # Extra file of the run folder with the per-epoch training curves (format: pipelines.base).
 HISTORY_FILE = "history.json"
-# Waveform augmentation of the training copies (fields as in mer_utils.audio.AudioAugmentation).
-FULL_AUGMENTATION = {
-    "noise_snr_db": (15.0, 35.0),
-    "max_shift_seconds": 0.25,
-    "max_semitones": 1.5,
-    "stretch_range": (0.92, 1.08),
-}
+# Waveform augmentation of the training copies of a full run.
+FULL_AUGMENTATION = AudioAugmentation(
+    noise_snr_db=(15.0, 35.0), max_shift_seconds=0.25, max_semitones=1.5, stretch_range=(0.92, 1.08)
+)
 # Smoke runs skip pitch shift and stretch (the slow librosa effects) and keep noise and shift.
-SMOKE_AUGMENTATION = {
-    "noise_snr_db": (15.0, 35.0),
-    "max_shift_seconds": 0.2,
-    "max_semitones": 0.0,
-    "stretch_range": (1.0, 1.0),
-}
+SMOKE_AUGMENTATION = AudioAugmentation(
+    noise_snr_db=(15.0, 35.0), max_shift_seconds=0.2, max_semitones=0.0, stretch_range=(1.0, 1.0)
+)
 
 
 @dataclass(frozen=True)
-class TrainSettings(Settings):
-    """Model size and training schedule of one run (stored in run.json)."""
+class SpectrogramSettings(Settings):
+    """Image size, model size, augmentation, split and training schedule of one run (run.json ``"settings"``)."""
 
-    # Filters of the first ResNet18 stage (64 = the real ResNet18).
+    # Filters of the first ResNet18 stage (64 = the real ResNet18; the ImageNet variant always uses 64).
     width: int = 32
     # Dropout before the softmax: high, because 700 clips of 12 speakers overfit within 10 epochs.
     dropout: float = 0.5
@@ -96,16 +96,40 @@ class TrainSettings(Settings):
     augmented_copies: int = 2
     # SpecAugment masks on the augmented copies (frequency bands and time spans).
     spec_augment: bool = True
+    # Side of the square image fed to the network (pixels; SpectrogramParams.image_size).
+    image_size: int = SpectrogramParams.image_size
+    # Waveform augmentation of the augmented copies.
+    augmentation: AudioAugmentation = FULL_AUGMENTATION
+    # Actors of the test and val parts (None: drawn by actor_disjoint_split from the seed).
+    test_actors: tuple[int, ...] | None = None
+    val_actors: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.augmentation, Mapping):
+            # A dict from a caller or run.json becomes the frozen augmentation.
+            object.__setattr__(self, "augmentation", AudioAugmentation(**self.augmentation))
+        if not isinstance(self.augmentation, AudioAugmentation):
+            raise ValueError(
+                f"{type(self).__name__}: augmentation must be an AudioAugmentation or a dict of its fields, "
+                f"got {self.augmentation!r}"
+            )
 
 
 # The full run: ResNet18 at a quarter of the parameters trains in 10-20 min on 2 CPU cores.
-FULL = TrainSettings()
+FULL = SpectrogramSettings()
 # Smoke runs (CI, demo data): a thin network on small images, still clearly above chance.
-SMOKE = TrainSettings(
-    width=16, dropout=0.2, epochs=20, batch_size=16, learning_rate=2e-3, patience=6, augmented_copies=1
+SMOKE = SpectrogramSettings(
+    width=16,
+    dropout=0.2,
+    epochs=20,
+    batch_size=16,
+    learning_rate=2e-3,
+    patience=6,
+    augmented_copies=1,
+    image_size=64,
+    augmentation=SMOKE_AUGMENTATION,
 )
-# Image size of smoke runs (pixels).
-SMOKE_IMAGE_SIZE = 64
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -118,83 +142,82 @@ def clip_index(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     return audio_index(data)
 
 
-# --- training -------------------------------------------------------------------------------
+def image_params(settings: SpectrogramSettings, model: str | None = None) -> SpectrogramParams:
+    """The image parameters of a run: the settings' image size, speaker normalisation from the model variant."""
+    variant = MODELS.get(model or get_branch(BRANCH).default_model, {})
+    return SpectrogramParams(
+        image_size=settings.image_size, speaker_norm=bool(variant.get("speaker_norm", False))
+    )
 
 
 def settings_for(
-    smoke: bool = False, overrides: dict | None = None
-) -> tuple[SpectrogramParams, TrainSettings, dict]:
-    """Image parameters, training settings and waveform augmentation of a full or smoke run."""
-    overrides = overrides or {}
-    params = SpectrogramParams(image_size=SMOKE_IMAGE_SIZE) if smoke else SpectrogramParams()
-    settings = SMOKE if smoke else FULL
-    augmentation = dict(SMOKE_AUGMENTATION if smoke else FULL_AUGMENTATION)
-    param_fields = set(SpectrogramParams.__dataclass_fields__)
-    setting_fields = set(TrainSettings.__dataclass_fields__)
-    unknown = set(overrides) - param_fields - setting_fields
-    if unknown:
-        raise ValueError(f"unknown spectrogram options {sorted(unknown)}")
-    params = replace(params, **{k: v for k, v in overrides.items() if k in param_fields})
-    settings = replace(settings, **{k: v for k, v in overrides.items() if k in setting_fields})
-    return params, settings, augmentation
+    smoke: bool = False, overrides: dict | None = None, model: str | None = None
+) -> tuple[SpectrogramParams, SpectrogramSettings, dict]:
+    """Image parameters, settings and waveform augmentation (a dict) of a full or smoke run of ``model``.
 
-
-def train(
-    data: str | Path,
-    out: str | Path,
-    *,
-    seed: int = DEFAULT_SEED,
-    smoke: bool = False,
-    model: str | None = None,
-    test_actors: list[int] | None = None,
-    val_actors: list[int] | None = None,
-    progress: bool = True,
-    **options,
-) -> dict:
-    """Train the spectrogram ResNet18 on a RAVDESS folder and write the run folder ``out``.
-
-    ``model`` is a key of :data:`MODELS` ("resnet18" by default).
-    ``options`` override :class:`SpectrogramParams` / :class:`TrainSettings` fields (e.g.
-    ``width=64``, ``epochs=60``, ``image_size=160``). Returns the test metrics.
+    ``overrides`` replace settings fields (:func:`mer_utils.pipelines.base.settings_for` checks them).
     """
-    from mer_utils.config import set_seed
+    settings = base.settings_for(BRANCH, smoke, **(overrides or {}))
+    return image_params(settings, model), settings, asdict(settings.augmentation)
+
+
+# --- training: the hooks of base.train ----------------------------------------------------------
+
+
+def index(data: str | Path | pd.DataFrame, settings: SpectrogramSettings) -> pd.DataFrame:
+    """One clip with sound per take of ``data`` (a RAVDESS folder or index); skipped files in ``attrs["skipped"]``."""
+    return clip_index(data)
+
+
+def split(index: pd.DataFrame, settings: SpectrogramSettings, seed: int) -> pd.DataFrame:
+    """Actor-disjoint train / val / test parts (12/3/3 actors for 18, 4/2/2 for 8), or the settings' actors.
+
+    With both test and val actors fixed, every other actor trains (the default sizes assume a drawn split).
+    """
     from mer_utils.corpora import speaker_disjoint_split
-    from mer_utils.pipelines.base import write_run
-    from mer_utils.pipelines.out_of_fold import network_reason
-    from mer_utils.runs import save_model
-    from mer_utils.training import count_parameters, encode_labels, fit_classifier
 
-    model_name = model or get_branch(BRANCH).default_model
-    if model_name not in MODELS:
-        raise ValueError(f"unknown spectrogram model {model_name!r}; expected one of {sorted(MODELS)}")
-    variant = dict(MODELS[model_name])
-    weights = variant.pop("weights")
-    params, settings, augmentation = settings_for(smoke, {**variant, **options})
-    labels = list(RAVDESS_EMOTIONS)
-    out = Path(out)
-    set_seed(seed)
-
-    index = clip_index(data)
+    test_actors, val_actors = settings.test_actors, settings.val_actors
     sizes = None
     if test_actors is not None and val_actors is not None:
-        # Both parts fixed: the rest trains (the default sizes assume a drawn split).
         test_actors, val_actors = list(test_actors), list(val_actors)
         sizes = (
             index["actor"].nunique() - len(test_actors) - len(val_actors),
             len(val_actors),
             len(test_actors),
         )
-    index = speaker_disjoint_split(index, sizes, seed=seed, test_actors=test_actors, val_actors=val_actors)
-    skipped = list(index.attrs.get("skipped", []))
-    split = {
-        s: sorted(int(a) for a in index.loc[index["split"] == s, "actor"].unique())
-        for s in ("train", "val", "test")
+    elif test_actors is not None or val_actors is not None:
+        test_actors = list(test_actors) if test_actors is not None else None
+        val_actors = list(val_actors) if val_actors is not None else None
+    parts = speaker_disjoint_split(index, sizes, seed=seed, test_actors=test_actors, val_actors=val_actors)
+    log.info("split actors %s", split_record(parts, {}))
+    return parts
+
+
+def split_record(index: pd.DataFrame, features: dict) -> dict:
+    """run.json's ``split``: the actors of each part."""
+    return {
+        part: sorted(int(actor) for actor in index.loc[index["split"] == part, "actor"].unique())
+        for part in ("train", "val", "test")
     }
-    log.info("split actors %s", split)
 
-    # The network comes first so that missing ImageNet weights fail before minutes of features.
+
+def features(
+    index: pd.DataFrame, settings: SpectrogramSettings, model: str, seed: int, progress: bool
+) -> dict:
+    """Spectrogram images of every part, augmented training copies, and the untrained network.
+
+    The network is built first, so that missing ImageNet weights fail before minutes of features
+    (:class:`mer_utils.models.PretrainedWeightsError`). Speaker statistics come from each actor's
+    clean clips; every actor is in one part only.
+    """
+    from mer_utils.config import set_seed
     from mer_utils.models.spectrogram import RESNET18_WIDTH, build_resnet18
+    from mer_utils.training import encode_labels
 
+    weights = MODELS[model]["weights"]
+    params = image_params(settings, model)
+    augmentation = asdict(settings.augmentation)
+    labels = list(RAVDESS_EMOTIONS)
     set_seed(seed, keras=True)
     width = RESNET18_WIDTH if weights == "imagenet" else settings.width
     network = build_resnet18(
@@ -205,12 +228,11 @@ def train(
         dropout=settings.dropout,
     )
 
-    batches = {}
+    batches, skipped = {}, []
     for part in ("train", "val", "test"):
         batch = log_mel_batch(index[index["split"] == part], params, seed=seed, progress=progress)
         skipped += batch.skipped
         batches[part] = batch
-    # Speaker statistics come from each actor's clean clips; every actor is in one split only.
     means = None
     if params.speaker_norm:
         means = speaker_mean_spectra(
@@ -232,68 +254,69 @@ def train(
             maps = masked_copies(maps, seed + copy)
         train_images.append(spectrogram_images(maps, params.image_size))
         train_labels.append(batch.rows["emotion"].tolist())
-    x_train = np.concatenate(train_images)
-    y_train = encode_labels(sum(train_labels, []), labels)
-    x_val = render_images(batches["val"].features, batches["val"].rows["actor"], params, means)
-    y_val = encode_labels(batches["val"].rows["emotion"], labels)
-    x_test = render_images(batches["test"].features, batches["test"].rows["actor"], params, means)
+    return {
+        "network": network,
+        "width": width,
+        "params": params,
+        "x_train": np.concatenate(train_images),
+        "y_train": encode_labels(sum(train_labels, []), labels),
+        "x_val": render_images(batches["val"].features, batches["val"].rows["actor"], params, means),
+        "y_val": encode_labels(batches["val"].rows["emotion"], labels),
+        "x_test": render_images(batches["test"].features, batches["test"].rows["actor"], params, means),
+        "rows": {part: batches[part].rows for part in ("val", "test")},
+        "skipped": skipped,
+        "progress": progress,
+    }
 
-    best = best_accuracy_callback()
-    fit = fit_classifier(
+
+def fit(features: dict, settings: SpectrogramSettings, model: str, seed: int) -> Fitted:
+    """Train the network with :func:`mer_utils.training.fit_classifier`, keeping the epoch of best validation accuracy."""
+    from mer_utils.pipelines.out_of_fold import network_reason
+    from mer_utils.training import best_validation_callback, count_parameters, fit_classifier
+
+    network, params = features["network"], features["params"]
+    best = best_validation_callback()
+    result = fit_classifier(
         network,
-        x_train,
-        y_train,
-        x_val,
-        y_val,
+        features["x_train"],
+        features["y_train"],
+        features["x_val"],
+        features["y_val"],
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
         patience=settings.patience,
-        verbose=2 if progress else 0,
+        verbose=2 if features["progress"] else 0,
         callbacks=[best],
     )
     # Keep the epoch with the best validation accuracy: on unseen speakers the validation loss
     # bottoms out epochs before the accuracy peaks (the network grows overconfident first).
     if best.best_weights is not None:
         network.set_weights(best.best_weights)
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(out, network, "keras")
-    tables = {
-        "val": _table(network, x_val, batches["val"].rows, labels),
-        "test": _table(network, x_test, batches["test"].rows, labels),
-    }
-    return write_run(
-        out,
-        branch=BRANCH,
-        labels=labels,
-        model=model_name,
-        seed=seed,
-        smoke=smoke,
-        data=data,
-        split=split,
-        tables=tables,
-        skipped=skipped,
-        history=fit.history,
-        out_of_fold_reason=network_reason(fit.seconds),
-        info={"width": width, **asdict(params), "settings": asdict(settings), "augmentation": augmentation},
+    return Fitted(
+        model=network,
+        model_format="keras",
+        history=result.history,
+        info={"width": features["width"], **asdict(params), "augmentation": asdict(settings.augmentation)},
         metrics={
             "params": count_parameters(network),
-            "train_seconds": round(fit.seconds, 1),
-            "epochs": fit.epochs,
+            "train_seconds": round(result.seconds, 1),
+            "epochs": result.epochs,
             "selected_epoch": best.best_epoch,
-            "train_images": len(x_train),
-            "width": width,
+            "train_images": len(features["x_train"]),
+            "width": features["width"],
             "image_size": params.image_size,
         },
+        out_of_fold_reason=network_reason(result.seconds),
     )
 
 
-def best_accuracy_callback():
-    """The shared best-validation-accuracy callback reading ``val_accuracy`` from the epoch logs."""
-    from mer_utils.training import best_validation_callback
-
-    return best_validation_callback()
+def tables(fitted: Fitted, features: dict, settings: SpectrogramSettings, labels: list[str]) -> dict:
+    """Val and test prediction tables (clip_id = take id)."""
+    return {
+        part: _table(fitted.model, features[f"x_{part}"], features["rows"][part], labels)
+        for part in ("val", "test")
+    }
 
 
 def _table(network, images: np.ndarray, rows: pd.DataFrame, labels: list[str]) -> pd.DataFrame:

@@ -1,9 +1,12 @@
 """Video branch: face crops of RAVDESS clips -> ResNet50 -> clip probabilities (``mer train video``).
 
-``train`` indexes a RAVDESS folder (one file per take: audio-video mp4, else video-only mp4),
-splits it by actor, extracts cached face crops (:mod:`mer_utils.faces`), trains the ResNet50
-of :mod:`mer_utils.models.video` on frames and writes a run folder whose prediction tables hold
-one row per take: the clip probability is the mean of its frames' probabilities.
+Training is ``base.train("video", data, out, settings)`` (``mer train video``) calling this
+module's hooks with :class:`VideoSettings` (``FULL`` / ``SMOKE``): ``choose`` names the model
+(or the ``init`` face run it starts from), ``index`` keeps one file per take (audio-video mp4,
+else video-only mp4), ``split`` splits by actor, ``features`` builds the network (unreachable
+ImageNet weights fail first) and extracts cached face crops (:mod:`mer_utils.faces`), ``fit``
+trains the ResNet50 of :mod:`mer_utils.models.video` on frames and ``tables`` gives one row per
+take: the clip probability is the mean of its frames' probabilities.
 
 Model variants (``--model``): ``resnet50`` (ImageNet weights, two-phase fine-tuning; the default
 for real users) and ``resnet50-scratch`` (``weights=None``, the whole network trains from the
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ import pandas as pd
 from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
-from mer_utils.pipelines.base import Settings
+from mer_utils.pipelines.base import Fitted, Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,18 @@ class VideoSettings(Settings):
     patience: int = 4
     # At most this many clips per actor, spread over the emotions (None: all).
     clips_per_actor: int | None = None
+    # Actors of the test and val parts (None: drawn by actor_disjoint_split from the seed).
+    test_actors: tuple[int, ...] | None = None
+    val_actors: tuple[int, ...] | None = None
+    # A `mer train faces` run folder to start from (its network, input size and weights), or None.
+    init: str | None = None
+    # Processes extracting faces (the results do not depend on it).
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init is not None:
+            object.__setattr__(self, "init", str(self.init))
 
 
 FULL = VideoSettings()
@@ -176,92 +191,116 @@ def _skipped_records(failed: pd.DataFrame) -> list[dict]:
     return [{"path": str(p), "reason": str(r)} for p, r in zip(failed["path"], failed["reason"], strict=True)]
 
 
-# --- training -----------------------------------------------------------------------------
+# --- training: the hooks of base.train ----------------------------------------------------------
 
 
-def train(
-    data: str | Path,
-    out: str | Path,
-    settings: VideoSettings | None = None,
-    *,
-    seed: int = SEED,
-    smoke: bool = False,
-    model: str | None = None,
-    test_actors=None,
-    val_actors=None,
-    workers: int = 1,
-    progress: bool = True,
-    verbose: int = 0,
-    init: str | Path | None = None,
-    **overrides,
-) -> dict:
-    """Train the video branch on the RAVDESS folder ``data`` and write the run folder ``out``.
+def choose(model: str | None, settings: VideoSettings, smoke: bool) -> tuple[str, VideoSettings]:
+    """The model run.json records and the settings it trains with.
 
-    ``init``: a ``mer train faces`` run folder; the video model then starts from that run's
-    architecture, input size and weights and trains every layer in one phase (the recommended
-    offline start when ImageNet weights cannot be had).
+    With ``settings.init`` (a ``mer train faces`` run folder) the face run decides the network and
+    its input size, and the model is ``init:<face model>``; else ``model`` is a key of
+    :data:`MODEL_WEIGHTS` (smoke runs default to ``resnet50-scratch``, which runs offline).
+    """
+    if settings.init is not None:
+        if model is not None:
+            raise ValueError("give either --model or --init (the face run decides the architecture)")
+        face_info = base.run_info(settings.init, "faces")
+        return f"init:{face_info['model']}", replace(settings, input_size=int(face_info["input_size"]))
+    name = model or ("resnet50-scratch" if smoke else DEFAULT_MODEL)
+    if name not in MODEL_WEIGHTS:
+        raise ValueError(f"unknown video model {name!r}; expected one of {sorted(MODEL_WEIGHTS)}")
+    return name, settings
 
-    Split: ``actor_disjoint_split`` with ``seed`` (4/2/2 actors on the 8-actor demo set,
-    16/4/4 on all 24), overridable with ``test_actors`` / ``val_actors``. ``settings`` default to
-    SMOKE or FULL (:class:`VideoSettings`); ``overrides`` replace single fields (e.g.
-    ``num_frames=12``, ``start=0.0, stop=1.0``). ``model``: ``resnet50`` (ImageNet, default) or
-    ``resnet50-scratch``; smoke mode defaults to ``resnet50-scratch``.
-    Returns the test metrics (also written to ``metrics.json``).
+
+def index(data: str | Path | pd.DataFrame, settings: VideoSettings) -> pd.DataFrame:
+    """One video file per take of ``data`` (:func:`video_index`); audio-only takes in ``attrs["skipped"]``."""
+    found = video_index(data)
+    found.attrs["data"] = "the given index" if isinstance(data, pd.DataFrame) else str(data)
+    return found
+
+
+def split(index: pd.DataFrame, settings: VideoSettings, seed: int) -> pd.DataFrame:
+    """Actor-disjoint parts (4/2/2 actors on the 8-actor demo set, 16/4/4 on all 24), or the settings' actors."""
+    from mer_utils.ravdess import actor_disjoint_split
+
+    parts = actor_disjoint_split(
+        index,
+        seed=seed,
+        test_actors=list(settings.test_actors) if settings.test_actors is not None else None,
+        val_actors=list(settings.val_actors) if settings.val_actors is not None else None,
+    )
+    parts.attrs["data"] = index.attrs["data"]
+    return parts
+
+
+def split_record(index: pd.DataFrame, features: dict) -> dict:
+    """run.json's ``split``: the actors of each part."""
+    return {
+        part: sorted(int(actor) for actor in index.loc[index["split"] == part, "actor"].unique())
+        for part in ("train", "val", "test")
+    }
+
+
+def features(index: pd.DataFrame, settings: VideoSettings, model: str, seed: int, progress: bool) -> dict:
+    """The untrained network, then the face crops of at most ``clips_per_actor`` clips per actor, as frames.
+
+    The network comes first: unreachable ImageNet weights fail, with a clear message, before any
+    face is extracted. With ``settings.init`` it copies the face run's architecture and weights.
     """
     from mer_utils.config import set_seed
     from mer_utils.faces import extract_faces
-    from mer_utils.models.video import build_video_model, train_video_model
-    from mer_utils.pipelines.base import write_run
-    from mer_utils.pipelines.out_of_fold import network_reason
-    from mer_utils.ravdess import actor_disjoint_split
-    from mer_utils.runs import save_model
 
-    settings = base.settings_for(BRANCH, smoke, settings, **overrides)
     labels = list(RAVDESS_EMOTIONS)
-    if init is not None:
+    set_seed(seed, keras=True)
+    if settings.init is not None:
         from mer_utils.models.faces import network_like_face_run
-        from mer_utils.pipelines.base import load_model, run_info
 
-        if model is not None:
-            raise ValueError("give either --model or --init (the face run decides the architecture)")
-        set_seed(seed, keras=True)
-        face_info = run_info(init, "faces")
+        face_info = base.run_info(settings.init, "faces")
         network = network_like_face_run(
-            {**face_info, "run_dir": str(init)},
-            lambda: load_model(init, "faces"),
+            {**face_info, "run_dir": str(settings.init)},
+            lambda: base.load_model(settings.init, "faces"),
             num_classes=len(labels),
             seed=seed,
         )
-        model_name, weights = f"init:{face_info['model']}", None
-        settings = replace(settings, input_size=int(face_info["input_size"]))
+        weights = None
     else:
-        model_name = model or ("resnet50-scratch" if smoke else DEFAULT_MODEL)
-        if model_name not in MODEL_WEIGHTS:
-            raise ValueError(f"unknown video model {model_name!r}; expected one of {sorted(MODEL_WEIGHTS)}")
-        weights = MODEL_WEIGHTS[model_name]
-        set_seed(seed, keras=True)
-    out = Path(out)
+        from mer_utils.models.video import build_video_model
 
-    videos = video_index(data)
-    index = actor_disjoint_split(videos, seed=seed, test_actors=test_actors, val_actors=val_actors)
-    if init is None:
-        # Build the model first: it fails fast, with a clear message, when ImageNet weights are unreachable.
+        weights = MODEL_WEIGHTS[model]
         network = build_video_model(
             weights=weights, input_size=settings.input_size, num_classes=len(labels), seed=seed
         )
     index = limit_clips_per_actor(index, settings.clips_per_actor, seed=seed)
     params = _face_params(settings)
     started = time.perf_counter()
-    extraction = extract_faces(index["path"], params, workers=workers, progress=progress)
+    extraction = extract_faces(index["path"], params, workers=settings.workers, progress=progress)
     face_seconds = time.perf_counter() - started
     parts = {
-        split: frame_set(index[index["split"] == split], extraction.faces, labels, seed=seed)
-        for split in ("train", "val", "test")
+        part: frame_set(index[index["split"] == part], extraction.faces, labels, seed=seed)
+        for part in ("train", "val", "test")
     }
-    for split, part in parts.items():
-        if len(part.x) == 0:
-            raise ValueError(f"{data}: no usable {split} clips after face extraction (see the skipped clips)")
+    for part, frames in parts.items():
+        if len(frames.x) == 0:
+            raise ValueError(
+                f"{index.attrs['data']}: no usable {part} clips after face extraction (see the skipped clips)"
+            )
+    return {
+        "network": network,
+        "weights": weights,
+        "params": params,
+        "parts": parts,
+        "extraction": extraction,
+        "face_seconds": face_seconds,
+        "skipped": _skipped_records(extraction.failed),
+    }
 
+
+def fit(features: dict, settings: VideoSettings, model: str, seed: int) -> Fitted:
+    """Train on frames with :func:`mer_utils.models.video.train_video_model` (two phases from ImageNet, else one)."""
+    from mer_utils.models.video import train_video_model
+    from mer_utils.pipelines.out_of_fold import network_reason
+
+    network, weights, parts = features["network"], features["weights"], features["parts"]
     training = train_video_model(
         network,
         parts["train"].x,
@@ -276,51 +315,44 @@ def train(
         fine_tune_learning_rate=settings.fine_tune_learning_rate,
         batch_size=settings.batch_size,
         patience=settings.patience,
-        verbose=verbose,
+        verbose=0,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(out, network, "keras")
-    split_actors = {
-        split: sorted(int(a) for a in index.loc[index["split"] == split, "actor"].unique())
-        for split in ("train", "val", "test")
-    }
-    tables = {split: _table_from_frames(network, parts[split], labels) for split in ("val", "test")}
+    extraction = features["extraction"]
     detail = extraction.fallback_table()
-    return write_run(
-        out,
-        branch=BRANCH,
-        labels=labels,
-        model=model_name,
-        seed=seed,
-        smoke=smoke,
-        data=data,
-        split=split_actors,
-        tables=tables,
-        skipped=list(videos.attrs["skipped"]) + _skipped_records(extraction.failed),
+    init = str(settings.init) if settings.init is not None else None
+    return Fitted(
+        model=network,
+        model_format="keras",
         history=training.history,
         phases=training.phases,
-        out_of_fold_reason=network_reason(training.seconds),
         info={
             "weights": weights,
             "input_size": settings.input_size,
-            "faces": params.as_dict(),
-            "settings": asdict(settings),
-            "init": str(init) if init is not None else None,
+            "faces": features["params"].as_dict(),
+            "init": init,
         },
         metrics={
             "weights": weights,
-            "init": str(init) if init is not None else None,
+            "init": init,
             "input_size": settings.input_size,
             "frames_per_clip": settings.num_frames,
             "train_frames": len(parts["train"].x),
             "fallback_share": extraction.total_fallback_share(),
             "fallback_clips": int((detail["fallback_share"] > 0).sum()),
-            "face_seconds": round(face_seconds, 1),
+            "face_seconds": round(features["face_seconds"], 1),
             "train_seconds": round(training.seconds, 1),
             "epochs": len(training.history.get("loss", [])),
             "phases": training.phases,
         },
+        out_of_fold_reason=network_reason(training.seconds),
     )
+
+
+def tables(fitted: Fitted, features: dict, settings: VideoSettings, labels: list[str]) -> dict:
+    """Val and test prediction tables, one row per take (the mean of its frames' probabilities)."""
+    return {
+        part: _table_from_frames(fitted.model, features["parts"][part], labels) for part in ("val", "test")
+    }
 
 
 def _table_from_frames(network, frames: FrameSet, labels: list[str]) -> pd.DataFrame:
