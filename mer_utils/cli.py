@@ -298,6 +298,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mer_utils.predict import format_prediction, predict_clip
 
     batch_options = [f"--{n}" for n in ("workers", "scheduler", "timeout") if getattr(args, n) is not None]
+    if args.models is None:
+        from mer_utils.default_runs import bundled_note, bundled_runs
+
+        args.models = bundled_runs()
+        print(f"mer predict: {bundled_note()}", file=sys.stderr)
     if args.timeline:
         return _predict_timeline(args, batch_options)
     if args.window is not None or args.hop is not None:
@@ -535,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "clip", nargs="+", help="a clip; with --out also folders (walked) and text files of paths"
     )
-    predict.add_argument("--models", type=Path, nargs="+", required=True, help="run folders")
+    predict.add_argument(
+        "--models", type=Path, nargs="+", help="run folders (default: the runs bundled with the package)"
+    )
     predict.add_argument(
         "--fusion", type=Path, help="a `mer fuse` folder (fusion.json); default: fit on the runs' validation"
     )

@@ -39,3 +39,17 @@ def default_run(name: str = "faces") -> Path:
 
     run_info(folder, DEFAULT_RUNS[name][0])
     return folder
+
+
+def bundled_runs() -> list[Path]:
+    """Every bundled run folder (what `mer predict` and `mer app` use without ``--models``)."""
+    return [default_run(name) for name in DEFAULT_RUNS]
+
+
+def bundled_note() -> str:
+    """One line saying which bundled runs answer and what they were trained on."""
+    return (
+        "no --models: the runs that ship with the package answer ("
+        + "; ".join(f"{name}: {what}" for name, (_, what) in DEFAULT_RUNS.items())
+        + ")"
+    )

@@ -8,10 +8,13 @@ small and the rebuild takes well under an hour on 2 cores), scored on validation
     .venv/bin/python scripts/build_default_runs.py [--data ../shared/data/faces/fer2013] [--epochs 5]
         [--from-run RUN]        # package a finished `mer train faces` run instead of training one
         [--results default_runs]
+    .venv/bin/python scripts/build_default_runs.py --val-predictions [--data ...]   # predictions_val.csv only
 
-Only the files needed to load and describe the run are copied (model.keras, run.json,
-metrics.json, history.json); run.json's ``data`` names the data by its placeholder
-(``DATA_DIR/faces/fer2013``), never a path of this machine. The run is loaded back through
+Only the files needed to load, describe and fuse the run are copied (model.keras, run.json,
+metrics.json, history.json, predictions_val.csv: `mer predict` fits its fusion on every run's
+validation predictions); run.json's ``data`` and the tables' paths name the data by its
+placeholder (``DATA_DIR/faces/fer2013``), never a path of this machine. ``--val-predictions``
+only rewrites predictions_val.csv of the bundled run from its own seeded split of ``--data``. The run is loaded back through
 :func:`mer_utils.default_runs.default_run` (checksum checked) before anything is recorded.
 """
 
@@ -39,7 +42,7 @@ from mer_utils.runs import (
 # Epochs of the bundled faces run (the recorded default run trains 30).
 BUNDLED_FACE_EPOCHS = 5
 # Files of a run folder the package carries.
-KEPT_FILES = ("model.keras", "run.json", "metrics.json", "history.json")
+KEPT_FILES = ("model.keras", "run.json", "metrics.json", "history.json", "predictions_val.csv")
 SEED = 42
 
 
@@ -64,6 +67,8 @@ def package_run(run: Path, target: Path) -> Path:
             shutil.copy2(run / name, partial / name)
     info = json.loads((partial / "run.json").read_text())
     info["data"] = placeholder_path(str(info["data"]))
+    if (partial / "predictions_val.csv").is_file():
+        _placeholder_paths(partial / "predictions_val.csv")
     # The package carries the weights, not the optimizer's state (two more copies of every weight):
     # re-saved uncompiled, label-stamped and hashed again as write_run does.
     import keras
@@ -78,6 +83,41 @@ def package_run(run: Path, target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+def _placeholder_paths(table_file: Path) -> None:
+    """Rewrite the ``path`` column of a prediction table with the data placeholder (no path of this machine)."""
+    import pandas as pd
+
+    table = pd.read_csv(table_file, dtype={"true_label": str, "pred_label": str})
+    table["path"] = [placeholder_path(str(path)) for path in table["path"]]
+    table.to_csv(table_file, index=False)
+
+
+def write_val_predictions(folder: Path, data: Path) -> Path:
+    """predictions_val.csv of the faces run in ``folder``: its model on the validation images of its own
+    seeded split of ``data`` (the images that chose its epoch), paths as placeholders."""
+    from mer_utils.face_images import load_face_images
+    from mer_utils.pipelines import base, faces
+
+    info = json.loads((folder / "run.json").read_text())
+    settings = faces.FacesSettings(**info["settings"])
+    parts = faces.split(faces.index(data, settings), settings, int(info["seed"]))
+    val = parts[parts["split"] == "val"]
+    if len(val) != info["split"]["val"]:
+        raise ValueError(
+            f"{data}: {len(val)} validation images, but the run in {folder} chose its epoch on "
+            f"{info['split']['val']}: not the data it was trained on"
+        )
+    decoded = load_face_images(val, int(info["input_size"]), bool(info["grayscale"]), progress=False)
+    present = [label in info["present_labels"] for label in info["labels"]]
+    table = faces.image_table(
+        base.load_model(folder), decoded.images, decoded.index, list(info["labels"]), present, data
+    )
+    out = folder / "predictions_val.csv"
+    table.to_csv(out, index=False)
+    _placeholder_paths(out)
+    return out
 
 
 def result_row(folder: Path, epochs: int, seconds: float | None) -> dict:
@@ -103,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=BUNDLED_FACE_EPOCHS)
     parser.add_argument("--from-run", type=Path, help="package this finished faces run instead of training")
     parser.add_argument("--results", help="write results/NAME.json (e.g. default_runs)")
+    parser.add_argument(
+        "--val-predictions", action="store_true", help="only rewrite predictions_val.csv of the bundled run"
+    )
     args = parser.parse_args(argv)
+    if args.val_predictions:
+        print(write_val_predictions(default_run("faces"), args.data))
+        return 0
     seconds = None
     with tempfile.TemporaryDirectory(prefix="mer-default-run-") as scratch:
         run = args.from_run

@@ -94,3 +94,26 @@ def test_bundled_faces_run_is_well_above_chance_on_fer2013_validation(tmp_path):
     assert len(table) == 280
     accuracy = float((table["true_label"] == table["pred_label"]).mean())
     assert accuracy > 0.4, accuracy  # chance: 1 in 7
+
+
+def test_predict_without_models_answers_from_the_bundled_runs(demo_dir, tmp_path, capsys):
+    import json
+
+    from mer_utils.cli import main
+
+    # A demo clip under a name of the user's, outside any RAVDESS folder.
+    clip = tmp_path / "my interview.mp4"
+    shutil.copy(next(demo_dir.glob("Actor_*/01-01-05-*.mp4")), clip)
+    assert main(["predict", str(clip), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "no --models: the runs that ship with the package answer (faces: FER2013" in captured.err
+    result = json.loads(captured.out)
+    faces = result["modalities"]["faces"]
+    assert faces["available"], faces
+    probabilities = np.asarray(result["fused_probabilities"])
+    np.testing.assert_allclose(probabilities.sum(), 1.0, atol=1e-5)
+    assert result["label"] == result["labels"][int(np.argmax(probabilities))]
+    # The bundled run never learned calm (FER2013 has none): the answer cannot be calm.
+    assert result["label"] != "calm"
+    # Its fusion was fitted on the run's own validation predictions, which ship with it.
+    assert (default_run("faces") / "predictions_val.csv").is_file()

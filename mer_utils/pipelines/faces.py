@@ -108,7 +108,8 @@ def _relative_ids(paths: pd.Series, data: Path) -> list[str]:
     return ids
 
 
-def _table(network, images: np.ndarray, index: pd.DataFrame, labels: list[str], present, data: Path):
+def image_table(network, images: np.ndarray, index: pd.DataFrame, labels: list[str], present, data: Path):
+    """Prediction table of decoded face ``images`` (clip_id = the image's path relative to ``data``)."""
     from mer_utils.evaluation import prediction_table
     from mer_utils.models.faces import face_probabilities
 
@@ -249,7 +250,9 @@ def tables(fitted: Fitted, features: dict, settings: FacesSettings, labels: list
         features["present"],
     )
     made = {
-        part: _table(fitted.model, images[masks[part]], rows[masks[part]], labels, present, features["root"])
+        part: image_table(
+            fitted.model, images[masks[part]], rows[masks[part]], labels, present, features["root"]
+        )
         for part in ("val", "test")
     }
     fitted.metrics = {
@@ -354,7 +357,7 @@ def table_of(run_dir: Path, info: dict, data, model, degradation, progress: bool
     data = Path(data)
     index = index_face_images(data)
     decoded = load_face_images(index, int(info["input_size"]), bool(info["grayscale"]), progress=progress)
-    table = _table(model, decoded.images, decoded.index, list(info["labels"]), _present(info), data)
+    table = image_table(model, decoded.images, decoded.index, list(info["labels"]), _present(info), data)
     table.attrs["skipped"] = list(index.attrs.get("skipped", [])) + decoded.skipped
     return table
 
