@@ -171,9 +171,9 @@ def result_rows(record: dict) -> list[dict]:
     first, warm = record["first"], record.get("warm")
 
     def row(name: str, key: str, first_value: float, warm_value: float | None, details=None) -> dict:
-        values = {"first run, s": first_value}
+        values = {"first run, s": round(first_value)}
         if warm_value is not None:
-            values["warm run, s"] = warm_value
+            values["warm run, s"] = round(warm_value)
         entry = {"name": name, "key": key, "values": values}
         if details:
             entry["details"] = {"slowest cells": details}
@@ -183,11 +183,11 @@ def result_rows(record: dict) -> list[dict]:
         {
             "name": "install (`make setup`, with the once-per-machine warm-up)",
             "key": "install",
-            "values": {"first run, s": record["install"]},
+            "values": {"first run, s": round(record["install"])},
         },
         row("demo data (`make demo-data`)", "demo_data", first["demo_data"], warm and warm["demo_data"]),
     ]
-    for name, seconds in first["notebooks"].items():
+    for name, seconds in sorted(first["notebooks"].items()):
         rows.append(
             row(
                 f"notebook {name.removesuffix('.ipynb')}",
@@ -200,6 +200,14 @@ def result_rows(record: dict) -> list[dict]:
                 ],
             )
         )
+    rows.append(
+        row(
+            "the notebooks (`make notebooks`, wall clock)",
+            "notebooks_total",
+            first["notebooks_total"],
+            warm and warm["notebooks_total"],
+        )
+    )
     rows.append(
         row(
             "`make demo` after the install (demo data + notebooks, wall clock)",
@@ -262,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     "test": "wall-clock seconds of `make setup`, `make demo-data` and each notebook of `make notebooks` "
                     "(two at a time, as `make demo` runs them: the notebooks' own times overlap, the total is the "
-                    "wall clock); the warm run repeats `make demo` in the same clone",
+                    "wall clock)"
+                    + ("; the warm run repeats `make demo` in the same clone" if "warm" in record else ""),
                 },
                 "row_label": "step",
             },
