@@ -453,7 +453,7 @@ def skip_without_embeddings(name: str = "minilm") -> None:
 
 @pytest.mark.slow
 def test_finetuned_minilm_learns_is_seeded_and_reloads(tmp_path: Path):
-    skip_without_embeddings()
+    skip_without_embeddings("minilm-ft")
     from mer_utils.models.text_finetune import FineTunedMiniLM
 
     frame = stratified_split(load_frame(toy_frame(rows_per_label=6, seed=8)), seed=0)
@@ -498,7 +498,7 @@ def test_finetuned_minilm_learns_is_seeded_and_reloads(tmp_path: Path):
 
 @pytest.mark.slow
 def test_svm_minilm_ft_run_folder_reloads_for_evaluate_and_predict(tmp_path: Path):
-    skip_without_embeddings()
+    skip_without_embeddings("svm+minilm-ft")
     from mer_utils.models.text import SVM_MINILM_FT_WEIGHTS
     from mer_utils.pipelines.base import evaluate, load_model
     from mer_utils.pipelines.text import predict_text, train
