@@ -18,8 +18,8 @@ $(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@# Once per machine, not in a student's first notebook: librosa compiles its numba kernels on first
-	@# import (minutes on 2 cores; cached in the venv) and matplotlib builds its font cache.
-	$(BIN)/python -c "import librosa.core, librosa.util, matplotlib.pyplot"
+	@# use (a minute on 2 cores; cached in the venv) and matplotlib builds its font cache.
+	$(BIN)/python -m mer_utils.warmup
 	touch $(STAMP)
 
 setup: $(STAMP)
