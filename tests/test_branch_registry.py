@@ -190,3 +190,13 @@ def test_toy_settings_are_range_checked_and_unknown_ones_named(toy_branch):
     with pytest.raises(ValueError, match=r"unknown toy settings \['width'\]"):
         base.settings_for(BRANCH, width=3)
     assert base.settings_for(BRANCH, smoke=True, epochs=4) == ToySettings(epochs=4)
+
+
+def test_a_branch_without_training_hooks_is_refused(tmp_path):
+    branches.register(branches.Branch("hookless", "clips", "anything", LABELS, ("prior",), "prior", module="mer_utils.config"))  # fmt: skip
+    try:
+        with pytest.raises(ValueError, match=r"mer_utils.config lacks the training hooks \['index', 'split'"):
+            base.train("hookless", tmp_path, tmp_path / "run")
+    finally:
+        branches.unregister("hookless")
+    assert not (tmp_path / "run").exists()
