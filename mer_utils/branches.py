@@ -35,7 +35,9 @@ class Branch:
     ``module`` is the import path of the branch's hooks (default ``mer_utils.pipelines.<name>``);
     ``run_keys`` maps each run.json key the branch needs to predict to its JSON type;
     ``options`` are the extra ``mer train`` options it takes (:data:`TRAIN_OPTIONS`);
-    ``reads_clip`` says whether ``mer predict`` can give it a video clip; ``caches`` names the
+    ``reads_clip`` says whether ``mer predict`` can give it a video clip; ``several_sources`` whether
+    its ``--data`` takes several sources (text files; speech corpora and clip manifest CSVs,
+    :mod:`mer_utils.corpora`, for a branch that reads clips); ``caches`` names the
     sub-folders of :mod:`mer_utils.cache` it writes; ``model_types`` lists the exact, fully
     qualified names of further types its ``model.skops`` holds beyond mer's own allow-list
     (:data:`mer_utils.runs.SKOPS_ALLOWED_NAMES`; names only, no prefixes).
@@ -51,6 +53,7 @@ class Branch:
     options: tuple[str, ...] = ()
     degradations: tuple[str, ...] = ()
     reads_clip: bool = False
+    several_sources: bool = False
     caches: tuple[str, ...] = ()
     model_types: tuple[str, ...] = ()
     module: str = ""
@@ -114,6 +117,17 @@ def get_branch(name: str) -> Branch:
 def clip_branches() -> tuple[str, ...]:
     """The branches that can read a video clip (the ones `mer predict` and `mer fuse --data` ask)."""
     return tuple(name for name, branch in REGISTRY.items() if branch.reads_clip)
+
+
+def several_source_branches() -> tuple[str, ...]:
+    """The branches whose ``--data`` takes several sources: the text readers first, then registry order."""
+    names = [name for name, branch in REGISTRY.items() if branch.several_sources]
+    return tuple(sorted(names, key=lambda name: REGISTRY[name].reads != "text"))
+
+
+def corpus_branches() -> tuple[str, ...]:
+    """The branches that read speech corpora: clips from several sources and clip manifest CSVs."""
+    return tuple(name for name in several_source_branches() if REGISTRY[name].reads == "clips")
 
 
 def branches_with_option(option: str) -> tuple[str, ...]:
@@ -238,6 +252,7 @@ register(
         run_keys={"features": dict, "normalisation": str, "seed": int},
         degradations=("noise",),
         reads_clip=True,
+        several_sources=True,
         caches=(cache.AUDIO, cache.WHISPER),
     )
 )
@@ -251,6 +266,7 @@ register(
         default_model="resnet18",
         degradations=("noise",),
         reads_clip=True,
+        several_sources=True,
         caches=(cache.AUDIO,),
     )
 )
@@ -278,6 +294,7 @@ register(
         ),  # fmt: skip
         default_model="best",
         options=("text_column", "label_column"),
+        several_sources=True,
         caches=(cache.TEXT_EMBEDDINGS, cache.TEXT_ENCODERS),
     )
 )

@@ -124,15 +124,14 @@ def _print_corpus_counts(index, seed: int) -> None:
     print(table.unstack(fill_value="0 / 0")[["train", "val", "test"]].to_string())
 
 
-# Branches whose --data takes any speech corpus, several sources and manifest CSVs (mer_utils.corpora).
-CORPUS_BRANCHES = ("audio", "spectrogram")
-
-
 def _check_train_data(branch: str, data: Path) -> None:
     """Say what ``--data`` is when it is the wrong kind of thing for the branch (a CSV for video...)."""
+    from mer_utils.branches import corpus_branches
+
     descriptor = get_branch(branch)
     wants_file = descriptor.reads == "text"
-    if branch in CORPUS_BRANCHES and data.is_file() and data.suffix.lower() == ".csv":
+    reads_corpora = branch in corpus_branches()
+    if reads_corpora and data.is_file() and data.suffix.lower() == ".csv":
         from mer_utils.corpora import is_manifest
 
         if is_manifest(data):
@@ -140,22 +139,24 @@ def _check_train_data(branch: str, data: Path) -> None:
     if not wants_file and data.is_file():
         kind = f"a {data.suffix.lstrip('.').upper()} file" if data.suffix else "a file"
         text_hint = "; a CSV is for `mer train text`" if data.suffix.lower() == ".csv" else ""
-        if text_hint and branch in CORPUS_BRANCHES:
+        if text_hint and reads_corpora:
             text_hint += " (a clip manifest has the columns path,label[,speaker][,corpus])"
         raise ValueError(f"{data}: is {kind}; {branch} needs {descriptor.data_help}{text_hint}")
     if wants_file and data.is_dir():
         raise ValueError(
             f"{data}: is a folder; {branch} needs {descriptor.data_help} "
-            "(folders of clips are for `mer train audio|video|spectrogram`)"
+            f"(folders of clips are for `mer train {'|'.join(n for n, b in REGISTRY.items() if b.reads == 'clips')}`)"
         )
 
 
 def _one_or_several(branch: str, data: list[Path]) -> Path | list[Path]:
     """`--data A B ...`: several sources for the text, audio and spectrogram branches; one path stays a path."""
-    if len(data) > 1 and get_branch(branch).reads != "text" and branch not in CORPUS_BRANCHES:
+    from mer_utils.branches import several_source_branches
+
+    if len(data) > 1 and not get_branch(branch).several_sources:
         raise ValueError(
             f"{' '.join(map(str, data))}: {branch} takes one --data; several sources are for "
-            f"text, {', '.join(CORPUS_BRANCHES)}"
+            f"{', '.join(several_source_branches())}"
         )
     return data[0] if len(data) == 1 else data
 

@@ -90,12 +90,12 @@ def parity_row(texts: list[str], encoder, reference) -> dict:
 
 def train_row(data: Path, seed: int) -> dict:
     """Test metrics of ``mer train text --model svm+minilm`` on ``data`` (fresh embedding cache)."""
-    from mer_utils.pipelines.text import train
+    from mer_utils.pipelines.base import train
 
     with tempfile.TemporaryDirectory(prefix="sentemb-") as scratch:
         os.environ["MER_CACHE_DIR"] = str(Path(scratch) / "cache")
         start = time.perf_counter()
-        metrics = train(data, Path(scratch) / "run", seed=seed, model="svm+minilm")
+        metrics = train("text", data, Path(scratch) / "run", seed=seed, model="svm+minilm")
         minutes = (time.perf_counter() - start) / 60
     row = {
         "name": "svm+minilm, numpy encoder",

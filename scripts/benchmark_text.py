@@ -29,7 +29,7 @@ COLUMNS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_
 
 def main() -> None:
     """Run the benchmark and print / write its tables."""
-    from mer_utils.pipelines.text import train
+    from mer_utils.pipelines.base import train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="text CSV (Emotion, Text)")
@@ -48,7 +48,9 @@ def main() -> None:
     by_seed = {}
     for seed in args.seeds:
         start = time.perf_counter()
-        metrics = train(args.data, args.out / f"seed{seed}", seed=seed, smoke=args.smoke, model=args.model)
+        metrics = train(
+            "text", args.data, args.out / f"seed{seed}", seed=seed, smoke=args.smoke, model=args.model
+        )
         seconds = time.perf_counter() - start
         by_seed[seed] = metrics
         for name, result in metrics["models"].items():

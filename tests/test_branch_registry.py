@@ -190,3 +190,73 @@ def test_toy_settings_are_range_checked_and_unknown_ones_named(toy_branch):
     with pytest.raises(ValueError, match=r"unknown toy settings \['width'\]"):
         base.settings_for(BRANCH, width=3)
     assert base.settings_for(BRANCH, smoke=True, epochs=4) == ToySettings(epochs=4)
+
+
+def test_a_branch_without_training_hooks_is_refused(tmp_path):
+    branches.register(branches.Branch("hookless", "clips", "anything", LABELS, ("prior",), "prior", module="mer_utils.config"))  # fmt: skip
+    try:
+        with pytest.raises(ValueError, match=r"mer_utils.config lacks the training hooks \['index', 'split'"):
+            base.train("hookless", tmp_path, tmp_path / "run")
+    finally:
+        branches.unregister("hookless")
+    assert not (tmp_path / "run").exists()
+
+
+def _import_arrows() -> dict[str, set[str]]:
+    """mer_utils module -> the mer_utils modules it imports (at the top or inside functions)."""
+    import ast
+
+    root = Path(base.__file__).resolve().parents[1]
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    arrows = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:
+                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join(parent + ([module] if module else []))
+                targets.update({module, *(f"{module}.{alias.name}" for alias in node.names)})
+        arrows[name] = {target for target in targets if target in names and target != name}
+    return arrows
+
+
+def _circle(arrows: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``arrows`` (a list of modules, first = last), or None."""
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for target in sorted(arrows[module]):
+            if state.get(target) == "open":
+                return trail[trail.index(target) :] + [target]
+            if target not in state:
+                found = visit(target, trail + [target])
+                if found:
+                    return found
+        state[module] = "done"
+        return None
+
+    for module in sorted(arrows):
+        if module not in state:
+            found = visit(module, [module])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_circle_and_no_branch_imports_another():
+    arrows = _import_arrows()
+    assert _circle(arrows) is None, " -> ".join(_circle(arrows))
+    modules = {branches.get_branch(name).module for name in branches.branch_names()}
+    crossing = sorted((a, b) for a in modules for b in arrows[a] if b in modules)
+    assert crossing == [], crossing
+    # The check can fail: one arrow back from the core to a branch closes a circle.
+    assert _circle({**arrows, "mer_utils.config": {"mer_utils.pipelines.text"}}) is not None

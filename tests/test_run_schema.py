@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_utils.branches import REGISTRY, branch_names, get_branch
+from mer_utils.branches import REGISTRY, branch_names, corpus_branches, get_branch, several_source_branches
 from mer_utils.config import RAVDESS_EMOTIONS, TEXT_LABELS
 from mer_utils.default_runs import default_run
 from mer_utils.pipelines import base, branch_module
@@ -278,6 +278,8 @@ def test_the_registry_matches_the_branch_modules():
         assert branch_module(branch).BRANCH == branch
         assert get_branch(branch).labels == (TEXT_LABELS if branch == "text" else RAVDESS_EMOTIONS)
     assert clip_branches() == ("video", "audio", "spectrogram", "faces")
+    assert several_source_branches() == ("text", "audio", "spectrogram")
+    assert corpus_branches() == ("audio", "spectrogram")
     assert dict(runs.BRANCH_KEYS) == {name: dict(b.run_keys) for name, b in REGISTRY.items()}
     parser = cli.build_parser()
     for branch in BRANCHES:

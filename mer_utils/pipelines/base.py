@@ -9,9 +9,8 @@ parts:
 * its training, as the hooks of the one driver :func:`train` (``index``, ``split``, ``features``,
   ``fit``, ``tables``, optionally ``split_record(index, features)``: run.json's ``split``, and
   ``choose(model, settings, smoke)``: the model name and settings of the run) with its frozen
-  :class:`Settings` subclass and ``FULL`` / ``SMOKE`` instances; a branch not yet split into hooks keeps one
-  ``train(data, out, *, seed, smoke, model, ...)`` ending with :func:`write_run`, which the
-  driver calls;
+  :class:`Settings` subclass and ``FULL`` / ``SMOKE`` instances (every branch: no branch has a
+  ``train`` of its own);
 * ``table_of(run_dir, info, data, model, degradation, progress)``: the prediction table of a loaded
   model on a folder or an index, with ``attrs["skipped"]``;
 * ``file_prediction(run_dir, info, path, model)``: the prediction of one file (a dict, see
@@ -471,6 +470,11 @@ class Fitted:
     write_files: Callable[[Path], None] | None = None
     # Why predictions_oof.csv is not written (a network too slow to refit per actor), when it is not.
     out_of_fold_reason: str | None = None
+    # The model run.json records when fit chose it among candidates (text's "best": the one chosen
+    # on validation); None keeps the name ``choose`` or the registry gave.
+    model_name: str | None = None
+    # Prediction tables fit already made to choose on validation, for the branch's tables hook to return.
+    tables: dict | None = None
 
 
 def train(
@@ -496,11 +500,9 @@ def train(
     :class:`Fitted`), then the model is saved and ``tables(fitted, features, settings, labels)``
     gives the val and test prediction tables for :func:`write_run` (and may add to
     ``fitted.metrics`` figures read off them; a "oof" table becomes predictions_oof.csv); run.json
-    gets ``"settings"``. ``settings`` defaults to the branch's SMOKE or FULL instance; ``overrides``
-    replace single fields (``mer train``'s ``--epochs`` lands here). A branch whose module still
-    trains in one function (no hooks yet: text) is handed the same arguments (``module.train(data,
-    out, seed=..., smoke=..., model=..., **overrides)``, with ``progress=`` if it takes it and
-    ``settings=`` when given).
+    gets ``"settings"`` and ``"data"`` the index's ``attrs["data"]`` when it has one (else ``data``).
+    ``settings`` defaults to the branch's SMOKE or FULL instance; ``overrides`` replace single
+    fields (``mer train``'s ``--epochs`` and ``--text-column`` land here).
     Returns metrics.json.
     """
     from mer_utils.config import DEFAULT_SEED, set_seed
@@ -509,14 +511,9 @@ def train(
     spec = get_branch(branch)
     module = branch_module(branch)
     seed = DEFAULT_SEED if seed is None else int(seed)
-    if not all(hasattr(module, hook) for hook in TRAIN_HOOKS):
-        import inspect
-
-        if settings is not None:
-            overrides["settings"] = settings
-        if "progress" in inspect.signature(module.train).parameters:
-            overrides["progress"] = progress
-        return module.train(data, out, seed=seed, smoke=smoke, model=model, **overrides)
+    missing = [hook for hook in TRAIN_HOOKS if not hasattr(module, hook)]
+    if missing:
+        raise ValueError(f"branch {branch!r}: module {module.__name__} lacks the training hooks {missing}")
     chosen = settings_for(branch, smoke, settings, **overrides)
     choose = getattr(module, "choose", None)
     if choose is not None:
@@ -529,6 +526,9 @@ def train(
     set_seed(seed)
     index = module.index(data, chosen)
     skipped = list(index.attrs.get("skipped", []))
+    # What run.json's "data" says: the branch's description of its input (text: the resolved
+    # source paths; a given index: not its printout), else the data as given.
+    data_record = index.attrs.get("data", data)
     index = module.split(index, chosen, seed)
     features = module.features(index, chosen, model_name, seed, progress)
     skipped += list(features.get("skipped", []))
@@ -549,10 +549,10 @@ def train(
         out,
         branch=branch,
         labels=labels,
-        model=model_name,
+        model=fitted.model_name or model_name,
         seed=seed,
         smoke=smoke,
-        data=data,
+        data=data_record,
         split=split,
         tables=tables,
         skipped=skipped,

@@ -13,6 +13,13 @@ frozen MPNet embeddings + MLP and MiniLM fine-tuned with its epoch chosen on val
 soft-voted with the SVM; the best model is chosen on the validation part
 (mean of accuracy and macro-F1: the issue sets a target on both) and reported once on test.
 
+Training is ``base.train("text", data, out, settings)`` (``mer train text``) calling this module's
+hooks with :class:`~mer_utils.pipelines.text_candidates.TextSettings` (``FULL`` / ``SMOKE``):
+``choose`` checks the model asked for ('best' by default), ``index`` reads and de-duplicates the
+sources, ``split`` makes the 70 / 20 / 10 parts, ``features`` the cleaning and source weights,
+``fit`` trains the candidates (:mod:`mer_utils.pipelines.text_candidates`) and keeps the best on
+validation, ``tables`` hands over its val and test tables.
+
 Run folder: ``model.skops`` (a scikit-learn Pipeline in skops format, loaded with an allow-list: cleaning -> TF-IDF -> classifier, with
 ``predict_proba``; fine-tuned MiniLM models add its weights in ``minilm-ft/``, reloaded from
 there) or ``model.keras`` + ``vocabulary.json`` for the BiLSTM, ``run.json``,
@@ -26,8 +33,7 @@ before sources existed, and trains unweighted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +42,7 @@ import pandas as pd
 from mer_utils import text as text_data
 from mer_utils import text_sources
 from mer_utils.branches import get_branch
-from mer_utils.config import DEFAULT_SEED, TEXT_LABELS
+from mer_utils.config import TEXT_LABELS
 from mer_utils.pipelines import base
 from mer_utils.pipelines.text_candidates import (
     FULL_TEXT,
@@ -98,69 +104,62 @@ def per_source_metrics(table: pd.DataFrame, labels: Sequence[str]) -> dict[str, 
     }
 
 
-def train(
-    data: str | Path | Sequence[str | Path],
-    out: str | Path,
-    settings: TextSettings | None = None,
-    *,
-    seed: int = DEFAULT_SEED,
-    smoke: bool = False,
-    model: str | None = None,
-    verbose: int = 0,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    **overrides,
-) -> dict:
-    """Train text model(s) on one or more text sources, keep the one asked for (or the best on validation), write the run.
+# --- training: the hooks of base.train ----------------------------------------------------------
 
-    ``data``: a CSV (the seed format, ISEAR, MELD or any file with text and label columns; see
-    :mod:`mer_utils.text_sources`), a folder of them, or a list of these. ``text_column`` /
-    ``label_column`` name the columns of generic files. ``model``: None or 'best' (every model,
-    chosen on validation), or one of :data:`mer_utils.models.text.TEXT_MODELS`. Returns the test
-    metrics written to metrics.json.
-    """
-    from mer_utils.config import set_seed
-    from mer_utils.evaluation import table_metrics
-    from mer_utils.models.text import (
-        CLASSICAL_MODELS,
-        EMBEDDING_MODELS,
-        FINETUNED_MODELS,
-        SEQUENCE_MODEL,
-        SVM_VOTES,
-        TEXT_MODELS,
-        embeddings_available,
-        require_embeddings,
-    )
-    from mer_utils.pipelines.base import choose_on_validation, write_run
 
-    settings = base.settings_for(BRANCH, smoke, settings, **overrides)
+def choose(model: str | None, settings: TextSettings, smoke: bool) -> tuple[str, TextSettings]:
+    """The model asked for: 'best' (the default: every model, chosen on validation) or one of
+    :data:`mer_utils.models.text.TEXT_MODELS`; an embedding model needs its optional packages."""
+    from mer_utils.models.text import EMBEDDING_MODELS, TEXT_MODELS, require_embeddings
+
     requested = get_branch(BRANCH).default_model if model is None else model
     if requested != "best" and requested not in TEXT_MODELS:
         raise ValueError(f"unknown text model {model!r}; expected 'best' or one of {list(TEXT_MODELS)}")
     if requested in EMBEDDING_MODELS:
         require_embeddings(requested)
-    if requested == "best":
-        # The embedding models join the comparison only where their optional packages are installed.
-        names = [n for n in TEXT_MODELS if n not in EMBEDDING_MODELS or embeddings_available(n)]
-    else:
-        names = [requested]
-    set_seed(seed)
-    labels = list(TEXT_LABELS)
-    cleaning = dict(text_data.DEFAULT_CLEANING)
+    return requested, settings
+
+
+def index(data: str | Path | Sequence[str | Path], settings: TextSettings) -> pd.DataFrame:
+    """The usable rows of one or more text sources, de-duplicated across them (:mod:`mer_utils.text_sources`).
+
+    ``data``: a CSV (the seed format, ISEAR, MELD or any file with text and label columns, named by
+    ``settings.text_column`` / ``settings.label_column``), a folder of them, or a list of these.
+    Rows left out are in ``attrs["skipped"]`` (``{row_id, reason}``), the counts in ``attrs["report"]``.
+    """
     paths = text_sources.as_paths(data)
-    columns = {"text_column": text_column, "label_column": label_column}
-    frame = text_sources.source_split(
-        text_sources.prepare_text_sources(paths, labels=labels, **columns), seed=seed
+    frame = text_sources.prepare_text_sources(
+        paths, labels=list(TEXT_LABELS), text_column=settings.text_column, label_column=settings.label_column
     )
-    report = frame.attrs["report"]
-    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in text_data.SPLIT_NAMES}
+    frame.attrs["data"] = ", ".join(str(Path(p).resolve()) for p in paths)
+    frame.attrs["skipped"] = frame.attrs.get("removed", [])
+    return frame
+
+
+def split(index: pd.DataFrame, settings: TextSettings, seed: int) -> pd.DataFrame:
+    """70 / 20 / 10 by seed, stratified by source and label, MELD by dialogue (:func:`text_sources.source_split`)."""
+    return text_sources.source_split(index, seed=seed)
+
+
+def split_record(index: pd.DataFrame, features: dict) -> dict:
+    """run.json's ``split``: the rows of each label in each part."""
+    balance = text_data.class_balance_table(index, list(TEXT_LABELS))
+    return {part: balance[part].drop("total").astype(int).to_dict() for part in text_data.SPLIT_NAMES}
+
+
+def features(index: pd.DataFrame, settings: TextSettings, model: str, seed: int, progress: bool) -> dict:
+    """The three parts' rows, the cleaning, and with several sources the classical models' per-source
+    sample weights (their strength chosen on validation: run.json ``source_weighting``)."""
+    parts = {name: index[index["split"] == name].reset_index(drop=True) for name in text_data.SPLIT_NAMES}
     for name, part in parts.items():
         if part.empty:
-            raise ValueError(f"{data}: the {name} split is empty ({len(frame)} usable texts); need more rows")
-    log.info("text data: %s", report)
-    # Several sources: per-source sample weights for the classical models, their strength chosen on validation.
+            raise ValueError(
+                f"{index.attrs['data']}: the {name} split is empty ({len(index)} usable texts); need more rows"
+            )
+    log.info("text data: %s", index.attrs["report"])
+    cleaning = dict(text_data.DEFAULT_CLEANING)
     weighting = choose_source_weighting(
-        parts["train"], parts["val"], seed=seed, smoke=smoke, cleaning=cleaning
+        parts["train"], parts["val"], seed=seed, smoke=settings.smoke_sizes, cleaning=cleaning
     )
     weighting["applies_to"] = (
         "the classical TF-IDF models; the BiLSTM and the embedding models train unweighted"
@@ -170,7 +169,41 @@ def train(
         if weighting["power"]
         else None
     )
+    return {
+        "parts": parts,
+        "report": index.attrs["report"],
+        "cleaning": cleaning,
+        "weighting": weighting,
+        "train_weights": train_weights,
+        "progress": progress,
+    }
 
+
+def fit(features: dict, settings: TextSettings, model: str, seed: int) -> base.Fitted:
+    """Train the model asked for, or every available one for 'best', and keep the best on validation.
+
+    Each candidate's val and test tables are scored here (the comparison in metrics.json
+    ``models``); the chosen one's tables, curves and per-source figures go to the run folder.
+    """
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import (
+        CLASSICAL_MODELS,
+        EMBEDDING_MODELS,
+        FINETUNED_MODELS,
+        SEQUENCE_MODEL,
+        SVM_VOTES,
+        TEXT_MODELS,
+        embeddings_available,
+    )
+
+    if model == "best":
+        # The embedding models join the comparison only where their optional packages are installed.
+        names = [n for n in TEXT_MODELS if n not in EMBEDDING_MODELS or embeddings_available(n)]
+    else:
+        names = [model]
+    labels = list(TEXT_LABELS)
+    parts, cleaning, smoke = features["parts"], features["cleaning"], settings.smoke_sizes
+    train_part, val_part = parts["train"], parts["val"]
     candidates: dict[str, Candidate] = {}
     classical = [n for n in names if n in CLASSICAL_MODELS]
     if set(SVM_VOTES) & set(names) and "svm" not in classical:
@@ -179,13 +212,13 @@ def train(
         candidates.update(
             fit_classical(
                 classical,
-                parts["train"]["text"],
-                parts["train"]["emotion"],
+                train_part["text"],
+                train_part["emotion"],
                 seed=seed,
                 smoke=smoke,
                 cleaning=cleaning,
                 settings=settings,
-                sample_weight=train_weights,
+                sample_weight=features["train_weights"],
             )
         )
     embedding = [n for n in names if n in EMBEDDING_MODELS and n not in FINETUNED_MODELS]
@@ -193,10 +226,10 @@ def train(
         candidates.update(
             fit_embedding_models(
                 embedding,
-                parts["train"]["text"],
-                parts["train"]["emotion"],
-                val_texts=parts["val"]["text"],
-                val_labels=parts["val"]["emotion"],
+                train_part["text"],
+                train_part["emotion"],
+                val_texts=val_part["text"],
+                val_labels=val_part["emotion"],
                 svm=candidates.get("svm"),
                 seed=seed,
                 cleaning=cleaning,
@@ -207,10 +240,10 @@ def train(
         candidates.update(
             fit_finetuned_models(
                 finetuned,
-                parts["train"]["text"],
-                parts["train"]["emotion"],
-                parts["val"]["text"],
-                parts["val"]["emotion"],
+                train_part["text"],
+                train_part["emotion"],
+                val_part["text"],
+                val_part["emotion"],
                 svm=candidates.get("svm"),
                 seed=seed,
                 smoke=smoke,
@@ -220,22 +253,22 @@ def train(
     candidates = {n: c for n, c in candidates.items() if n in names}
     if SEQUENCE_MODEL in names:
         candidates[SEQUENCE_MODEL] = fit_bilstm(
-            parts["train"]["text"],
-            parts["train"]["emotion"],
-            parts["val"]["text"],
-            parts["val"]["emotion"],
+            train_part["text"],
+            train_part["emotion"],
+            val_part["text"],
+            val_part["emotion"],
             seed=seed,
             smoke=smoke,
             cleaning=cleaning,
             labels=labels,
-            verbose=verbose,
+            verbose=2 if features["progress"] else 0,
             settings=settings,
         )
 
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     comparison: dict[str, dict] = {}
     for name, candidate in candidates.items():
-        tables[name] = {split: _table(candidate.model, parts[split], labels) for split in ("val", "test")}
+        tables[name] = {part: _table(candidate.model, parts[part], labels) for part in ("val", "test")}
         val_metrics = table_metrics(tables[name]["val"], labels)
         test_metrics = table_metrics(tables[name]["test"], labels)
         comparison[name] = {
@@ -246,16 +279,12 @@ def train(
             "best_params": candidate.best_params,
             "cv_score": candidate.cv_score,
         }
-    chosen = choose_on_validation({name: table_metrics(tables[name]["val"], labels) for name in tables})
+    chosen = base.choose_on_validation({name: table_metrics(tables[name]["val"], labels) for name in tables})
     log.info("chosen on validation: %s", chosen)
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     best = candidates[chosen]
-    save_text_model(best.model, out)
-    balance = text_data.class_balance_table(frame, labels)
-    split = {s: balance[s].drop("total").astype(int).to_dict() for s in text_data.SPLIT_NAMES}
-    extra = {
+    saved, model_format, write_files = _saved_parts(best.model)
+    report = features["report"]
+    metrics = {
         "data_cleaning": report,
         "models": comparison,
         "history": best.history,
@@ -263,34 +292,33 @@ def train(
         "per_source_val": per_source_metrics(tables[chosen]["val"], labels),
     }
     if SEQUENCE_MODEL in candidates and chosen != SEQUENCE_MODEL:
-        extra["bilstm_history"] = candidates[SEQUENCE_MODEL].history
-    return write_run(
-        out,
-        branch=BRANCH,
-        labels=labels,
-        model=chosen,
-        seed=seed,
-        smoke=smoke,
-        data=", ".join(str(Path(p).resolve()) for p in paths),
-        split=split,
-        tables=tables[chosen],
-        skipped=frame.attrs.get("removed", []),
+        metrics["bilstm_history"] = candidates[SEQUENCE_MODEL].history
+    return base.Fitted(
+        model=saved,
+        model_format=model_format,
         # The chosen model's curves (empty for models without epochs); metrics.json keeps them too.
         history=best.history,
         extra_model_files=(VOCABULARY_FILE, FINETUNED_DIR),
+        write_files=write_files,
+        model_name=chosen,
+        tables=tables[chosen],
         info={
-            "requested_model": requested,
+            "requested_model": model,
             "model_file": SKOPS_MODEL_FILE if chosen != SEQUENCE_MODEL else "model.keras",
             "cleaning": cleaning,
             "split_sizes": list(text_data.SPLIT_SIZES),
             "sources": {name: source["paths"] for name, source in report["sources"].items()},
-            "columns": columns,
-            "source_weighting": weighting,
+            "columns": {"text_column": settings.text_column, "label_column": settings.label_column},
+            "source_weighting": features["weighting"],
             "selection": "validation mean of accuracy and macro-F1",
-            "settings": asdict(settings),
         },
-        metrics=extra,
+        metrics=metrics,
     )
+
+
+def tables(fitted: base.Fitted, features: dict, settings: TextSettings, labels: list[str]) -> dict:
+    """The chosen model's val and test tables (made by :func:`fit` while choosing)."""
+    return fitted.tables
 
 
 def _finetuned_parts(model) -> list:
@@ -309,31 +337,35 @@ def _finetuned_parts(model) -> list:
     return []
 
 
-def save_text_model(model, run_dir: str | Path) -> Path:
-    """Write a text model into a run folder: model.skops (+ minilm-ft/), or model.keras + vocabulary.json."""
-    from mer_utils.runs import save_model, write_json
+def _saved_parts(model) -> tuple[object, str, Callable[[Path], None]]:
+    """How a text model is saved: the object :func:`mer_utils.runs.save_model` writes, its format,
+    and what writes the files beside it (vocabulary.json for the BiLSTM, the fine-tuned MiniLM's
+    weights in minilm-ft/, which model.skops does not hold)."""
+    from mer_utils.runs import write_json
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model, KerasTextModel):
-        path = save_model(run_dir, model.network, "keras")
-        write_json(
-            run_dir / VOCABULARY_FILE,
-            {
-                "vocabulary": list(model.vectorizer.get_vocabulary()),
-                "sequence_length": int(model.vectorizer.get_config()["output_sequence_length"]),
-                "labels": model.classes_,
-                "cleaning": model.cleaning,
-            },
-        )
-        return path
+
+        def write_vocabulary(run_dir: Path) -> None:
+            write_json(
+                run_dir / VOCABULARY_FILE,
+                {
+                    "vocabulary": list(model.vectorizer.get_vocabulary()),
+                    "sequence_length": int(model.vectorizer.get_config()["output_sequence_length"]),
+                    "labels": model.classes_,
+                    "cleaning": model.cleaning,
+                },
+            )
+
+        return model.network, "keras", write_vocabulary
     finetuned = _finetuned_parts(model)
     if len(finetuned) > 1:
         raise ValueError("a text model may hold one fine-tuned MiniLM (its weights go to one folder)")
-    for part in finetuned:
-        # The network is not stored in model.skops (FineTunedMiniLM drops it); it lives here.
-        part.save(run_dir / FINETUNED_DIR)
-    return save_model(run_dir, model, "sklearn")
+
+    def write_finetuned(run_dir: Path) -> None:
+        for part in finetuned:
+            part.save(run_dir / FINETUNED_DIR)
+
+    return model, "sklearn", write_finetuned
 
 
 def load(run_dir: Path, info: dict):

@@ -37,18 +37,25 @@ PREDICT_BATCH = 512
 @dataclass(frozen=True)
 class TextSettings(Settings):
     """Training settings of a text run (written to run.json ``"settings"``): the classical models'
-    cross-validation folds and the BiLSTM's budget (early stopping on validation loss)."""
+    cross-validation folds, the BiLSTM's budget (early stopping on validation loss), the sizes of
+    smoke runs and the columns of generic CSV / TSV sources."""
 
     cv_folds: int = CV_FOLDS
     epochs: int = EPOCHS
     batch_size: int = BATCH_SIZE
     learning_rate: float = LEARNING_RATE
     patience: int = PATIENCE
+    # Smoke-run sizes: one-point search grids, every TF-IDF term kept (min_df 1), a smaller forest
+    # and a half-width BiLSTM, one short fine-tuning pass on short texts.
+    smoke_sizes: bool = False
+    # The text and label columns of generic CSV / TSV sources (None: found by name; `--text-column`).
+    text_column: str | None = None
+    label_column: str | None = None
 
 
-# The settings of full and smoke runs (smoke: fewer folds and epochs, smaller batches).
+# The settings of full and smoke runs (smoke: fewer folds and epochs, smaller batches and sizes).
 FULL_TEXT = TextSettings()
-SMOKE_TEXT = TextSettings(cv_folds=SMOKE_CV_FOLDS, epochs=SMOKE_EPOCHS, batch_size=16)
+SMOKE_TEXT = TextSettings(cv_folds=SMOKE_CV_FOLDS, epochs=SMOKE_EPOCHS, batch_size=16, smoke_sizes=True)
 
 
 @dataclass
