@@ -108,7 +108,7 @@ def test_tiny_resnet18_learns_separable_images():
 
 
 def test_spectrogram_image_shape_dtype_range_and_orientation():
-    from mer_utils.pipelines.spectrogram import spectrogram_image
+    from mer_utils.spectrograms import spectrogram_image
 
     log_mel = np.full((128, 188), -80.0, dtype=np.float32)
     log_mel[:10] = 0.0  # energy in the lowest mel bands only
@@ -122,7 +122,7 @@ def test_spectrogram_image_shape_dtype_range_and_orientation():
 
 
 def test_spectrogram_image_normalises_each_image_and_handles_silence():
-    from mer_utils.pipelines.spectrogram import spectrogram_image
+    from mer_utils.spectrograms import spectrogram_image
 
     rng = np.random.default_rng(0)
     log_mel = rng.uniform(-60, -20, size=(64, 100)).astype(np.float32)
@@ -136,7 +136,7 @@ def test_spectrogram_image_normalises_each_image_and_handles_silence():
 
 @pytest.mark.parametrize("bad", [np.zeros(10), np.zeros((1, 50)), np.array([[0.0, np.nan], [1.0, 2.0]])])
 def test_spectrogram_image_rejects_bad_input(bad):
-    from mer_utils.pipelines.spectrogram import spectrogram_image
+    from mer_utils.spectrograms import spectrogram_image
 
     with pytest.raises(ValueError):
         spectrogram_image(bad, 32)
@@ -145,7 +145,7 @@ def test_spectrogram_image_rejects_bad_input(bad):
 def test_save_spectrogram_pngs_round_trip(tmp_path):
     import cv2
 
-    from mer_utils.pipelines.spectrogram import save_spectrogram_pngs, spectrogram_images
+    from mer_utils.spectrograms import save_spectrogram_pngs, spectrogram_images
 
     rng = np.random.default_rng(1)
     images = spectrogram_images(rng.uniform(-80, 0, size=(2, 32, 40)), 32)
@@ -238,7 +238,7 @@ def test_train_evaluate_predict_on_demo(demo_folder, tmp_path, monkeypatch):
 
 
 def test_speaker_normalisation_removes_each_speakers_spectral_colour():
-    from mer_utils.pipelines.spectrogram import SpectrogramParams, render_images, speaker_mean_spectra
+    from mer_utils.spectrograms import SpectrogramParams, render_images, speaker_mean_spectra
 
     rng = np.random.default_rng(2)
     content = rng.uniform(-55, -10, size=(4, 32, 50)).astype(np.float32)

@@ -8,7 +8,7 @@ global average pooling, dropout and a softmax. ``width`` sets the filters of the
 parameters with 8 classes); 16 or 32 give the same depth at 1/16 or 1/4 of the parameters,
 which is what trains in minutes on a CPU.
 
-Inputs are spectrogram images as rendered by :func:`mer_utils.pipelines.spectrogram.spectrogram_image`:
+Inputs are spectrogram images as rendered by :func:`mer_utils.spectrograms.spectrogram_image`:
 uint8-valued (0-255) arrays of shape (H, W, 3); the model rescales them itself.
 """
 

@@ -37,18 +37,14 @@ from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
 from mer_utils.pipelines.base import Fitted, Settings
-from mer_utils.spectrograms import (  # noqa: F401  (re-exported: the features were part of this module)
+from mer_utils.spectrograms import (
     SpectrogramParams,
-    _floor,
     clip_log_mel,
     log_mel_batch,
     masked_copies,
     normalise_speakers,
-    plot_spectrogram_grid,
     render_images,
-    save_spectrogram_pngs,
     speaker_mean_spectra,
-    spectrogram_image,
     spectrogram_images,
 )
 
