@@ -477,6 +477,7 @@ def build_app(models: dict, limits: AppLimits = AppLimits(), upload_root: str | 
         charts = [outcome["charts"].get(name) for name in clip_names + text_names]
         return [summary_markdown(outcome), rows, *charts, outcome["timeline"], download]
 
+    # The elem_ids ("mer-...") are how a browser finds the page's parts (mer_utils.app_browser).
     with gr.Blocks(title="mer: multimodal emotion recognition", analytics_enabled=False) as page:
         gr.Markdown(
             "# mer: what each modality says about a clip\n"
@@ -484,7 +485,7 @@ def build_app(models: dict, limits: AppLimits = AppLimits(), upload_root: str | 
             "how much the fusion trusted it come back below. Runs answering:\n\n" + runs_description(models)
         )
         with gr.Tab("Upload"):
-            upload = gr.File(label="video or audio file", type="filepath")
+            upload = gr.File(label="video or audio file", type="filepath", elem_id="mer-upload")
         with gr.Tab("Webcam"):
             webcam = gr.Video(
                 sources=["webcam"], include_audio=True, webcam_options=gr.WebcamOptions(mirror=False)
@@ -494,16 +495,20 @@ def build_app(models: dict, limits: AppLimits = AppLimits(), upload_root: str | 
         clip_button = gr.Button("Answer the clip", variant="primary", interactive=bool(clip_names))
         text = gr.Textbox(label="or type a text", visible=bool(text_names))
         text_button = gr.Button("Answer the text", visible=bool(text_names))
-        summary = gr.Markdown()
+        summary = gr.Markdown(elem_id="mer-summary")
         weights = gr.Dataframe(
             headers=["modality", "available", "confidence", "trust", "weight", "why"],
             label="fusion weights (trust x confidence)",
             interactive=False,
+            elem_id="mer-weights",
         )
         with gr.Row():
-            charts = [gr.Image(label=name, type="numpy") for name in clip_names + text_names]
+            charts = [
+                gr.Image(label=name, type="numpy", elem_id=f"mer-chart-{name}")
+                for name in clip_names + text_names
+            ]
         timeline = gr.Image(label="emotion over time (clips longer than one window)", type="numpy")
-        download = gr.File(label="the full answer (JSON, as `mer predict --json`)")
+        download = gr.File(label="the full answer (JSON, as `mer predict --json`)", elem_id="mer-download")
         outputs = [summary, weights, *charts, timeline, download]
         clip_button.click(handle_clip, [upload, webcam, microphone], outputs, api_name="answer_clip")
         text_button.click(handle_text, [text], outputs, api_name="answer_text")
