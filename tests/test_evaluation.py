@@ -116,3 +116,21 @@ def test_restrict_to_labels_leaves_out_other_labels_and_restricts_the_argmax():
         restrict_to_labels(table, ["happy", "angry"])
     with pytest.raises(ValueError, match="each label once"):
         restrict_to_labels(table, ["happy", "happy"])
+
+
+def test_merge_labels_folds_calm_into_neutral_and_answers_again():
+    from mer_utils.evaluation import merge_labels, prediction_table
+
+    labels = ["neutral", "calm", "happy"]
+    probabilities = np.array([[0.3, 0.3, 0.4], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4], [0.2, 0.5, 0.3]])
+    table = prediction_table(probabilities, labels, list("abcd"), ["calm", "happy", "neutral", "calm"])
+    table.loc[3, "pred_label"] = ""  # a row the model could not score stays unanswered
+    merged = merge_labels(table, {"calm": "neutral"})
+    assert [c for c in merged.columns if c.startswith("prob_")] == ["prob_neutral", "prob_happy"]
+    assert merged["prob_neutral"].tolist() == pytest.approx([0.6, 0.3, 0.6, 0.7])
+    # Row a: happy won over neutral and calm apart, neutral-or-calm wins together.
+    assert merged["pred_label"].tolist() == ["neutral", "happy", "neutral", ""]
+    assert merged["true_label"].tolist() == ["neutral", "happy", "neutral", "neutral"]
+    assert table["pred_label"].tolist() == ["happy", "happy", "neutral", ""]  # the input is left alone
+    with pytest.raises(ValueError, match="cannot merge labels \\['sad'\\]"):
+        merge_labels(table, {"sad": "neutral"})

@@ -593,3 +593,35 @@ def test_benchmark_faces_records_speed_and_the_fer_scores(tmp_path, monkeypatch)
     faces.record_fer_scores("faces", fer, Path("d"))
     (row,) = load_results("faces", tmp_path)["metrics"]
     assert row["key"] == "fer" and row["accuracy"] == 0.58 and row["per_class_recall"] == {"happy": 0.8}
+
+
+def test_benchmark_cross_corpus_scores_four_classes_with_intervals_and_the_answer_spread():
+    from mer_utils.evaluation import prediction_table
+
+    cross = _script("benchmark_cross_corpus")
+    labels = ["neutral", "calm", "happy", "sad", "angry", "fearful"]
+    rng = np.random.default_rng(0)
+    truth = ["calm", "neutral", "happy", "sad", "angry", "fearful"] * 10
+    probabilities = rng.dirichlet(np.ones(len(labels)), size=len(truth))
+    # Every clip leans to calm a little more than to its own label, except the sad ones.
+    for row, label in enumerate(truth):
+        probabilities[row] = 0.1 * probabilities[row]
+        probabilities[row, labels.index("calm")] += 0.45
+        probabilities[row, labels.index(label)] += 0.6 if label == "sad" else 0.4
+    table = prediction_table(probabilities / probabilities.sum(axis=1, keepdims=True), labels, truth, truth)
+    four = cross.four_classes(table)
+    # Fearful clips are left out; calm and neutral clips are one class, answered by calm's probability.
+    assert len(four) == 50 and set(four["true_label"]) == set(cross.SHARED_LABELS)
+    assert (four.loc[four["true_label"] == "neutral", "pred_label"] == "neutral").all()
+    row = cross.scored_row(
+        "m -> c", four, cross.SHARED_LABELS, seed=0, n_boot=200, values={"trained on": "x"}
+    )
+    correct = (four["pred_label"] == four["true_label"]).mean()
+    assert row["accuracy"] == pytest.approx(correct, abs=1e-4) == 0.6 and row["n"] == 50
+    low, high = row["ci95"]["accuracy"]
+    assert low <= row["accuracy"] <= high and high - low > 0
+    assert row["values"]["top answer"] == "neutral"
+    share = (four["pred_label"] == "neutral").mean()
+    assert row["values"]["top share"] == pytest.approx(share, abs=1e-3) and share > 0.5
+    assert row["per_class_recall"]["neutral"] == 1.0 and row["per_class_recall"]["sad"] == 1.0
+    assert sum(row["details"]["answers"].values()) == 50 and row["details"]["classes"] == 4

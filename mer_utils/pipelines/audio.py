@@ -15,7 +15,10 @@ gender-balanced; 12/3/3 actors for 18; or the settings' ``test_actors`` / ``val_
 ``features`` computes MFCC + deltas + pitch / energy per 10 ms frame on 2.5 s of trimmed speech
 (cached), augmented copies of the training clips only and the normalisation (Keras models) or one
 vector per clip (scikit-learn models), ``fit`` trains with :func:`mer_utils.training.fit_classifier`
-(or fits the scikit-learn pipeline) and ``tables`` predicts the val and test clips.
+(or fits the scikit-learn pipeline, each clip weighted by its label's balanced weight to the power
+``class_weight_power``, over the union of the corpora's labels) and ``tables`` predicts the val
+and test clips; metrics.json adds each corpus's own figures (``per_corpus`` on test,
+``val_per_corpus``) and the prediction tables carry ``corpus`` and ``speaker`` columns.
 
 Normalisation (``run.json`` key ``normalisation``):
 
@@ -106,6 +109,12 @@ class AudioSettings(Settings):
     width: int = 64
     # "speaker" (each speaker standardised with their own clips first) or "global".
     normalisation: str = "speaker"
+    # scikit-learn models: each training clip weighs its label's balanced weight ** this power
+    # (audio_vectors.class_weights; 0: every clip alike). The Keras models always use balanced weights.
+    class_weight_power: float = 0.0
+    # scikit-learn models: also refit per fold of actors for predictions_oof.csv (benchmarks that never
+    # fuse skip it: the refits take most of the training time).
+    out_of_fold: bool = True
     # Actors of the test and val parts (None: drawn by actor_disjoint_split from the seed).
     test_actors: tuple[int, ...] | None = None
     val_actors: tuple[int, ...] | None = None
@@ -190,7 +199,30 @@ def fit(features: dict, settings: AudioSettings, model: str, seed: int) -> Fitte
 
 
 def tables(fitted: Fitted, features: dict, settings: AudioSettings, labels: list[str]) -> dict:
-    """Val and test prediction tables (clip_id = take), plus the out-of-fold table of scikit-learn models."""
+    """Val and test prediction tables (clip_id = take), plus the out-of-fold table of scikit-learn models.
+
+    Each corpus's own test and validation figures join the metrics (``per_corpus``, ``val_per_corpus``).
+    """
+    made = _prediction_tables(fitted, features, labels)
+    fitted.metrics.update(corpus_metrics(made, labels))
+    return made
+
+
+def corpus_metrics(tables: dict, labels: list[str]) -> dict:
+    """metrics.json's ``per_corpus`` (test) and ``val_per_corpus``: each corpus's figures and answer spread
+    (:func:`mer_utils.evaluation.per_corpus_metrics`, as ``mer evaluate`` reports them)."""
+    from mer_utils.evaluation import per_corpus_metrics
+
+    def scored(table: pd.DataFrame) -> pd.DataFrame:
+        return table[table["pred_label"].astype(str) != ""]
+
+    return {
+        "per_corpus": per_corpus_metrics(scored(tables["test"]), labels),
+        "val_per_corpus": per_corpus_metrics(scored(tables["val"]), labels),
+    }
+
+
+def _prediction_tables(fitted: Fitted, features: dict, labels: list[str]) -> dict:
     if fitted.model_format == "sklearn":
         return vector_tables(fitted, features, labels)
     from mer_utils.training import predict_probabilities

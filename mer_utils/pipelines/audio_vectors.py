@@ -48,6 +48,17 @@ SVM_C = 3.0
 WHISPER_C = 0.03
 
 
+def class_weights(y: np.ndarray, power: float) -> dict[str, float]:
+    """Balanced weights ``(n / (K * count)) ** power`` of the labels present in ``y`` (K of them).
+
+    Over several corpora the union of labels is uneven (TurEV-DB's calm, RAVDESS's fearful or
+    surprised only in one corpus each): ``power`` 0 weighs every clip alike, 1 every label alike.
+    """
+    names, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
+    weights = (len(y) / (len(names) * counts.astype(float))) ** float(power)
+    return {str(name): float(w) for name, w in zip(names, weights, strict=True)}
+
+
 def build_sklearn_model(name: str, seed: int = DEFAULT_SEED):
     """StandardScaler + classifier pipeline of a scikit-learn audio model (logreg, svm or whisper)."""
     from sklearn.calibration import CalibratedClassifierCV
@@ -105,6 +116,8 @@ def vector_features(index: pd.DataFrame, settings, model: str, seed: int, progre
         "features": features,
         "model": model,
         "seed": seed,
+        "class_weight_power": float(settings.class_weight_power),
+        "out_of_fold": bool(settings.out_of_fold),
         "data": index.attrs.get("data", "data"),
         "skipped": batch.skipped,
     }
@@ -120,9 +133,10 @@ def fit_vectors(features: dict, settings, model: str, seed: int) -> Fitted:
 
     x_all, y_all, parts, rows = features["x"], features["y"], features["parts"], features["rows"]
     normalisation = settings.normalisation
+    power = features["class_weight_power"]
     start = time.perf_counter()
     pipeline = _fitted_sklearn_model(
-        model, seed, x_all[parts["train"]], y_all[parts["train"]], features["data"]
+        model, seed, x_all[parts["train"]], y_all[parts["train"]], features["data"], power
     )
     seconds = time.perf_counter() - start
     population = None
@@ -147,6 +161,8 @@ def fit_vectors(features: dict, settings, model: str, seed: int) -> Fitted:
             "features": features["features"],
             "num_features": int(x_all.shape[1]),
             "normalisation": normalisation,
+            # The training clips' weight per label (class_weight_power 0: all 1).
+            "class_weights": class_weights(y_all[parts["train"]], power),
         },
         metrics={
             "params": int(x_all.shape[1]),
@@ -172,6 +188,9 @@ def vector_tables(fitted: Fitted, features: dict, labels: list[str]) -> dict:
         labels,
         lambda split: sklearn_probabilities(fitted.model, x_all[parts[split]], labels),
     )
+    if not features["out_of_fold"]:
+        fitted.out_of_fold_reason = "not asked for (settings.out_of_fold = False)"
+        return tables
     start = time.perf_counter()
     tables[out_of_fold.OOF_SPLIT] = _out_of_fold_table(
         features["model"],
@@ -182,13 +201,17 @@ def vector_tables(fitted: Fitted, features: dict, labels: list[str]) -> dict:
         parts,
         labels,
         features["data"],
+        features["class_weight_power"],
     )
     fitted.metrics["out_of_fold_seconds"] = float(time.perf_counter() - start)
     return tables
 
 
-def _fitted_sklearn_model(name: str, seed: int, x: np.ndarray, y: np.ndarray, data):
-    """:func:`build_sklearn_model` fitted on (x, y); the svm's calibration folds fit its rarest emotion."""
+def _fitted_sklearn_model(
+    name: str, seed: int, x: np.ndarray, y: np.ndarray, data, class_weight_power: float = 0.0
+):
+    """:func:`build_sklearn_model` fitted on (x, y), each clip weighted by its label's :func:`class_weights`;
+    the svm's calibration folds fit its rarest emotion."""
     pipeline = build_sklearn_model(name, seed)
     if name == "svm":
         # Platt calibration cross-validates: no more folds than the rarest emotion has training clips.
@@ -196,7 +219,11 @@ def _fitted_sklearn_model(name: str, seed: int, x: np.ndarray, y: np.ndarray, da
         if rarest < 2:
             raise ValueError(f"{data}: the svm needs at least 2 training clips of every emotion present")
         pipeline.set_params(calibratedclassifiercv__cv=min(5, rarest))
-    return pipeline.fit(x, y)
+    if not class_weight_power:
+        return pipeline.fit(x, y)
+    weights = class_weights(y, class_weight_power)
+    sample_weight = np.asarray([weights[str(label)] for label in y])
+    return pipeline.fit(x, y, **{f"{pipeline.steps[-1][0]}__sample_weight": sample_weight})
 
 
 def _out_of_fold_table(
@@ -208,6 +235,7 @@ def _out_of_fold_table(
     parts: dict,
     labels: list[str],
     data,
+    class_weight_power: float = 0.0,
 ) -> pd.DataFrame:
     """predictions_oof.csv: every training and validation clip predicted by the same recipe refitted
     without its actor (:mod:`mer_utils.pipelines.out_of_fold`; seconds per fold on cached vectors)."""
@@ -215,7 +243,7 @@ def _out_of_fold_table(
 
     def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_held: np.ndarray) -> np.ndarray:
         return sklearn_probabilities(
-            _fitted_sklearn_model(name, seed, x_train, y_train, data), x_held, labels
+            _fitted_sklearn_model(name, seed, x_train, y_train, data, class_weight_power), x_held, labels
         )
 
     probabilities, fold = out_of_fold.out_of_fold_probabilities(
