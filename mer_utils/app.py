@@ -400,6 +400,11 @@ def summary_markdown(outcome: dict) -> str:
     return "\n\n".join(lines)
 
 
+def _shown(value) -> float | None:
+    """A weight table number as the page shows it: three decimals (None stays empty)."""
+    return None if value is None else round(float(value), 3)
+
+
 def write_answer_json(answer: dict, folder: str | Path, stem: str = "answer") -> Path:
     """The full answer as a JSON file in ``folder`` (the page's download), named from ``stem``."""
     from mer_utils.runs import atomic_write_bytes
@@ -471,7 +476,14 @@ def build_app(models: dict, limits: AppLimits = AppLimits(), upload_root: str | 
             stem = outcome["answer"].get("clip") or "text"
             download = str(write_answer_json(outcome["answer"], upload_root, stem))
         rows = [
-            [r["modality"], r["available"], r["confidence"], r["trust"], round(r["weight"], 3), r["why"]]
+            [
+                r["modality"],
+                r["available"],
+                _shown(r["confidence"]),
+                _shown(r["trust"]),
+                _shown(r["weight"]),
+                r["why"],
+            ]
             for r in outcome["weights"]
         ]
         charts = [outcome["charts"].get(name) for name in clip_names + text_names]

@@ -47,8 +47,11 @@ def report(what: str, seconds: list[float], rows: list[dict], key: str) -> None:
     rows.append({"name": what, "key": key, "values": {k: round(v, 2) for k, v in values.items()}})
 
 
-def time_in_chromium(url: str, clip: Path, repeats: int, rows: list[dict]) -> None:
-    """Answer ``clip`` ``repeats`` times in Chromium at ``url`` (skipped, saying why, without one)."""
+def time_in_chromium(
+    url: str, clip: Path, repeats: int, rows: list[dict], screenshot: Path | None = None
+) -> None:
+    """Answer ``clip`` ``repeats`` times in Chromium at ``url`` (skipped, saying why, without one);
+    ``screenshot``: a PNG of the whole page showing the last answer."""
     from mer_utils.app_browser import answer_in_page, find_chromium
 
     chromium = find_chromium()
@@ -63,10 +66,14 @@ def time_in_chromium(url: str, clip: Path, repeats: int, rows: list[dict]) -> No
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium)
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
             answers = [answer_in_page(page, url, clip) for _ in range(repeats + 1)][
                 1:
             ]  # the first loads the page's scripts
+            if screenshot is not None:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)
+                print(f"screenshot of the page written to {screenshot}")
         finally:
             browser.close()
     for shown in answers:
@@ -117,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip", type=Path, help="a clip to answer (default: a 3 s demo clip)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--results", help="results/NAME.json to write the figures into (default: print only)")
+    parser.add_argument(
+        "--screenshot", type=Path, help="a PNG of the page in Chromium showing the last answer"
+    )
     args = parser.parse_args(argv)
 
     from mer_utils.app import answer_clip, build_app, load_app_models
@@ -184,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
                     raise SystemExit(summary)
 
             report("the page over HTTP (upload to answer)", timed(over_http, args.repeats), rows, "http")
-            time_in_chromium(url, clip, args.repeats, rows)
+            time_in_chromium(url, clip, args.repeats, rows, args.screenshot)
         finally:
             page.close()
         if args.results:

@@ -9,6 +9,9 @@ figures of the one-label ``mer predict CLIP``, into results/NAME.json (default `
 
     python scripts/benchmark_timeline.py --models runs/faces runs/audio --data ../shared/data
     python scripts/benchmark_timeline.py --models RUN... --clip long.mp4   # an existing clip
+
+``--figure PNG`` also copies the timeline plot there (and its CSV beside it): the reference figure
+of the README is the six clips joined once (``--seconds 12.6``) with the bundled runs.
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hop", type=float, help="--hop of mer predict (default: its own)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--results", default="timeline", help="results/NAME.json to write (default timeline)")
+    parser.add_argument(
+        "--figure", type=Path, help="also copy the timeline plot here (.png) and its CSV beside it"
+    )
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="mer_benchmark_timeline_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -186,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     path = update_results(args.results, [row], command_line(__file__, argv), defaults)
     print(f"written to {path}")
+    if args.figure is not None:
+        import shutil
+
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(summary["plot"], args.figure.with_suffix(".png"))
+        shutil.copyfile(work / "timeline.csv", args.figure.with_suffix(".csv"))
+        print(f"timeline plot copied to {args.figure.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
