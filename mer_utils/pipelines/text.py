@@ -163,7 +163,7 @@ def train(
         parts["train"], parts["val"], seed=seed, smoke=smoke, cleaning=cleaning
     )
     weighting["applies_to"] = (
-        "the classical TF-IDF models; the BiLSTM and the embedding models train unweighted"
+        "the classical TF-IDF models and tfidf+minilm; the BiLSTM and the other embedding models train unweighted"
     )
     train_weights = (
         text_sources.source_weights(parts["train"]["source"], weighting["power"])
@@ -200,6 +200,9 @@ def train(
                 svm=candidates.get("svm"),
                 seed=seed,
                 cleaning=cleaning,
+                smoke=smoke,
+                settings=settings,
+                sample_weight=train_weights,
             )
         )
     finetuned = [n for n in names if n in FINETUNED_MODELS]

