@@ -236,30 +236,41 @@ def fit_weighted_probe(
     smoke: bool = False,
     cleaning: dict | None = None,
     powers: Sequence[float] = SOURCE_WEIGHT_POWERS,
+    embedding_weight: float | None = None,
+    c: float = SOURCE_WEIGHT_PROBE_C,
 ) -> tuple[object, dict]:
     """The fixed linear SVM of :func:`choose_source_weighting` fitted with the chosen weights, and the choice.
 
     The model is a Pipeline over raw texts (cleaning -> TF-IDF -> SVM with softmax scores);
-    scripts/benchmark_text_domains.py uses it as a fast cross-domain model.
+    scripts/benchmark_text_domains.py uses it as a fast cross-domain model. With
+    ``embedding_weight`` the features are TF-IDF joined with MiniLM embeddings scaled by it
+    (:func:`mer_utils.models.text.joint_features`: the 'tfidf+minilm' model without its grid);
+    ``c`` is the SVM's C.
     """
     from sklearn.svm import LinearSVC
 
     from mer_utils.evaluation import table_metrics
-    from mer_utils.models.text import SoftmaxScores, partial_class_weights, tfidf_features
+    from mer_utils.models.text import (
+        SoftmaxScores,
+        joint_features,
+        partial_class_weights,
+        tfidf_features,
+    )
     from mer_utils.text_sources import source_weights
 
     cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
     sources = sorted(train["source"].unique())
-    features = tfidf_features(smoke=smoke)
+    if embedding_weight is None:
+        features = tfidf_features(smoke=smoke)
+    else:
+        features = joint_features(embedding_weight, smoke=smoke)
     x_train = features.fit_transform(text_data.clean_texts(train["text"], **cleaning))
     y_train = train["emotion"].astype(str).to_numpy()
     labels = list(TEXT_LABELS)
 
     def fit(power: float):
         weights = source_weights(train["source"], power)
-        svm = LinearSVC(
-            C=SOURCE_WEIGHT_PROBE_C, class_weight=partial_class_weights(y_train), random_state=seed
-        )
+        svm = LinearSVC(C=c, class_weight=partial_class_weights(y_train), random_state=seed)
         classifier = SoftmaxScores(svm).fit(x_train, y_train, sample_weight=weights)
         return _sklearn_pipeline(features, classifier, cleaning)
 
@@ -284,6 +295,7 @@ def fit_weighted_probe(
         "val_score_by_power": {str(p): round(s, 4) for p, s in scores.items()},
         "val_score_by_source": {str(p): v for p, v in per_source.items()},
         "chosen_by": "validation: mean over sources of the mean of accuracy and macro-F1 (a fixed linear SVM)",
+        "c": float(c),
     }
     return models[power], weighting
 
