@@ -287,6 +287,7 @@ register(
             "bilstm",
             "minilm",
             "svm+minilm",
+            "tfidf+minilm",
             "minilm-ft",
             "svm+minilm-ft",
             "mpnet",

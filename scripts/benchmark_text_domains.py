@@ -14,6 +14,11 @@ validation (mer_utils.pipelines.text_candidates.fit_weighted_probe; no grid sear
 benchmark stays within minutes). Test metrics: accuracy, macro-F1 and weighted-F1 (MELD's usual
 measure) with 95% bootstrap intervals. With ``--results NAME`` the rows go into results/NAME.json
 (``python scripts/render_results.py`` renders them).
+
+``--model tfidf+minilm`` fits the same fixed SVM on TF-IDF joined with MiniLM sentence embeddings
+(the default install's numpy encoder; every text embedded once, cached under .cache/text_embeddings:
+about an hour for the ~43k texts on two shared cores); its rows are named after it.
+``--only KEY`` runs only the configurations named (e.g. ``--only "all sources"``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import numpy as np
 BOOTSTRAP_SAMPLES = 1000
 # Columns of the printed table and of each results row.
 COLUMNS = ("accuracy", "macro_f1", "weighted_f1")
+# The models --model offers: the TF-IDF probe, and the same SVM on TF-IDF joined with MiniLM embeddings.
+MODELS = ("svm", "tfidf+minilm")
 
 
 def configurations(sources: list[str]) -> list[tuple[str, list[str], list[str]]]:
@@ -81,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run every configuration, print the table, optionally write the results file."""
     from mer_utils import text_sources
     from mer_utils.config import TEXT_LABELS
-    from mer_utils.pipelines.text_candidates import fit_weighted_probe, probabilities
+    from mer_utils.models.text import JOINT_EMBEDDING_WEIGHT
+    from mer_utils.pipelines.text_candidates import SOURCE_WEIGHT_PROBE_C, fit_weighted_probe, probabilities
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -93,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny corpora (tests): keep every TF-IDF term")
     parser.add_argument("--results", help="also write the rows into results/RESULTS.json (e.g. text_domains)")
+    parser.add_argument("--model", choices=MODELS, default="svm", help="the fixed model (default: svm)")
+    parser.add_argument(
+        "--embedding-weight",
+        type=float,
+        help="tfidf+minilm: scale of the embedding block (default: the model's)",
+    )
+    parser.add_argument("--c", type=float, help="the SVM's C (default: SOURCE_WEIGHT_PROBE_C)")
+    parser.add_argument("--only", nargs="+", help="run only these configurations (e.g. 'all sources')")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.results and args.smoke:
@@ -104,12 +120,32 @@ def main(argv: list[str] | None = None) -> int:
     frame = text_sources.source_split(text_sources.prepare_text_sources(args.sources), seed=args.seed)
     names = list(dict.fromkeys(frame["source"]))
     report = frame.attrs["report"]
+    joint = args.model == "tfidf+minilm"
+    embedding_weight = (args.embedding_weight or JOINT_EMBEDDING_WEIGHT) if joint else None
+    c = args.c or SOURCE_WEIGHT_PROBE_C
+    chosen = configurations(names)
+    if args.only:
+        unknown = sorted(set(args.only) - {key for key, _, _ in chosen})
+        if unknown:
+            parser.error(
+                f"--only: unknown configuration(s) {unknown}; expected some of {[k for k, _, _ in chosen]}"
+            )
+        chosen = [config for config in chosen if config[0] in args.only]
+    # Rows of other models than the default probe carry its name, so both sit in one results file.
+    prefix = "" if args.model == "svm" and args.c is None else f"{args.model} (C {c:g}"
+    if prefix:
+        prefix += f", embeddings x{embedding_weight:g}): " if joint else "): "
     rows = []
-    for key, training, tested in configurations(names):
+    for key, training, tested in chosen:
         start = time.perf_counter()
         used = frame[frame["source"].isin(training)]
         model, weighting = fit_weighted_probe(
-            used[used["split"] == "train"], used[used["split"] == "val"], seed=args.seed, smoke=args.smoke
+            used[used["split"] == "train"],
+            used[used["split"] == "val"],
+            seed=args.seed,
+            smoke=args.smoke,
+            embedding_weight=embedding_weight,
+            c=c,
         )
         seconds = time.perf_counter() - start
         for source in tested:
@@ -120,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 test["emotion"].to_numpy(), np.array(predicted), labels, args.seed, args.bootstrap
             )
             row = {
-                "name": f"{key} -> {source}",
-                "key": f"{key}: {source}",
+                "name": f"{prefix}{key} -> {source}",
+                "key": f"{prefix}{key}: {source}",
                 **{k: round(scores[k], 4) for k in ("accuracy", "macro_f1")},
                 "n": int(len(test)),
                 "ci95": scores["ci95"],
@@ -181,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 "model": (
                     "linear SVM (C 0.2, square-root class weights, softmax scores) on word + character TF-IDF: "
-                    "mer_utils.pipelines.text_candidates.fit_weighted_probe, no grid search"
+                    "mer_utils.pipelines.text_candidates.fit_weighted_probe, no grid search; rows named "
+                    "'tfidf+minilm (C c, embeddings xw)': the same SVM with C c on TF-IDF joined with MiniLM "
+                    "sentence embeddings scaled by w (mer_utils.models.text.joint_features)"
                 ),
             },
             "row_label": "trained on -> tested on",

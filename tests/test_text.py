@@ -361,7 +361,12 @@ def test_sentence_embeddings_name_their_encoder_and_cache():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "cache_name"), [("svm+minilm", "all-MiniLM-L6-v2"), ("svm+mpnet", "all-mpnet-base-v2")]
+    ("name", "cache_name"),
+    [
+        ("svm+minilm", "all-MiniLM-L6-v2"),
+        ("tfidf+minilm", "all-MiniLM-L6-v2"),
+        ("svm+mpnet", "all-mpnet-base-v2"),
+    ],
 )
 def test_svm_embedding_votes_learn_cache_and_reload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, cache_name: str
@@ -387,6 +392,46 @@ def test_svm_embedding_votes_learn_cache_and_reload(
     monkeypatch.setattr(SentenceEmbeddings, "_encoder", lambda self: pytest.fail("cache missed"))
     again = predict_text(saved["text"].tolist(), run_dir=run)
     assert np.allclose(again["prob_joy"].to_numpy(), saved["prob_joy"].to_numpy(), atol=1e-6)
+
+
+def test_joint_tfidf_minilm_svm_learns_weights_sources_and_reloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    skip_without_embeddings("tfidf+minilm")
+    import skops.io
+
+    from mer_utils import runs
+    from mer_utils.models.text import ENCODERS, SentenceEmbeddings
+    from mer_utils.pipelines.text_candidates import fit_joint_model, probabilities
+
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
+    frame = toy_frame(rows_per_label=6, seed=4)  # 48 texts
+    texts, labels = frame["Text"].tolist(), frame["Emotion"].tolist()
+    joint = fit_joint_model(texts, labels, seed=0, smoke=True, embedding_weight=3.0)
+    model = joint.model
+    # One linear model reads the TF-IDF columns and the 384 embedding columns, the latter scaled by 3.
+    features = model.named_steps["tfidf"]
+    tfidf_width = features.transformer_list[0][1].transform(clean_texts(texts[:2])).shape[1]
+    cleaned = clean_texts(texts[:2], **model.named_steps["clean"].kw_args)
+    joined = features.transform(cleaned)
+    assert joined.shape == (2, tfidf_width + ENCODERS["minilm"][1])
+    embedded = SentenceEmbeddings("minilm").transform(cleaned)
+    assert np.allclose(joined[:, tfidf_width:].toarray(), 3.0 * embedded, atol=1e-5)
+    assert joint.best_params["embedding_weight"] == 3.0 and "C" in joint.best_params
+    probs = probabilities(model, texts, TEXT_LABELS)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert (np.asarray(TEXT_LABELS)[probs.argmax(axis=1)] == np.asarray(labels)).mean() > 0.9
+    # Sample weights reach the fit: all weight on one half of the rows changes the model.
+    weights = np.r_[np.ones(24), np.full(24, 1e-3)]
+    weighted = fit_joint_model(texts, labels, seed=0, smoke=True, sample_weight=weights)
+    assert not np.allclose(probabilities(weighted.model, texts, TEXT_LABELS), probs)
+    with pytest.raises(ValueError, match="sample_weight has 3 values for 48"):
+        fit_joint_model(texts, labels, smoke=True, sample_weight=[1.0, 1.0, 1.0])
+    # skops writes it with allow-listed types only, and the reloaded model predicts the same.
+    data = skops.io.dumps(model)
+    assert runs.skops_refused_names(data) == []
+    again = skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+    assert np.allclose(probabilities(again, texts, TEXT_LABELS), probs, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -375,3 +375,25 @@ def test_benchmark_text_domains_leaves_each_source_out(tmp_path: Path, monkeypat
     assert rows["without meld: meld"]["details"]["trained_on"] == ["seed", "isear"]
     assert rows["all sources: meld"]["values"]["seen in training"] is True
     assert record["command"].startswith("python scripts/benchmark_text_domains.py")
+    with pytest.raises(SystemExit):
+        script.main([str(seed), str(isear), "--only", "no such configuration"])
+
+    from mer_utils.models.text import embeddings_available
+
+    if not embeddings_available("tfidf+minilm"):
+        return
+    # The joint model's rows join the same file under their own name; the probe's rows stay.
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
+    arguments = [str(seed), str(isear), str(folder), "--results", "toy_domains", "--bootstrap", "50"]
+    only = ["--model", "tfidf+minilm", "--embedding-weight", "2", "--only", "all sources"]
+    assert script.main(arguments + only) == 0
+    both = load_results("toy_domains", tmp_path / "results")
+    joint = {row["key"]: row for row in both["metrics"]}
+    added = {f"tfidf+minilm (C 0.2, embeddings x2): all sources: {s}" for s in ("seed", "isear", "meld")}
+    assert set(joint) == set(rows) | added
+    assert "--model tfidf+minilm" in both["command"]
+    # The probe's rows keep their numbers and the command that measured them.
+    assert joint["all sources: meld"]["accuracy"] == rows["all sources: meld"]["accuracy"]
+    assert joint["all sources: meld"]["command"] == record["command"]
+    assert (tmp_path / "cache" / "text_embeddings" / "all-MiniLM-L6-v2.npz").is_file()
+    assert all(joint[key]["accuracy"] > 0.3 for key in added)

@@ -162,7 +162,7 @@ def features(index: pd.DataFrame, settings: TextSettings, model: str, seed: int,
         parts["train"], parts["val"], seed=seed, smoke=settings.smoke_sizes, cleaning=cleaning
     )
     weighting["applies_to"] = (
-        "the classical TF-IDF models; the BiLSTM and the embedding models train unweighted"
+        "the classical TF-IDF models and tfidf+minilm; the BiLSTM and the other embedding models train unweighted"
     )
     train_weights = (
         text_sources.source_weights(parts["train"]["source"], weighting["power"])
@@ -233,6 +233,9 @@ def fit(features: dict, settings: TextSettings, model: str, seed: int) -> base.F
                 svm=candidates.get("svm"),
                 seed=seed,
                 cleaning=cleaning,
+                smoke=smoke,
+                settings=settings,
+                sample_weight=train_weights,
             )
         )
     finetuned = [n for n in names if n in FINETUNED_MODELS]

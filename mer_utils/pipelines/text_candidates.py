@@ -243,30 +243,41 @@ def fit_weighted_probe(
     smoke: bool = False,
     cleaning: dict | None = None,
     powers: Sequence[float] = SOURCE_WEIGHT_POWERS,
+    embedding_weight: float | None = None,
+    c: float = SOURCE_WEIGHT_PROBE_C,
 ) -> tuple[object, dict]:
     """The fixed linear SVM of :func:`choose_source_weighting` fitted with the chosen weights, and the choice.
 
     The model is a Pipeline over raw texts (cleaning -> TF-IDF -> SVM with softmax scores);
-    scripts/benchmark_text_domains.py uses it as a fast cross-domain model.
+    scripts/benchmark_text_domains.py uses it as a fast cross-domain model. With
+    ``embedding_weight`` the features are TF-IDF joined with MiniLM embeddings scaled by it
+    (:func:`mer_utils.models.text.joint_features`: the 'tfidf+minilm' model without its grid);
+    ``c`` is the SVM's C.
     """
     from sklearn.svm import LinearSVC
 
     from mer_utils.evaluation import table_metrics
-    from mer_utils.models.text import SoftmaxScores, partial_class_weights, tfidf_features
+    from mer_utils.models.text import (
+        SoftmaxScores,
+        joint_features,
+        partial_class_weights,
+        tfidf_features,
+    )
     from mer_utils.text_sources import source_weights
 
     cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
     sources = sorted(train["source"].unique())
-    features = tfidf_features(smoke=smoke)
+    if embedding_weight is None:
+        features = tfidf_features(smoke=smoke)
+    else:
+        features = joint_features(embedding_weight, smoke=smoke)
     x_train = features.fit_transform(text_data.clean_texts(train["text"], **cleaning))
     y_train = train["emotion"].astype(str).to_numpy()
     labels = list(TEXT_LABELS)
 
     def fit(power: float):
         weights = source_weights(train["source"], power)
-        svm = LinearSVC(
-            C=SOURCE_WEIGHT_PROBE_C, class_weight=partial_class_weights(y_train), random_state=seed
-        )
+        svm = LinearSVC(C=c, class_weight=partial_class_weights(y_train), random_state=seed)
         classifier = SoftmaxScores(svm).fit(x_train, y_train, sample_weight=weights)
         return _sklearn_pipeline(features, classifier, cleaning)
 
@@ -291,6 +302,7 @@ def fit_weighted_probe(
         "val_score_by_power": {str(p): round(s, 4) for p, s in scores.items()},
         "val_score_by_source": {str(p): v for p, v in per_source.items()},
         "chosen_by": "validation: mean over sources of the mean of accuracy and macro-F1 (a fixed linear SVM)",
+        "c": float(c),
     }
     return models[power], weighting
 
@@ -363,8 +375,12 @@ def fit_embedding_models(
     svm: Candidate | None = None,
     seed: int = DEFAULT_SEED,
     cleaning: dict | None = None,
+    smoke: bool = False,
+    settings: TextSettings | None = None,
+    sample_weight: Sequence[float] | None = None,
 ) -> dict[str, Candidate]:
-    """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP) and their SVM votes.
+    """Fit the frozen-encoder models: 'minilm' / 'mpnet' (sentence embeddings + MLP), their SVM votes
+    and 'tfidf+minilm' (:func:`fit_joint_model`, the only one given ``sample_weight``).
 
     MiniLM runs in the default install (:mod:`mer_utils.sentence_encoder`); MPNet needs the optional
     packages (``make setup-embeddings``). The MLP's size and penalty are fixed
@@ -381,6 +397,7 @@ def fit_embedding_models(
         EMBEDDING_MODELS,
         ENCODERS,
         FINETUNED_MODELS,
+        JOINT_MODEL,
         SVM_MINILM_WEIGHTS,
         SVM_MPNET_WEIGHTS,
         SVM_VOTES,
@@ -406,8 +423,18 @@ def fit_embedding_models(
     clean = _cleaning_step(cleaning)
     train_clean = text_data.clean_texts(train_texts, **cleaning)
     fitted: dict[str, Candidate] = {}
+    if JOINT_MODEL in names:
+        fitted[JOINT_MODEL] = fit_joint_model(
+            train_texts,
+            y_train,
+            seed=seed,
+            smoke=smoke,
+            cleaning=cleaning,
+            settings=settings,
+            sample_weight=sample_weight,
+        )
     for encoder in ENCODERS:
-        if not any(encoder_of(n) == encoder for n in names):
+        if not any(encoder_of(n) == encoder and n != JOINT_MODEL for n in names):
             continue
         start = time.perf_counter()
         embedder = SentenceEmbeddings(encoder)
@@ -449,6 +476,77 @@ def fit_embedding_models(
             "svm+mpnet", svm, fitted["mpnet"], SVM_MPNET_WEIGHTS, val_texts, val_labels
         )
     return {n: fitted[n] for n in names}
+
+
+def fit_joint_model(
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    settings: TextSettings | None = None,
+    sample_weight: Sequence[float] | None = None,
+    embedding_weight: float | None = None,
+    cache_dir: str | None = None,
+) -> Candidate:
+    """'tfidf+minilm': one linear SVM on TF-IDF and MiniLM embeddings side by side (:func:`joint_features`).
+
+    Tuned as 'svm' is: C and the class weights (balanced or its square root) by stratified k-fold
+    cross-validation on train (unweighted scores), ``sample_weight`` (per source) in every fit,
+    probabilities by softmax of the scores with an out-of-fold temperature. Unlike the
+    'svm+minilm' vote, the SVM weighs words and sentence meaning together in one decision.
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import LinearSVC
+
+    from mer_utils.models.text import (
+        JOINT_C_GRID,
+        JOINT_MODEL,
+        SoftmaxScores,
+        joint_features,
+        partial_class_weights,
+        require_embeddings,
+    )
+
+    require_embeddings(JOINT_MODEL)
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    settings = settings or (SMOKE_TEXT if smoke else FULL_TEXT)
+    y_train = np.asarray([str(y) for y in train_labels])
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    if weights is not None and len(weights) != len(y_train):
+        raise ValueError(f"sample_weight has {len(weights)} values for {len(y_train)} training texts")
+    start = time.perf_counter()
+    features = joint_features(embedding_weight, smoke=smoke, cache_dir=cache_dir)
+    x_train = features.fit_transform(text_data.clean_texts(train_texts, **cleaning))
+    smallest_class = int(pd.Series(y_train).value_counts().min())
+    folds = max(2, min(settings.cv_folds, smallest_class))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    grid = {
+        "C": [JOINT_C_GRID[-1]] if smoke else list(JOINT_C_GRID),
+        "class_weight": ["balanced"] if smoke else ["balanced", partial_class_weights(y_train)],
+    }
+    search = GridSearchCV(
+        LinearSVC(random_state=seed), grid, scoring=_selection_scorer(), cv=splitter, n_jobs=1, refit=True
+    )
+    with warnings.catch_warnings():
+        # The CV scores are unweighted on purpose, as in fit_classical.
+        warnings.filterwarnings("ignore", message=".*does not support sample_weight", category=UserWarning)
+        search.fit(x_train, y_train, **_weight_parameter("svm", weights))
+    classifier = SoftmaxScores(search.best_estimator_).fit(
+        x_train, y_train, folds=splitter, sample_weight=weights
+    )
+    seconds = time.perf_counter() - start
+    log.info(
+        "%s: best %s, CV score %.3f, %.1f s", JOINT_MODEL, search.best_params_, search.best_score_, seconds
+    )
+    return Candidate(
+        name=JOINT_MODEL,
+        model=_sklearn_pipeline(features, classifier, cleaning),
+        best_params=dict(search.best_params_) | {"embedding_weight": features.transformer_weights["minilm"]},
+        cv_score=float(search.best_score_),
+        train_seconds=seconds,
+    )
 
 
 def fit_finetuned_models(
