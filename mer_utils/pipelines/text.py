@@ -235,7 +235,7 @@ def fit(features: dict, settings: TextSettings, model: str, seed: int) -> base.F
                 cleaning=cleaning,
                 smoke=smoke,
                 settings=settings,
-                sample_weight=train_weights,
+                sample_weight=features["train_weights"],
             )
         )
     finetuned = [n for n in names if n in FINETUNED_MODELS]
