@@ -33,9 +33,9 @@ QUIET_KERNEL_ENV = {
 # ipykernel would forward low-level (C++) stderr into the notebook; it goes to the log file instead.
 KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
 # The notebooks (by number) whose run folders or caches a notebook reads: with ``jobs > 1`` it starts
-# only after them. 04 compares with 03's MFCC runs, 06 fuses the runs of 02-04, and 07 reuses the face
-# crops 02 caches (run together, both would cut the same faces).
-NEEDS = {"04": ("03",), "06": ("02", "03", "04"), "07": ("02",)}
+# only after them. 06 fuses the runs of 02-04 (and sets 03's MFCC runs beside 04's spectrogram run), and
+# 07 reuses the face crops 02 caches (run together, both would cut the same faces).
+NEEDS = {"06": ("02", "03", "04"), "07": ("02",)}
 # MIME type of the key numbers a notebook records (:func:`record_results`); tests read them back.
 RESULTS_MIME = "application/vnd.mer.results+json"
 
