@@ -45,6 +45,8 @@ DOCUMENT_PATHS = [ROOT / name for name in DOCUMENTS]
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 # The README is a front page; the details live in docs/.
 README_MAX_LINES = 150
+# The results blocks the README may hold (every other full table lives in docs/results.md).
+README_BLOCKS = {"demo_time"}
 # Development-log wording that has no place in the README or in code comments and docstrings.
 DIARY_PATTERNS = (
     r"\b20\d\d-\d\d-\d\d\b",
@@ -108,7 +110,12 @@ def test_document_tables_agree_with_results_files():
             f"{path.name}: results blocks {stale} differ from results/; run python scripts/render_results.py"
         )
     assert sorted(names) == result_names(RESULTS), "every results file needs exactly one block"
-    assert not readme_blocks(README.read_text(encoding="utf-8")), "full tables belong in docs/results.md"
+    # Full tables belong in docs/results.md; the one exception is what a newcomer meets first, the
+    # time of a first `make demo` (issue #28 asks for that breakdown on the front page).
+    in_readme = set(readme_blocks(README.read_text(encoding="utf-8")))
+    assert in_readme <= README_BLOCKS, (
+        f"full tables belong in docs/results.md: {sorted(in_readme - README_BLOCKS)}"
+    )
 
 
 def test_readme_headline_agrees_with_results_files():
