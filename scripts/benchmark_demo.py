@@ -11,8 +11,10 @@ checkout's HEAD into a new folder, gives every process a new empty home (no pip 
   every cell (the durations papermill writes into the executed copies),
 
 and with ``--warm`` the same ``make demo`` once more in the same clone (what a second run costs).
-The machine's load average before and after is recorded: a figure measured while other jobs ran
-says so.
+The machine's load average before and after is recorded, and the share of CPU time other work took
+in the 5 s before the clone's install starts (``/proc/stat``): a figure measured while other jobs ran
+says so. The load average alone cannot tell: it is a 1-minute mean that still counts work which has
+just ended.
 
     .venv/bin/python scripts/benchmark_demo.py --fresh [--warm] [--keep DIR] [--results demo_time]
     .venv/bin/python scripts/benchmark_demo.py --executed runs/notebooks/full/executed   # cells of a run
@@ -93,6 +95,26 @@ def timed(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, s
     return seconds, result.stdout
 
 
+def cpu_busy_share(seconds: float = 5.0) -> float | None:
+    """Share of all cores' time spent busy (not idle or waiting on I/O) over ``seconds``; None off Linux."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    first = sample()
+    time.sleep(seconds)
+    second = sample()
+    if first is None or second is None or second[0] == first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return 1.0 - idle / total
+
+
 def fresh_environment(home: Path) -> dict:
     """This process's environment with a new empty home: no download, model, font or compile cache."""
     env = {
@@ -144,6 +166,9 @@ def measure_fresh(keep: Path | None, warm: bool) -> dict:
     env = fresh_environment(home)
     load_before = os.getloadavg()[0]
     record: dict = {"cpus": os.cpu_count(), "load_before": round(load_before, 2)}
+    busy = cpu_busy_share()
+    if busy is not None:
+        record["busy_before"] = round(busy, 3)
     install, _ = timed(["make", "setup", f"PYTHON={os.environ.get('PYTHON', 'python3.11')}"], clone, env, log)
     record["install"] = round(install, 1)
     print(f"install {install:.0f} s", flush=True)
@@ -253,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         from mer_utils.results import command_line, update_results
 
         command = command or command_line(__file__, argv)
-        busy = record["load_before"] > 0.5 * record["cpus"]
+        busy = record.get("busy_before")
+        if busy is None:  # a record from before the CPU sample: the load average says nothing sure
+            machine = " (a 1-minute average: it also counts work that had just ended)"
+        elif busy > 0.2:
+            machine = f"; other jobs were running ({busy:.0%} of the CPU busy in the 5 s before)"
+        else:
+            machine = f"; the machine was otherwise idle ({busy:.0%} of the CPU busy in the 5 s before)"
         update_results(
             args.results,
             result_rows(record),
@@ -266,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"a fresh clone of HEAD with a new empty home (no pip, Keras, matplotlib or numba cache) and no "
                         f"real data beside it (notebook 07 trains on the demo clips' faces, as on a student's laptop) on "
                         f"{record['cpus']} CPU cores without a GPU; load average {record['load_before']} before, "
-                        f"{record['load_after']} after" + (" (other jobs were running)" if busy else "")
+                        f"{record['load_after']} after{machine}"
                     ),
                     "test": "wall-clock seconds of `make setup`, `make demo-data` and each notebook of `make notebooks` "
                     "(two at a time, as `make demo` runs them: the notebooks' own times overlap, the total is the "
