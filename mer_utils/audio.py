@@ -17,6 +17,7 @@ each speaker is first standardised with their own clips' statistics
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -344,6 +345,15 @@ class FeatureBatch:
         return pd.DataFrame(self.skipped, columns=["path", "reason"])
 
 
+def _cache_one(path: str, featurize: Callable[[str], np.ndarray], params: dict, cache_dir: str) -> str | None:
+    """Cache one clip's features (on a Dask worker, see :mod:`mer_utils.feature_map`); the reason it failed, or None."""
+    try:
+        cached_feature(path, lambda: featurize(path), params, cache_dir)
+    except (media.MediaError, FileNotFoundError, ValueError) as error:
+        return str(error)
+    return None
+
+
 def extract_features(
     index: pd.DataFrame,
     featurize: Callable[[str], np.ndarray],
@@ -362,10 +372,23 @@ def extract_features(
     """
     from tqdm.auto import tqdm
 
+    from mer_utils import feature_map
+
     arrays, kept, skipped = [], [], []
     paths = index["path"].astype(str).tolist()
+    failed: dict = {}
+    if feature_map.active() and cache_dir != "":
+        # Inside `mer train --workers/--scheduler`: the workers fill the cache, this loop reads it.
+        from mer_utils.cache import cache_dir as shared_cache_dir
+
+        folder = str(shared_cache_dir(CACHE_SUBDIR, cache_dir).resolve())
+        failed = feature_map.fill(
+            paths, functools.partial(_cache_one, featurize=featurize, params=params, cache_dir=folder)
+        )
     for position, path in enumerate(tqdm(paths, desc=desc, unit="clip", disable=not progress, leave=False)):
         try:
+            if path in failed:
+                raise ValueError(failed[path])
             value = cached_feature(path, lambda p=path: featurize(p), params, cache_dir)
         except (media.MediaError, FileNotFoundError, ValueError) as error:
             log.warning("skipping %s: %s", path, error)

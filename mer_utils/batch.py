@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from mer_utils.workers import default_threads, thread_environment
+from mer_utils.workers import open_dask_client, thread_environment
 
 # Files a folder walk picks up as clips (what the clip branches and `mer index` read).
 MEDIA_SUFFIXES = (".mp4", ".wav", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4a", ".mp3", ".flac")
@@ -535,7 +535,7 @@ def _run_dask(
 ) -> None:
     try:
         import dask
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import as_completed
     except ImportError as error:
         raise ImportError(
             "--workers and --scheduler need Dask: pip install 'mer-utils[scale]' "
@@ -548,25 +548,7 @@ def _run_dask(
         settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
         settings["distributed.scheduler.worker-saturation"] = 1.0
         stack.enter_context(dask.config.set(settings))
-        if scheduler:
-            client = stack.enter_context(Client(scheduler))
-            count = max(1, len(client.scheduler_info().get("workers", {})))
-            per_worker = threads or None  # a remote cluster's cores are its own business
-        else:
-            count = workers or 1
-            per_worker = threads or default_threads(count)
-            env = thread_environment(per_worker)
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=count,
-                    threads_per_worker=1,
-                    processes=True,
-                    memory_limit=memory_limit or "auto",
-                    dashboard_address=None,
-                    env=env,
-                )
-            )
-            client = stack.enter_context(Client(cluster))
+        client, count, per_worker = open_dask_client(stack, workers, scheduler, threads, memory_limit)
         task = dict(task, threads=per_worker)
         pending = [[clip] for clip in todo][::-1] if chunk_size == 1 else chunks(todo, chunk_size)[::-1]
         window = max(2, count * CHUNKS_PER_WORKER)

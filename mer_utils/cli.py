@@ -12,8 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from mer_utils import feature_map
 from mer_utils.batch import DEFAULT_CHUNK_SIZE
 from mer_utils.branches import REGISTRY, TRAIN_OPTIONS, branch_names, branches_with_option, get_branch
+from mer_utils.cache import AUDIO as AUDIO_CACHE
 from mer_utils.config import DEFAULT_SEED
 from mer_utils.errors import EXPECTED_ERRORS, error_message
 from mer_utils.timeline import HOP_SECONDS as TIMELINE_HOP
@@ -166,6 +168,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     for data in args.data:
         _check_train_data(args.branch, data)
+    if (args.workers or args.scheduler) and AUDIO_CACHE not in get_branch(args.branch).caches:
+        mapped = "|".join(name for name, branch in REGISTRY.items() if AUDIO_CACHE in branch.caches)
+        raise ValueError(
+            f"--workers / --scheduler share out audio features (`mer train {mapped}`); "
+            f"the '{args.branch}' branch computes none"
+        )
     extra = {}
     for option in TRAIN_OPTIONS:
         value = getattr(args, option)
@@ -177,15 +185,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag} applies to `mer train {takers}`, not to '{args.branch}'")
         extra[option] = value
     # The options land in the branch's settings (epochs) or its train's keywords (init, text_column).
-    metrics = base.train(
-        args.branch,
-        _one_or_several(args.branch, args.data),
-        args.out,
-        seed=args.seed,
-        smoke=args.smoke,
-        model=args.model,
-        **extra,
-    )
+    # --workers / --scheduler: the clips' features are computed on Dask, then training reads the cache.
+    with feature_map.cluster(args.workers, args.scheduler):
+        metrics = base.train(
+            args.branch,
+            _one_or_several(args.branch, args.data),
+            args.out,
+            seed=args.seed,
+            smoke=args.smoke,
+            model=args.model,
+            **extra,
+        )
     print(f"run written to {args.out}")
     _print_json({k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics})
     return 0
@@ -471,6 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=DEFAULT_SEED)
     train.add_argument("--smoke", action="store_true", help="tiny, fast run (CI and checks)")
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="audio features (Whisper, MFCC, utterance statistics, spectrograms) on a local Dask cluster "
+        "of N processes, then training reads them from the cache (default: serial)",
+    )
+    train.add_argument(
+        "--scheduler", default=None, help="the same on a running Dask cluster (tcp://host:8786)"
+    )
     train.add_argument(
         "--epochs",
         type=int,

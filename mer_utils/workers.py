@@ -33,6 +33,45 @@ def thread_environment(threads: int) -> dict[str, str]:
     return {name: str(1 if name == "TF_NUM_INTEROP_THREADS" else threads) for name in THREAD_ENV}
 
 
+def open_dask_client(
+    stack,
+    workers: int | None,
+    scheduler: str | None,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+):
+    """A Dask client entered on the ``contextlib.ExitStack`` ``stack``: (client, workers, threads per worker).
+
+    ``scheduler`` connects to a running cluster (its cores are its own business: ``threads`` or
+    None); else a local cluster of ``workers`` processes with one task thread each and
+    ``threads`` (default: the cores shared out) math threads, without a dashboard.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as error:
+        raise ImportError(
+            "--workers and --scheduler need Dask: pip install 'mer-utils[scale]' "
+            "(or pip install 'dask[distributed]' pyarrow)"
+        ) from error
+
+    if scheduler:
+        client = stack.enter_context(Client(scheduler))
+        return client, max(1, len(client.scheduler_info().get("workers", {}))), threads or None
+    count = workers or 1
+    per_worker = threads or default_threads(count)
+    cluster = stack.enter_context(
+        LocalCluster(
+            n_workers=count,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit or "auto",
+            dashboard_address=None,
+            env=thread_environment(per_worker),
+        )
+    )
+    return stack.enter_context(Client(cluster)), count, per_worker
+
+
 def exit_with_parent() -> None:
     """Make this worker process end when its parent ends (pass as a pool's ``initializer``).
 
