@@ -106,6 +106,14 @@ def test_every_clip_is_predicted_by_a_model_that_never_saw_its_actor():
         assert not set(actors[folds == k]) & set(actors[folds != k])
 
 
+def test_a_network_run_states_why_it_has_no_out_of_fold_predictions():
+    reason = out_of_fold.network_reason(90.0)
+    # Its own cost of the refits, and why the frozen-feature shortcut is not taken.
+    assert "5 x 90 s = 8 min" in reason
+    assert "Refitting only the last layer" in reason and "over-trust" in reason
+    assert out_of_fold.skipped(reason) == {"written": False, "reason": reason}
+
+
 @pytest.mark.slow
 def test_sklearn_audio_run_writes_out_of_fold_predictions_of_every_training_and_validation_clip(
     demo_dir, tmp_path

@@ -196,6 +196,10 @@ def test_validation_clips_of_ravdess_speakers_are_folded_speaker_disjoint():
         assert not set(groups[train]) & set(groups[held])
     fitted = fusion.fit_fusion(tables, stacking=False)
     assert fitted.cv_folds == "speaker-disjoint 3-fold over 3 speakers"
+    # The guard also counts the voices the deployed row wins and loses against the best single run.
+    assert fitted.guard["speakers"] == 3
+    assert fitted.guard["speakers_won"] + fitted.guard["speakers_lost"] <= 3
+    assert f"worse on {fitted.guard['speakers_lost']} of 3 speakers" in fusion.io.fit_caption(fitted)
     assert fusion.fusion_parameters(fitted)["cv_folds"] == fitted.cv_folds
     # Clip ids that are not take ids carry no speaker: repeated stratified folds.
     plain = fusion.fit_fusion(tables_from_logits(logits, targets, "clip"), stacking=False)
@@ -225,3 +229,20 @@ def test_guard_needs_an_exact_significant_gain_over_the_best_single_run():
     assert beats(candidate, baseline)
     candidate[:10] = 0.3  # 3 clips' worth of wins: p = 0.125
     assert not beats(candidate, baseline)
+
+
+def test_guard_counts_the_speakers_a_fusion_wins_and_loses():
+    signs = fusion.selection.speaker_signs
+    candidate = np.array([1, 1, 0, 1, 0, 0, 1, 1, 1], dtype=float)
+    baseline = np.array([0, 1, 0, 1, 1, 0, 1, 1, 1], dtype=float)
+    # Speaker 1 gains a clip, speaker 2 loses one, speaker 3 ties.
+    assert signs(candidate, baseline, [1, 1, 1, 2, 2, 2, 3, 3, 3]) == {
+        "speakers_won": 1,
+        "speakers_lost": 1,
+        "speakers": 3,
+    }
+    # One speaker with two clips won and one lost nets a tie for that voice.
+    assert signs(candidate, baseline, [1, 1, 2, 1, 1, 2, 3, 3, 3])["speakers_won"] == 0
+    assert signs(candidate, baseline, None) == {}
+    with pytest.raises(ValueError, match="speakers for 9 clips"):
+        signs(candidate, baseline, [1, 2])

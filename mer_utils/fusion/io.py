@@ -307,8 +307,11 @@ def fit_caption(fitted) -> str:
         text += (
             f" Guard: {guard['method']} {verdict} {guard['baseline']} (gain {guard['gain']:+.3f} over "
             f"{guard['n']} clips, {guard['wins']} won vs {guard['losses']} lost, {guard['test']} "
-            f"p = {guard['p_value']:.3g})."
+            f"p = {guard['p_value']:.3g}"
         )
+        if guard.get("speakers"):
+            text += f"; better on {guard['speakers_won']} and worse on {guard['speakers_lost']} of {guard['speakers']} speakers"
+        text += ")."
     return text
 
 

@@ -18,7 +18,10 @@ and significantly: exact one-sided McNemar (sign) test on the clips where they d
 p < GUARD_ALPHA. Otherwise that run answers alone. Testing the deployed row, not the row with
 the highest score, avoids the winner's curse of a maximum over many candidates; the exact test
 is the right one for the handful of discordant clips a 180-clip validation set gives (a normal
-approximation calls 8 against 3 significant, the exact test p = 0.11).
+approximation calls 8 against 3 significant, the exact test p = 0.11). Clips of one speaker are
+not independent (a voice the runs misread is misread on all its clips), so the guard also reports
+on how many speakers the deployed row beats the best single run and on how many it loses
+(``speakers_won`` / ``speakers_lost``), the evidence per voice beside the evidence per clip.
 """
 
 from __future__ import annotations
@@ -294,6 +297,7 @@ def select_method(
     fallback = parameters[row]
     guard = guard_test(row_correctness[row], singles[best_run])
     guard.update({"method": row, "baseline": f"{single_prefix}{best_run}"})
+    guard.update(speaker_signs(row_correctness[row], singles[best_run], groups))
     chosen = row if guard["passed"] else f"{single_prefix}{best_run}"
     return Selection(
         parameters,
@@ -304,6 +308,23 @@ def select_method(
         describe_folds(targets, groups),
         guard,
     )
+
+
+def speaker_signs(candidate: np.ndarray, baseline: np.ndarray, groups: Sequence[int] | None) -> dict:
+    """On how many speakers ``candidate`` is right more often than ``baseline`` (won) and less often
+    (lost), of how many; empty without speakers. Per-clip correctness in [0, 1], as :func:`guard_test`."""
+    if groups is None:
+        return {}
+    groups = np.asarray(groups)
+    difference = np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float)
+    if len(groups) != len(difference):
+        raise ValueError(f"got {len(groups)} speakers for {len(difference)} clips")
+    means = np.array([difference[groups == speaker].mean() for speaker in np.unique(groups)])
+    return {
+        "speakers_won": int((means > 1e-12).sum()),
+        "speakers_lost": int((means < -1e-12).sum()),
+        "speakers": int(len(means)),
+    }
 
 
 def guard_test(candidate: np.ndarray, baseline: np.ndarray, alpha: float = GUARD_ALPHA) -> dict:

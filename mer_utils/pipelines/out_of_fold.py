@@ -98,11 +98,19 @@ def skipped(reason: str | None = None) -> dict:
 
 
 def network_reason(train_seconds: float, folds: int = OOF_FOLDS) -> str:
-    """Why a Keras run has no out-of-fold predictions, with this run's own cost of the refits."""
+    """Why a Keras run has no out-of-fold predictions, with this run's own cost of the refits.
+
+    The frozen-feature shortcut (one head refitted per actor fold on the trained network's features)
+    is ruled out because those features have seen the training actors' clips and labels: the
+    held-out folds of training actors would be predicted far better than any new voice.
+    """
     minutes = folds * float(train_seconds) / 60
     return (
         f"not written for a network: {folds} refits of this recipe on the other actors would add about "
         f"{folds} x {float(train_seconds):.0f} s = {minutes:.0f} min of training to this run (the "
-        "scikit-learn audio heads refit in seconds); `mer fuse` fits on validation predictions when a run "
-        "has no predictions_oof.csv"
+        "scikit-learn audio heads refit in seconds). Refitting only the last layer on this network's "
+        "features is no shortcut: the features were learned on the training actors' clips, so those "
+        "actors' out-of-fold predictions would look far better than on a new voice and fusion would "
+        "over-trust the network. `mer fuse` fits on validation predictions when a run has no "
+        "predictions_oof.csv"
     )
