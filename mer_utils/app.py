@@ -5,9 +5,12 @@ The work is done by plain functions that take a file path (or a text) and return
 without ``--models``), :func:`answer_clip` answers an uploaded or recorded clip with the same dict
 as `mer predict --json` plus one bar chart per modality, the fusion weights with a sentence saying
 why, and the timeline plot of a clip longer than one window; :func:`answer_text` answers a text with
-the text runs. Both refuse a file over :data:`MAX_UPLOAD_MEGABYTES` or a clip over
-:data:`MAX_CLIP_SECONDS`, work on a copy in a fresh temporary folder deleted after the answer, and
-never raise: a bad file comes back as the one-line message `mer predict` prints
+the text runs. A clip's answer also shows the face crops a faces run classified, each captioned
+with its frame's emotion and probability (:func:`face_gallery`, from the crops
+:func:`mer_utils.predict.predict_clip` hands back: faces are not detected twice), and the clip's
+waveform with the voice segments the audio run found shaded (:func:`waveform_chart`). Both refuse
+a file over :data:`MAX_UPLOAD_MEGABYTES` or a clip over :data:`MAX_CLIP_SECONDS`, work on a copy in
+a fresh temporary folder deleted after the answer, and never raise: a bad file comes back as the one-line message `mer predict` prints
 (:func:`mer_utils.errors.error_message`). :func:`build_app` puts a thin Gradio page on top
 (imported only there: `mer --help` works without Gradio) and :func:`serve` launches it on
 localhost, offline, analytics off, no share link, behind Gradio's queue.
@@ -42,6 +45,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 # Answers waiting in Gradio's queue before new visitors are asked to come back later.
 QUEUE_SIZE = 16
+# Face crops shown per answer, evenly spread over those a run classified (a faces run samples 8).
+MAX_GALLERY_FACES = 8
+# Height of the face gallery (px): one row of thumbnails with their captions.
+GALLERY_HEIGHT = 190
+# Slices of the drawn waveform (about one per pixel column of the image) and the rate it is read at.
+WAVEFORM_COLUMNS = 1000
+WAVEFORM_SAMPLE_RATE = 8_000
 # Suffixes kept from an upload's name (the copy is always called clip<suffix>); others are dropped.
 SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,5}$")
 
@@ -115,7 +125,16 @@ def runs_description(models: dict) -> str:
 
 
 def _empty_answer(message: str | None = None) -> dict:
-    return {"ok": False, "message": message, "answer": None, "charts": {}, "weights": [], "timeline": None}
+    return {
+        "ok": False,
+        "message": message,
+        "answer": None,
+        "charts": {},
+        "weights": [],
+        "timeline": None,
+        "faces": [],
+        "waveform": None,
+    }
 
 
 def check_size(path: Path, name: str, limits: AppLimits) -> None:
@@ -237,6 +256,94 @@ def unavailable_chart(name: str, reason: str) -> np.ndarray:
     return figure_image(figure)
 
 
+def face_gallery(result: dict, arrays: dict, most: int = MAX_GALLERY_FACES) -> list[tuple[np.ndarray, str]]:
+    """Up to ``most`` face crops a run classified for ``result``, evenly spread, each with its caption.
+
+    ``arrays`` is what :func:`mer_utils.predict.predict_clip` handed back for the same answer; a
+    caption names that frame's most likely label with its probability, then the frame's time
+    (``details["face_frames"]``), e.g. ``angry 0.43, 0.7 s``. Empty when no run found a face.
+    """
+    import numpy as np
+
+    named = [
+        (name, arrays[name]["face_crops"], result["modalities"][name]["details"].get("face_frames", []))
+        for name in result["modalities"]
+        if name in arrays and "face_crops" in arrays[name]
+    ]
+    gallery = []
+    for name, crops, frames in named:
+        if len(crops) != len(frames):
+            raise ValueError(f"{name}: {len(crops)} face crops for {len(frames)} frame records")
+        if not len(crops):
+            continue
+        chosen = sorted(set(np.linspace(0, len(crops) - 1, min(most, len(crops))).round().astype(int)))
+        for k in chosen:
+            frame = frames[k]
+            # Label first: a narrow thumbnail cuts its caption's end.
+            when = (
+                f"{frame['seconds']:.1f} s"
+                if frame.get("seconds") is not None
+                else f"frame {frame['frame'] + 1}"
+            )
+            who = f" ({name})" if len(named) > 1 else ""
+            caption = f"{frame['label']} {frame['probability']:.2f}, {when}{who}"
+            gallery.append((np.asarray(crops[k], dtype=np.uint8), caption))
+    return gallery
+
+
+def voice_segments(result: dict) -> tuple[list[tuple[float, float]] | None, str | None]:
+    """The voice segments an audio run found for ``result`` and that run's name, or (None, the reason).
+
+    The first available modality that recorded ``details["voice_segments"]`` gives them; the
+    reason is that of an unavailable audio run (e.g. no speech found), else None.
+    """
+    reason = None
+    for name, entry in result["modalities"].items():
+        found = (entry.get("details") or {}).get("voice_segments")
+        if entry.get("available") and found is not None:
+            return [(float(start), float(end)) for start, end in found], name
+        if not entry.get("available") and "speech" in str(entry.get("reason") or ""):
+            reason = str(entry["reason"]).split(": ", 1)[-1]
+    return None, reason
+
+
+def waveform_chart(clip: str | Path, result: dict, title: str) -> np.ndarray | None:
+    """The clip's waveform (streamed, at most :data:`WAVEFORM_COLUMNS` slices) with the voice segments shaded.
+
+    The segments are the ones the prediction found (:func:`voice_segments`), not detected again.
+    None when the clip has no readable sound.
+    """
+    import numpy as np
+
+    from mer_utils.media import MediaError, waveform_envelope
+    from mer_utils.plotting import pyplot
+
+    try:
+        lows, highs, duration = waveform_envelope(clip, WAVEFORM_COLUMNS, WAVEFORM_SAMPLE_RATE)
+    except (MediaError, FileNotFoundError, ValueError):
+        return None
+    segments, said_by = voice_segments(result)
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(10, 2.2))
+    times = np.arange(lows.size) * duration / max(lows.size, 1)
+    ax.fill_between(times, lows, highs, color="tab:blue", linewidth=0, step="post")
+    for start, end in segments or []:
+        ax.axvspan(start, end, color="tab:orange", alpha=0.3, linewidth=0)
+    if segments is None:
+        note = f"no voice marked: {said_by}" if said_by else "no voice marked (no audio run read this clip)"
+    else:
+        voiced = sum(end - start for start, end in segments)
+        note = f"voice found by {said_by} (shaded): {len(segments)} segments, {voiced:.1f} s"
+    ax.set_xlim(0, max(duration, 1e-3))
+    peak = float(max(np.abs(lows).max(initial=0.0), np.abs(highs).max(initial=0.0), 1e-3))
+    ax.set_ylim(-peak, peak)
+    ax.set_xlabel("seconds")
+    ax.set_yticks([])
+    ax.set_title(f"{title}: {note}", fontsize=9, loc="left")
+    figure.tight_layout()
+    return figure_image(figure)
+
+
 def _charts(result: dict) -> dict:
     charts = {}
     for name, entry in result["modalities"].items():
@@ -292,7 +399,8 @@ def _answer_copy(clip: Path, name: str, models: dict, limits: AppLimits) -> dict
     duration = _readable_duration(clip)
     check_length(duration, name, limits)
     loaded = models["clip"]
-    result = predict_clip(clip, loaded=loaded)
+    arrays: dict = {}
+    result = predict_clip(clip, loaded=loaded, arrays=arrays)
     result = _replace_text(result, str(clip), name)
     result["clip"] = name
     try:
@@ -320,6 +428,8 @@ def _answer_copy(clip: Path, name: str, models: dict, limits: AppLimits) -> dict
         "charts": _charts(result),
         "weights": fusion_weights(result, loaded["parameters"]),
         "timeline": timeline_image,
+        "faces": face_gallery(result, arrays),
+        "waveform": waveform_chart(clip, result, name),
     }
 
 
@@ -379,6 +489,8 @@ def answer_text(text: str, models: dict, limits: AppLimits = AppLimits()) -> dic
             "charts": charts,
             "weights": [],
             "timeline": None,
+            "faces": [],
+            "waveform": None,
         }
     except Exception as error:  # one line in the page, never a traceback
         return _empty_answer(error_message(error))
@@ -487,7 +599,16 @@ def build_app(models: dict, limits: AppLimits = AppLimits(), upload_root: str | 
             for r in outcome["weights"]
         ]
         charts = [outcome["charts"].get(name) for name in clip_names + text_names]
-        return [summary_markdown(outcome), rows, *charts, outcome["timeline"], download]
+        # The gallery and the waveform come last: the earlier outputs keep their API positions.
+        return [
+            summary_markdown(outcome),
+            rows,
+            *charts,
+            outcome["timeline"],
+            download,
+            outcome["faces"],
+            outcome["waveform"],
+        ]
 
     # The elem_ids ("mer-...") are how a browser finds the page's parts (mer_utils.app_browser).
     with gr.Blocks(title="mer: multimodal emotion recognition", analytics_enabled=False) as page:
@@ -519,9 +640,24 @@ def build_app(models: dict, limits: AppLimits = AppLimits(), upload_root: str | 
                 gr.Image(label=name, type="numpy", elem_id=f"mer-chart-{name}")
                 for name in clip_names + text_names
             ]
+        faces = gr.Gallery(
+            label="face crops the faces run read: each frame's emotion, its probability and the time",
+            columns=MAX_GALLERY_FACES,
+            height=GALLERY_HEIGHT,
+            object_fit="contain",
+            interactive=False,
+            elem_id="mer-faces",
+        )
+        # The plot's own title says what it shows; Gradio's label chip would hide it.
+        waveform = gr.Image(
+            label="waveform, with the voice the audio run found shaded",
+            show_label=False,
+            type="numpy",
+            elem_id="mer-waveform",
+        )
         timeline = gr.Image(label="emotion over time (clips longer than one window)", type="numpy")
         download = gr.File(label="the full answer (JSON, as `mer predict --json`)", elem_id="mer-download")
-        outputs = [summary, weights, *charts, timeline, download]
+        outputs = [summary, weights, *charts, timeline, download, faces, waveform]
         clip_button.click(handle_clip, [upload, webcam, microphone], outputs, api_name="answer_clip")
         text_button.click(handle_text, [text], outputs, api_name="answer_text")
     # One answer at a time: the models are shared, so visitors queue rather than mix answers.

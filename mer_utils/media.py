@@ -299,6 +299,60 @@ def iter_audio(path: str | Path, sr: int = 16_000, block_seconds: float = 30.0):
         )
 
 
+def waveform_envelope(
+    path: str | Path, columns: int = 1200, sr: int = 16_000
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The lowest and highest sample of each of at most ``columns`` equal slices of a clip's sound.
+
+    What a waveform drawing needs, read as :func:`iter_audio` streams (memory holds one block and
+    one value pair per 10 ms, whatever the clip's length). Returns (lows, highs, duration in s);
+    slice ``k`` starts at ``k * duration / len(lows)``. Raises like :func:`iter_audio`.
+    """
+    if columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
+    step = max(1, sr // 100)
+    lows, highs = [], []
+    carry = np.zeros(0, np.float32)
+    samples = 0
+    for block in iter_audio(path, sr):
+        samples += block.size
+        block = np.concatenate([carry, block])
+        whole = block.size // step * step
+        parts = block[:whole].reshape(-1, step)
+        lows.append(parts.min(axis=1))
+        highs.append(parts.max(axis=1))
+        carry = block[whole:]
+    if carry.size:
+        lows.append(carry.min(keepdims=True))
+        highs.append(carry.max(keepdims=True))
+    low, high = np.concatenate(lows), np.concatenate(highs)
+    group = -(-low.size // columns)
+    if group > 1:
+        missing = -low.size % group
+        low = np.pad(low, (0, missing), mode="edge").reshape(-1, group).min(axis=1)
+        high = np.pad(high, (0, missing), mode="edge").reshape(-1, group).max(axis=1)
+    return low, high, samples / sr
+
+
+def sampled_frame_seconds(
+    path: str | Path, num_frames: int, start: float = 0.0, stop: float = 1.0
+) -> np.ndarray | None:
+    """Times (s) of the frames :func:`read_frames` samples with these arguments, or None when unknown.
+
+    From the container's frame count and rate, without decoding; a clip that decodes only in part
+    is sampled over that part by :func:`read_frames`, so its times are then approximate.
+    """
+    path = _check_file(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        total, rate = _expected_frames(container, stream), stream.average_rate or stream.guessed_rate
+    if not total or not rate:
+        return None
+    return frame_positions(total, num_frames, start, stop) / float(rate)
+
+
 def read_audio(
     path: str | Path, sr: int = 16_000, max_seconds: float | None = None, start_seconds: float = 0.0
 ) -> np.ndarray:

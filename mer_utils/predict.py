@@ -90,13 +90,16 @@ def predict_clip(
     verbose: bool = False,
     fusion: str | Path | None = None,
     loaded: dict | None = None,
+    arrays: dict | None = None,
 ) -> dict:
     """Predict the emotion of one clip with every model and fuse them.
 
     Pass ``loaded`` (from :func:`load_models`) to reuse loaded models across clips.
     Returns a JSON-ready dict: clip, label, fused_probabilities, modalities (per modality:
     available, reason, probabilities, confidence, trust, weight, details), weak_answer (why the
-    fused label says little about the clip, or None) and timings (s).
+    fused label says little about the clip, or None) and timings (s). Pass a dict as ``arrays``
+    to receive, per modality, what the answer leaves out for being no JSON (a faces run's crops,
+    :data:`mer_utils.pipelines.base.ARRAYS_KEY`), computed by the same pass.
     """
     import warnings
 
@@ -119,6 +122,9 @@ def predict_clip(
             # Reading problems (a truncated file that decodes only in part) travel with the result.
             warnings.simplefilter("always", MediaWarning)
             outcome = base.predict_file(entry["run_dir"], clip, model=entry["model"])
+        shown = outcome.pop(base.ARRAYS_KEY, None)
+        if arrays is not None and shown:
+            arrays[name] = shown
         notices = sorted({str(w.message) for w in caught if issubclass(w.category, MediaWarning)})
         if notices:
             outcome.setdefault("details", {})["warnings"] = notices

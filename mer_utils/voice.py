@@ -111,6 +111,18 @@ class VoiceActivity:
         hits = np.flatnonzero(self.voiced)
         return float(hits[0] * HOP_SECONDS) if hits.size else 0.0
 
+    def segments(self) -> list[tuple[float, float]]:
+        """The voice as (start, end) seconds, one pair per run of voice frames, in time order.
+
+        Frame ``k`` covers ``[k, k + 1) x`` :data:`HOP_SECONDS`; ends are capped at the clip's length.
+        """
+        padded = np.concatenate([[False], np.asarray(self.voiced, dtype=bool), [False]])
+        edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+        return [
+            (round(float(first * HOP_SECONDS), 2), round(min(float(last * HOP_SECONDS), self.duration), 2))
+            for first, last in zip(edges[::2], edges[1::2], strict=True)
+        ]
+
     def best_window(self, seconds: float) -> float:
         """Start (s) of the ``seconds``-long window holding the most voice (the earliest on ties).
 

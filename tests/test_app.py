@@ -70,6 +70,20 @@ def test_a_demo_clip_gets_a_label_probabilities_and_one_chart_per_modality(model
     for name, row in weights.items():
         assert row["why"].startswith(f"{name}: ")
     assert outcome["timeline"] is None  # one window: no timeline
+    # The faces run's crops, captioned with their frame's emotion and probability.
+    frames = answer["modalities"]["faces"]["details"]["face_frames"]
+    assert 1 <= len(outcome["faces"]) <= app.MAX_GALLERY_FACES and len(outcome["faces"]) <= len(frames)
+    for crop, caption in outcome["faces"]:
+        assert crop.dtype == np.uint8 and crop.ndim == 3 and crop.std() > 0, caption
+        match = re.fullmatch(r"([a-z]+) ([01]\.\d\d), (\d+\.\d) s", caption)
+        assert match and match[1] in answer["labels"], caption
+        shown = next(f for f in frames if f"{f['seconds']:.1f}" == match[3])
+        assert (match[1], match[2]) == (shown["label"], f"{shown['probability']:.2f}")
+    # The waveform is drawn, with the audio run's voice segments shaded.
+    assert outcome["waveform"].ndim == 3 and outcome["waveform"].std() > 0
+    assert app.voice_segments(answer)[0] == [
+        tuple(s) for s in answer["modalities"]["audio"]["details"]["voice_segments"]
+    ]
     # Nothing in the answer names the temporary copy; the JSON download holds the whole answer.
     text = json.dumps(answer, default=str)
     assert "mer-upload-" not in text
@@ -77,6 +91,37 @@ def test_a_demo_clip_gets_a_label_probabilities_and_one_chart_per_modality(model
     assert json.loads(saved.read_text())["fused_probabilities"] == answer["fused_probabilities"]
     assert f"## {answer['label']}" in app.summary_markdown(outcome)
     assert list(work.iterdir()) == []  # the copy and its folder are gone
+
+
+def test_a_sound_file_gets_the_voice_segments_of_the_vad_and_no_face_crops(models, tmp_path):
+    from mer_utils import voice
+    from tests.test_voice import SR, _voice
+
+    silence = np.zeros(SR, np.float32)
+    sound = media.write_wav(tmp_path / "spoken.wav", np.concatenate([silence, _voice(2.0), silence]), SR)
+    outcome = answer_clip(sound, models, work_root=tmp_path)
+    assert outcome["ok"], outcome["message"]
+    modalities = outcome["answer"]["modalities"]
+    assert not modalities["faces"]["available"] and outcome["faces"] == []  # no frames, no gallery
+    segments, said_by = app.voice_segments(outcome["answer"])
+    assert said_by == "audio"
+    assert segments == voice.stream_voice_activity(sound).segments()  # the VAD's own, reused
+    assert segments[0][0] >= 0.95 and segments[-1][1] <= 3.05  # the silences stay unmarked
+    assert outcome["waveform"].ndim == 3 and outcome["waveform"].std() > 0
+
+
+def test_the_waveform_says_why_no_voice_is_marked(tmp_path):
+    tone = media.write_wav(
+        tmp_path / "tone.wav",
+        (0.3 * np.sin(2 * np.pi * 200 * np.arange(16_000) / 16_000)).astype(np.float32),
+        16_000,
+    )
+    unmarked = {"modalities": {"audio": {"available": False, "reason": "tone.wav: no speech found (0.0 s)"}}}
+    assert app.voice_segments(unmarked) == (None, "no speech found (0.0 s)")
+    marked = {"modalities": {"audio": {"available": True, "details": {"voice_segments": [[0.2, 0.6]]}}}}
+    plain, shaded = (app.waveform_chart(tone, result, "tone.wav") for result in (unmarked, marked))
+    assert plain.shape == shaded.shape and not np.array_equal(plain, shaded)
+    assert app.waveform_chart(tmp_path / "gone.wav", marked, "gone.wav") is None
 
 
 def test_a_corrupt_file_gets_the_cli_one_line_message(models, tmp_path, capsys, monkeypatch):
@@ -161,10 +206,12 @@ def test_the_page_answers_a_demo_clip_over_http(models, clip, tmp_path, monkeypa
         copy.parent.mkdir()
         shutil.copy(clip, copy)
         result = client.predict(gradio_client.handle_file(str(copy)), None, None, api_name="/answer_clip")
-        summary, weights, faces_chart, audio_chart, timeline, download = result
+        summary, weights, faces_chart, audio_chart, timeline, download, gallery, waveform = result
         assert summary.startswith("## ") and clip.name in summary
         assert {row[0] for row in weights["data"]} == {"faces", "audio"}
         assert faces_chart and audio_chart and timeline is None
+        assert gallery and all(re.match(r"[a-z]+ [01]\.\d\d, ", item["caption"]) for item in gallery)
+        assert waveform
         answer = json.loads(Path(download).read_text())
         assert answer["clip"] == clip.name and answer["label"] in answer["labels"]
         # The upload is gone from the page's folder once answered.
@@ -343,6 +390,12 @@ def test_a_demo_clip_is_answered_with_its_label_and_a_chart_per_modality(served,
         chart.wait_for()
         width, height = chart.evaluate("image => [image.naturalWidth, image.naturalHeight]")
         assert width > 100 and height > 50, (name, width, height)  # a drawn chart, not an empty frame
+    # The face crops with their captions, and the waveform, are shown.
+    page.locator("#mer-faces img").first.wait_for()
+    assert page.locator("#mer-faces img").count() >= 1
+    assert re.search(r"[a-z]+ [01]\.\d\d, [\d.]+ s", page.locator("#mer-faces").inner_text())
+    page.locator("#mer-waveform img").wait_for()
+    assert page.locator("#mer-waveform img").evaluate("image => image.naturalWidth") > 100
     weights = page.locator("#mer-weights").inner_text()
     assert "faces" in weights and "audio" in weights and "trust" in weights
     # The JSON download holds the answer the headline shows.

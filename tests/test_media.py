@@ -125,6 +125,29 @@ def test_write_mp4_refuses_a_rotation_that_is_not_a_quarter_turn(tmp_path):
         media.write_mp4(tmp_path / "x.mp4", np.zeros((2, 32, 32, 3), np.uint8), fps=2, rotation=45)
 
 
+def test_waveform_envelope_bounds_the_sound_in_at_most_the_columns_asked(tmp_path):
+    t = np.arange(2 * SR) / SR
+    sound = np.where(t < 1.0, 0.0, 0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    wav = media.write_wav(tmp_path / "half.wav", sound, SR)
+    lows, highs, duration = media.waveform_envelope(wav, columns=300)
+    assert duration == pytest.approx(2.0, abs=1e-3)
+    assert 150 <= lows.size <= 300 and lows.shape == highs.shape and (lows <= highs).all()
+    half = lows.size // 2
+    assert np.abs(highs[: half - 1]).max() < 0.01 and np.abs(lows[: half - 1]).max() < 0.01  # the silence
+    assert highs[half + 1 :].min() > 0.4 and lows[half + 1 :].max() < -0.4  # the tone, both signs
+    with pytest.raises(ValueError, match="columns"):
+        media.waveform_envelope(wav, columns=0)
+    assert media.sampled_frame_seconds(wav, 8) is None  # a sound file has no frames
+
+
+def test_sampled_frame_seconds_are_the_times_of_read_frames(clip):
+    seconds = media.sampled_frame_seconds(clip, 4, 0.25, 0.75)
+    # The clip's frame i is grey 10*i at 12 fps: the frames read are those at these times.
+    greys = media.read_frames(clip, 4, start=0.25, stop=0.75)[:, 0, 0, 0].astype(float)
+    np.testing.assert_allclose(greys / 10, seconds * 12, atol=0.6)
+    assert 0.5 <= seconds[0] < seconds[-1] <= 1.5
+
+
 def test_read_audio_skips_to_a_start_and_streams_in_blocks(tmp_path):
     t = np.arange(4 * SR) / SR
     y = (0.3 * np.sin(2 * np.pi * 200 * t) * (t >= 2.0)).astype(np.float32)  # silent 2 s, then a tone

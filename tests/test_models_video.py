@@ -215,6 +215,7 @@ def test_predict_table_occlusion_drops_frames(video_run, demo_dir):
 
 @pytest.mark.slow
 def test_predict_file_on_a_clip_a_wav_and_a_faceless_video(video_run, demo_dir, tmp_path):
+    from mer_utils.config import RAVDESS_EMOTIONS
     from mer_utils.media import write_mp4, write_wav
 
     out, _ = video_run
@@ -224,6 +225,12 @@ def test_predict_file_on_a_clip_a_wav_and_a_faceless_video(video_run, demo_dir, 
     assert result["available"] and result["reason"] is None
     assert len(result["probabilities"]) == 8 and abs(sum(result["probabilities"]) - 1) < 1e-5
     assert result["details"]["fallback_share"] == 0.0  # MTCNN finds the demo face
+    # Each detected face's frame record and its crop (for the page; not JSON) come with the answer.
+    frames, crops = result["details"]["face_frames"], result[base.ARRAYS_KEY]["face_crops"]
+    assert len(frames) == len(crops) == result["details"]["frames_with_face"] > 0
+    assert all(f["label"] == RAVDESS_EMOTIONS[int(np.argmax(f["probabilities"]))] for f in frames)
+    seconds = [f["seconds"] for f in frames]
+    assert seconds == sorted(seconds) and crops.dtype == np.uint8
     wav = write_wav(tmp_path / "voice.wav", np.zeros(4000, np.float32), 16000)
     sound_only = base.predict_file(out, wav, model=model)
     assert not sound_only["available"] and "no video stream" in sound_only["reason"]

@@ -115,6 +115,10 @@ def test_predict_file_on_an_image_and_on_a_demo_clip(face_run, tmp_path):
     outcome = base.predict_file(face_run, image)
     assert outcome["available"] and outcome["details"]["predicted"] == "happy"
     assert outcome["probabilities"][RAVDESS_EMOTIONS.index("calm")] == 0.0
+    # An image is its one face: its record has no time in a clip, its crop goes to the page.
+    (record,) = outcome["details"]["face_frames"]
+    assert record["frame"] == 0 and record["seconds"] is None and record["label"] == "happy"
+    assert outcome[base.ARRAYS_KEY]["face_crops"].shape[0] == 1
 
     clip = make_demo_clip(tmp_path / "01-01-03-01-01-01-01.mp4", "happy", "normal", 1, 1)
     outcome = base.predict_file(face_run, clip)

@@ -103,6 +103,38 @@ def test_both_modalities_predict_and_the_fused_label_is_the_most_likely(loaded, 
     assert {"predict faces", "predict audio", "fusion", "warm-up"} <= set(result["timings"])
 
 
+def test_the_faces_crops_and_frame_probabilities_come_from_the_same_pass(loaded, clip_dir, monkeypatch):
+    from mer_utils import faces
+
+    clip = demo_clip(clip_dir)
+    calls = []
+    real = faces.extract_clip_faces
+    monkeypatch.setattr(faces, "extract_clip_faces", lambda *a, **k: calls.append(a) or real(*a, **k))
+    arrays: dict = {}
+    result = predict_clip(clip, loaded=loaded, arrays=arrays)
+    assert len(calls) == 1  # one face detection pass gives the answer and the crops
+    assert set(arrays) == {"faces"}  # the audio run shows no arrays
+    crops = arrays["faces"]["face_crops"]
+    frames = result["modalities"]["faces"]["details"]["face_frames"]
+    assert crops.dtype == np.uint8 and crops.ndim == 4 and len(crops) == len(frames) == 8
+    labels = result["labels"]
+    for frame in frames:
+        assert frame["label"] == labels[int(np.argmax(frame["probabilities"]))]
+        assert frame["probability"] == max(frame["probabilities"])
+    # The clip's answer is the mean of its frames' (rounded to 4 decimals in the records).
+    np.testing.assert_allclose(
+        np.mean([f["probabilities"] for f in frames], axis=0),
+        result["modalities"]["faces"]["probabilities"],
+        atol=1e-3,
+    )
+    # Frames are sampled over 0.2-0.8 of the 3 s clip, in order.
+    seconds = [f["seconds"] for f in frames]
+    assert seconds == sorted(seconds) and 0.5 < seconds[0] < seconds[-1] < 2.5, seconds
+    segments = result["modalities"]["audio"]["details"]["voice_segments"]
+    assert segments and all(0 <= start < end <= 3.05 for start, end in segments)
+    assert "arrays" not in json.dumps(result)
+
+
 def test_the_same_clip_gives_the_same_answer_with_models_loaded_anew(loaded, face_run, audio_run, clip_dir):
     clip = demo_clip(clip_dir)
     again = predict_clip(clip, [face_run, audio_run])
@@ -121,6 +153,8 @@ def test_cli_json_has_every_key_of_the_result(face_run, audio_run, clip_dir, cap
     assert printed["method"]  # the fusion method chosen on the runs' validation predictions
     for entry in printed["modalities"].values():
         assert MODALITY_KEYS <= set(entry)
+        assert "arrays" not in entry  # face crops are for the page, never in the JSON
+    assert len(printed["modalities"]["faces"]["details"]["face_frames"]) == 8
 
     assert cli.main(["predict", str(clip), "--models", str(face_run), str(audio_run), "--verbose"]) == 0
     text = capsys.readouterr().out

@@ -89,6 +89,19 @@ def test_a_clip_shorter_than_a_frame_and_bad_rates():
         assert voice.voice_activity(resampled, rate).has_speech, rate
 
 
+def test_segments_are_the_runs_of_voice_frames_in_seconds():
+    y = np.concatenate([np.zeros(SR, np.float32), _voice(1.5), np.zeros(SR, np.float32), _voice(1.0, seed=2)])
+    activity = voice.voice_activity(y, SR)
+    segments = activity.segments()
+    assert segments and all(start < end for start, end in segments)
+    assert all(a[1] < b[0] for a, b in zip(segments, segments[1:], strict=False))  # in order, apart
+    assert sum(end - start for start, end in segments) == pytest.approx(activity.seconds, abs=1e-6)
+    # Nothing in the silences (the first second, 2.5-3.5 s) beyond a frame's reach.
+    assert segments[0][0] >= 0.95 and segments[-1][1] <= 4.5 + 1e-6
+    assert not [s for s in segments if s[0] < 3.4 and s[1] > 2.6]
+    assert voice.voice_activity(np.zeros(SR, np.float32), SR).segments() == []
+
+
 def test_best_window_is_where_the_voice_is():
     y = np.concatenate([_noise("white", 20.0, 0.001), _voice(3.0), _noise("white", 10.0, 0.001)])
     activity = voice.voice_activity(y, SR)

@@ -158,6 +158,8 @@ def clip_for_prediction(
         "feature_seconds": time.perf_counter() - start,
         "normalisation": info["normalisation"],
         "voice_seconds": round(activity.seconds, 2),
+        # Where the voice is, (start, end) s: the page marks them on the waveform.
+        "voice_segments": [list(segment) for segment in activity.segments()],
     }
     if info["normalisation"] == "speaker":
         features = _speaker_normalised(features, path, reference_of, run_dir, details)

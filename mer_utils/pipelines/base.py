@@ -14,7 +14,8 @@ parts:
 * ``table_of(run_dir, info, data, model, degradation, progress)``: the prediction table of a loaded
   model on a folder or an index, with ``attrs["skipped"]``;
 * ``file_prediction(run_dir, info, path, model)``: the prediction of one file (a dict, see
-  :func:`predict_file`); it may return :func:`unavailable` for bad media;
+  :func:`predict_file`); it may return :func:`unavailable` for bad media, and may add what JSON
+  cannot carry under :data:`ARRAYS_KEY` (the face crops it classified);
 * optionally ``load(run_dir, info)`` (a model that is more than ``model.*``),
   ``evaluation_extras(info, table)`` (keys added to ``mer evaluate``'s metrics) and
   ``segment_prediction(run_dir, info, segment, model)``: the prediction of one decoded window of a
@@ -299,6 +300,40 @@ def _write_evaluation(out: Path, table: pd.DataFrame, metrics: dict) -> None:
     write_json(out / "metrics.json", {**metrics, "predictions": str(out / "predictions.csv")})
 
 
+# Key of a file answer holding arrays for display, not for JSON ({"face_crops": uint8 (n, H, W, 3)},
+# one crop per entry of details["face_frames"]): mer_utils.predict.predict_clip hands them to its
+# caller apart from the answer, so `mer predict --json` never prints them.
+ARRAYS_KEY = "arrays"
+
+
+def face_frame_records(
+    frame_probabilities: np.ndarray,
+    labels: Sequence[str],
+    frames: Sequence[int],
+    detectors: Sequence[str],
+    seconds: Sequence[float] | None = None,
+) -> list[dict]:
+    """One JSON-ready record per classified face: its sampled frame, time, detector, label and probabilities.
+
+    ``frames`` are the positions of the classified faces among the sampled frames (a frame without
+    a face has none); ``seconds`` the times of all sampled frames in the clip, when known.
+    """
+    records = []
+    for row, frame in zip(np.asarray(frame_probabilities, dtype=float), frames, strict=True):
+        best = int(np.argmax(row))
+        records.append(
+            {
+                "frame": int(frame),
+                "seconds": None if seconds is None else round(float(seconds[int(frame)]), 2),
+                "detector": str(detectors[int(frame)]),
+                "label": str(labels[best]),
+                "probability": round(float(row[best]), 4),
+                "probabilities": [round(float(p), 4) for p in row],
+            }
+        )
+    return records
+
+
 def unavailable(reason: str, details: dict | None = None) -> dict:
     """The answer of :func:`predict_file` for a file the model cannot read (the reason says why)."""
     return {"available": False, "reason": reason, "probabilities": None, "details": details or {}}
@@ -308,7 +343,8 @@ def predict_file(run_dir: str | Path, path: str | Path, model=None, branch: str 
     """Predict one file: ``{"available", "reason", "probabilities", "details"}`` (never raises on bad media).
 
     ``probabilities`` follow run.json's label order; ``available`` is False, with the reason, for
-    a missing, unreadable or unusable file (no sound, no speech, no face).
+    a missing, unreadable or unusable file (no sound, no speech, no face). A branch may add
+    :data:`ARRAYS_KEY` (arrays for display, left out of JSON answers).
     """
     from mer_utils.media import MediaError
 

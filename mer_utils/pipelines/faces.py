@@ -375,9 +375,11 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     """
     from mer_utils.face_images import IMAGE_SUFFIXES, decode_image
     from mer_utils.faces import FaceParams, extract_clip_faces
+    from mer_utils.media import sampled_frame_seconds
     from mer_utils.pipelines.base import unavailable
 
     started = time.perf_counter()
+    seconds = None
     try:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             if not path.is_file():
@@ -385,12 +387,14 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
             faces = decode_image(path, int(info["input_size"]), bool(info["grayscale"]))[None]
             detectors = ["image"]
         else:
-            clip = extract_clip_faces(path, FaceParams(**info["faces"]))
+            params = FaceParams(**info["faces"])
+            clip = extract_clip_faces(path, params)
             keep = np.array([d != "none" for d in clip.detectors])
             faces, detectors = clip.faces[keep], clip.detectors
+            seconds = sampled_frame_seconds(path, params.num_frames, params.start, params.stop)
     except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
         return unavailable(str(error), {"path": str(path)})
-    return _faces_answer(run_dir, info, faces, detectors, model, str(path), started)
+    return _faces_answer(run_dir, info, faces, detectors, model, str(path), started, seconds)
 
 
 def segment_prediction(run_dir: Path, info: dict, segment, model) -> dict:
@@ -407,11 +411,22 @@ def segment_prediction(run_dir: Path, info: dict, segment, model) -> dict:
 
 
 def _faces_answer(
-    run_dir: Path, info: dict, faces: np.ndarray, detectors: list[str], model, where: str, started: float
+    run_dir: Path,
+    info: dict,
+    faces: np.ndarray,
+    detectors: list[str],
+    model,
+    where: str,
+    started: float,
+    seconds=None,
 ) -> dict:
-    """Frame probabilities of the found faces and their mean: the answer of a clip, a window or an image."""
+    """Frame probabilities of the found faces and their mean: the answer of a clip, a window or an image.
+
+    ``details["face_frames"]`` holds each classified face's frame, time (``seconds``: the times of
+    the sampled frames, when known), label and probabilities; the crops go under ``ARRAYS_KEY``.
+    """
     from mer_utils.models.faces import face_probabilities
-    from mer_utils.pipelines.base import unavailable
+    from mer_utils.pipelines.base import ARRAYS_KEY, face_frame_records, unavailable
 
     labels, present = list(info["labels"]), _present(info)
     counts = pd.Series(detectors).value_counts().to_dict()
@@ -431,9 +446,12 @@ def _faces_answer(
     details["model_seconds"] = round(time.perf_counter() - started, 3)
     details["predicted"] = labels[int(np.argmax(probabilities))]
     details["frame_predictions"] = [labels[int(k)] for k in frame_probabilities.argmax(axis=1)]
+    used = [k for k, detector in enumerate(detectors) if detector != "none"]
+    details["face_frames"] = face_frame_records(frame_probabilities, labels, used, detectors, seconds)
     return {
         "available": True,
         "reason": None,
         "probabilities": [float(p) for p in probabilities],
         "details": details,
+        ARRAYS_KEY: {"face_crops": faces},
     }

@@ -418,6 +418,7 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
                 else None
             ),
             "voice_seconds": round(activity.seconds, 2),
+            "voice_segments": [list(segment) for segment in activity.segments()],
             "feature_seconds": round(feature_seconds, 4),
             "model_seconds": round(time.perf_counter() - start, 4),
         },

@@ -444,15 +444,17 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     ``details["fallback_share"]`` says how many kept frames were not MTCNN faces.
     """
     from mer_utils.faces import extract_clip_faces
+    from mer_utils.media import sampled_frame_seconds
     from mer_utils.pipelines.base import unavailable
 
     params = _prediction_face_params(run_dir, info)
     started = time.perf_counter()
     try:
         clip = extract_clip_faces(path, params)
+        seconds = sampled_frame_seconds(path, params.num_frames, params.start, params.stop)
     except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
         return unavailable(str(error), {"path": str(path)})
-    return _clip_answer(run_dir, info, clip, params, model, str(path), time.perf_counter() - started)
+    return _clip_answer(run_dir, info, clip, params, model, str(path), time.perf_counter() - started, seconds)
 
 
 def segment_prediction(run_dir: Path, info: dict, segment, model) -> dict:
@@ -477,11 +479,17 @@ def _prediction_face_params(run_dir: Path, info: dict):
     return replace(params, detectors=detectors)
 
 
-def _clip_answer(run_dir: Path, info: dict, clip, params, model, where: str, face_seconds: float) -> dict:
-    """Frame probabilities of the detected faces and their mean: the answer of a clip or a window."""
+def _clip_answer(
+    run_dir: Path, info: dict, clip, params, model, where: str, face_seconds: float, seconds=None
+) -> dict:
+    """Frame probabilities of the detected faces and their mean: the answer of a clip or a window.
+
+    ``details["face_frames"]`` holds each detected face's frame, time (``seconds``: the times of
+    the sampled frames, when known), label and probabilities; the crops go under ``ARRAYS_KEY``.
+    """
     from mer_utils.faces import preprocess_faces
     from mer_utils.models.video import clip_probabilities
-    from mer_utils.pipelines.base import unavailable
+    from mer_utils.pipelines.base import ARRAYS_KEY, face_frame_records, unavailable
     from mer_utils.training import predict_probabilities
 
     labels = list(info["labels"])
@@ -508,9 +516,13 @@ def _clip_answer(run_dir: Path, info: dict, clip, params, model, where: str, fac
     probabilities = clip_probabilities(frame_probabilities, np.zeros(int(keep.sum()), int), 1)[0]
     details["model_seconds"] = round(time.perf_counter() - started, 3)
     details["predicted"] = labels[int(np.argmax(probabilities))]
+    details["face_frames"] = face_frame_records(
+        frame_probabilities, labels, np.flatnonzero(keep).tolist(), clip.detectors, seconds
+    )
     return {
         "available": True,
         "reason": None,
         "probabilities": [float(p) for p in probabilities],
         "details": details,
+        ARRAYS_KEY: {"face_crops": clip.faces[keep]},
     }
