@@ -4,9 +4,11 @@ Training reads every clip's features through :func:`mer_utils.audio.extract_feat
 embeddings, MFCC sequences, utterance statistics, log-mel spectrograms), which caches each clip's
 array on disk. Inside :func:`cluster`, ``extract_features`` first hands the clips to :func:`fill`:
 chunks of clips go to the Dask workers, each computes and caches its clips' features, and the
-training process then reads them all from the cache, in the clips' order, exactly as a serial run
-would (same files, same keys: a run trained this way equals one trained serially). Clips that
-cannot be read are reported back with their reason and skipped as in a serial run.
+training process then reads them all from the cache, in the clips' order, as a serial run would
+(same files, same keys). The arrays equal the serial ones up to floating-point rounding: a worker
+runs with fewer math threads, so some sums add up in another order (on the demo set, utterance
+statistics differed in the fifth decimal and a logreg run predicted the same label for every clip).
+Clips that cannot be read are reported back with their reason and skipped as in a serial run.
 
 The same engine as batch prediction (:mod:`mer_utils.batch`): a local cluster of worker processes
 (``workers``) or a running one (``scheduler``: Slurm through dask-jobqueue, Kubernetes). Workers of a
