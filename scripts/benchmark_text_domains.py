@@ -19,6 +19,10 @@ measure) with 95% bootstrap intervals. With ``--results NAME`` the rows go into 
 (the default install's numpy encoder; every text embedded once, cached under .cache/text_embeddings:
 about an hour for the ~43k texts on two shared cores); its rows are named after it.
 ``--only KEY`` runs only the configurations named (e.g. ``--only "all sources"``).
+``--vote`` soft-votes that SVM with an MLP on MiniLM embeddings, the per-source weight exponent
+(0 or 0.5) and the MLP's vote weight chosen together on validation by the mean of accuracy and
+macro-F1 over all validation rows, as ``mer train text`` chooses its model
+(mer_utils.pipelines.text_candidates.fit_probe_vote); its rows are named '<model> + MiniLM MLP vote'.
 """
 
 from __future__ import annotations
@@ -89,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     from mer_utils import text_sources
     from mer_utils.config import TEXT_LABELS
     from mer_utils.models.text import JOINT_EMBEDDING_WEIGHT
-    from mer_utils.pipelines.text_candidates import SOURCE_WEIGHT_PROBE_C, fit_weighted_probe, probabilities
+    from mer_utils.pipelines.text_candidates import (
+        SOURCE_WEIGHT_PROBE_C,
+        fit_probe_vote,
+        fit_weighted_probe,
+        probabilities,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -108,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         help="tfidf+minilm: scale of the embedding block (default: the model's)",
     )
     parser.add_argument("--c", type=float, help="the SVM's C (default: SOURCE_WEIGHT_PROBE_C)")
+    parser.add_argument(
+        "--vote",
+        action="store_true",
+        help="soft-vote the SVM with an MLP on MiniLM embeddings (chosen on val)",
+    )
     parser.add_argument("--only", nargs="+", help="run only these configurations (e.g. 'all sources')")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -132,14 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         chosen = [config for config in chosen if config[0] in args.only]
     # Rows of other models than the default probe carry its name, so both sit in one results file.
-    prefix = "" if args.model == "svm" and args.c is None else f"{args.model} (C {c:g}"
+    prefix = "" if args.model == "svm" and args.c is None and not args.vote else f"{args.model} (C {c:g}"
     if prefix:
-        prefix += f", embeddings x{embedding_weight:g}): " if joint else "): "
+        prefix += f", embeddings x{embedding_weight:g})" if joint else ")"
+        prefix += " + MiniLM MLP vote: " if args.vote else ": "
     rows = []
     for key, training, tested in chosen:
         start = time.perf_counter()
         used = frame[frame["source"].isin(training)]
-        model, weighting = fit_weighted_probe(
+        fit = fit_probe_vote if args.vote else fit_weighted_probe
+        model, weighting = fit(
             used[used["split"] == "train"],
             used[used["split"] == "val"],
             seed=args.seed,
@@ -168,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                 "details": {
                     "trained_on": training,
                     "train_texts": int((used["split"] == "train").sum()),
-                    "source_weighting": {k: weighting[k] for k in ("power", "weights")},
+                    "source_weighting": {
+                        k: weighting[k] for k in ("power", "weights", "minilm_weight") if k in weighting
+                    },
                     "train_seconds": round(seconds, 1),
                 },
             }
@@ -219,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                     "linear SVM (C 0.2, square-root class weights, softmax scores) on word + character TF-IDF: "
                     "mer_utils.pipelines.text_candidates.fit_weighted_probe, no grid search; rows named "
                     "'tfidf+minilm (C c, embeddings xw)': the same SVM with C c on TF-IDF joined with MiniLM "
-                    "sentence embeddings scaled by w (mer_utils.models.text.joint_features)"
+                    "sentence embeddings scaled by w (mer_utils.models.text.joint_features); rows ending '+ MiniLM MLP vote': "
+                    "that SVM soft-voted with an MLP on MiniLM embeddings, the source-weight exponent and the MLP's "
+                    "vote weight chosen on validation (fit_probe_vote)"
                 ),
             },
             "row_label": "trained on -> tested on",

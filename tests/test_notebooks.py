@@ -24,6 +24,7 @@ from mer_utils.config import RAVDESS_EMOTIONS, TEXT_LABELS
 from mer_utils.default_runs import default_run
 from mer_utils.notebooks import RESULTS_MIME, execute_notebook, list_notebooks, read_results
 from mer_utils.pipelines import base
+from mer_utils.results import load_results
 
 NOTEBOOKS = list_notebooks()
 # Figures each notebook writes in smoke mode (file stems in the session's figures folder).
@@ -243,6 +244,8 @@ def check_05(results: dict, runs: Path) -> None:
     assert sum(split.values()) == results["rows_after_deduplication"]
     assert split["test"] == results["n_test"]
     check_distribution(results["new_text_probabilities"], len(TEXT_LABELS))
+    # The cross-domain section shows every row recorded in results/text_domains.json.
+    assert results["cross_domain_rows"] == len(load_results("text_domains")["metrics"]) > 0
 
 
 def check_06(results: dict, runs: Path) -> None:

