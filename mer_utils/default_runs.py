@@ -21,6 +21,16 @@ from pathlib import Path
 
 # Where the bundled run folders live (package data, installed with the package).
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parent / "default_runs"
+# The bundled audio run's recipe: the `mer train audio` model and settings (scripts/build_default_runs.py
+# trains it; scripts/benchmark_cross_corpus.py compares other normalisations, class weights and audio
+# preprocessing against it and marks the one chosen on validation). Global normalisation: a user's lone
+# clip is read exactly as in training.
+AUDIO_RECIPE = {
+    "model": "whisper",
+    "normalisation": "global",
+    "class_weight_power": 1.0,
+    "preprocess": "none",
+}
 # Bundled runs: name -> (branch, what it was trained on).
 DEFAULT_RUNS = {
     "faces": ("faces", "FER2013 (train part), a faces CNN on 48-pixel grey crops"),

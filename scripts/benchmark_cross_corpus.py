@@ -28,8 +28,16 @@ label alike over the union of the corpora's labels). The setup with the best val
 :func:`mer_utils.pipelines.base.choose_on_validation`) is marked chosen. Speaker normalisation
 assumes a speaker is heard in several emotions: URDU's speaker ids (the first field of its file
 names) mostly carry a single emotion each, so there a speaker's mean is largely their emotion.
+``--preprocessing`` adds a third choice, the audio before the encoder (column ``audio``): ``none``
+(the whole clip as recorded) or ``loudness+vad`` (cut to its voice and scaled to a fixed level over
+its voice frames, :func:`mer_utils.whisper_encoder.loudness_vad`). Every model is trained with the
+bundled run's recipe (:data:`mer_utils.default_runs.AUDIO_RECIPE`) but for the setup's choices.
 
-    python scripts/benchmark_cross_corpus.py --data-dir ../shared/data --out /tmp/cross_corpus
+    python scripts/benchmark_cross_corpus.py --data-dir ../shared/data --out /tmp/cross_corpus \
+        [--preprocessing none loudness+vad] [--reuse]
+
+``--reuse`` reads finished runs already in ``--out`` (same setup, seed and data) instead of
+retraining them, so a setup can be added to a measured folder; every row is still scored again.
 
 Writes results/audio_cross_corpus.json (then ``python scripts/render_results.py``). The Whisper
 embeddings of the 3,215 clips are computed once into the feature cache (about 20 minutes on two
@@ -60,6 +68,8 @@ MERGED_LABELS = {"calm": "neutral"}
 CLASS_WEIGHT_POWERS = (0.0, 1.0)
 # Feature normalisations compared: each speaker standardised with their own clips, or none.
 NORMALISATIONS = ("speaker", "global")
+# What is done to the audio before the Whisper encoder (mer_utils.whisper_encoder.PREPROCESSING).
+PREPROCESSING = ("none",)
 # Bootstrap resamples of each interval.
 BOOTSTRAP_SAMPLES = 1000
 # Issue #20's targets: held-out-corpus accuracy on 4 classes, no class above half of the answers.
@@ -122,22 +132,44 @@ def scored_row(
     return row
 
 
-def train_run(sources: list[Path], out: Path, seed: int, normalisation: str, power: float) -> dict:
-    """A ``mer train audio --model whisper`` run on ``sources`` (``normalisation``, class weights to
-    ``power``); its metrics."""
+def train_run(
+    sources: list[Path],
+    out: Path,
+    seed: int,
+    normalisation: str,
+    power: float,
+    preprocess: str = "none",
+    reuse: bool = False,
+) -> dict:
+    """A ``mer train audio --model whisper`` run on ``sources`` (the bundled run's recipe with this
+    ``normalisation``, class weights to ``power`` and audio ``preprocess``); its metrics.
+
+    ``reuse``: a finished run already in ``out`` with these settings, seed and data is read, not retrained.
+    """
+    import json
+
+    from mer_utils.default_runs import AUDIO_RECIPE
     from mer_utils.pipelines import base
 
+    settings = {"normalisation": normalisation, "class_weight_power": power, "preprocess": preprocess}
+    data = ", ".join(str(s) for s in sources)
+    if reuse and (out / "metrics.json").is_file() and (out / "run.json").is_file():
+        info = json.loads((out / "run.json").read_text())
+        stored = {key: info["settings"].get(key, "none") for key in settings}
+        if stored == settings and info.get("seed") == seed and info.get("data") == data:
+            return json.loads((out / "metrics.json").read_text())
+    recipe = {**AUDIO_RECIPE, **settings}
     return base.train(
-        "audio",
-        [str(s) for s in sources],
-        out,
-        seed=seed,
-        model="whisper",
-        progress=False,
-        normalisation=normalisation,
-        class_weight_power=power,
-        out_of_fold=False,
+        "audio", [str(s) for s in sources], out, seed=seed, progress=False, out_of_fold=False, **recipe
     )
+
+
+def _setup_name(setup: tuple[str, float, str], separator: str = ", ") -> str:
+    """A setup in row keys and run folder names: its normalisation, class-weight power and, when there
+    is one, its audio preprocessing (keys of the setups measured before the option stay the same)."""
+    normalisation, power, preprocess = setup
+    parts = [normalisation, f"w{power:g}"] + ([preprocess] if preprocess != "none" else [])
+    return separator.join(parts)
 
 
 def corpus_part(table: pd.DataFrame, corpus: str) -> pd.DataFrame:
@@ -155,6 +187,8 @@ def measure(
     n_boot: int,
     powers: tuple[float, ...],
     normalisations: tuple[str, ...] = NORMALISATIONS,
+    preprocessing: tuple[str, ...] = PREPROCESSING,
+    reuse: bool = False,
 ) -> list[dict]:
     """Train every model of the protocol and score it; the results rows."""
     from mer_utils.branches import get_branch
@@ -169,25 +203,31 @@ def measure(
     rows: list[dict] = []
 
     def variants(trained: list[str], name: str):
-        """(run folder, its values) of each setup trained on ``trained``: every normalisation, and every
-        class-weight power when there are several corpora; the one chosen on validation is marked."""
-        setups = [(n, p) for n in normalisations for p in (powers if len(trained) > 1 else (0.0,))]
+        """(run folder, its values) of each setup trained on ``trained``: every audio preprocessing and
+        normalisation, and every class-weight power when there are several corpora; the one chosen on
+        validation is marked."""
+        setups = [
+            (n, p, a)
+            for a in preprocessing
+            for n in normalisations
+            for p in (powers if len(trained) > 1 else (0.0,))
+        ]
         runs, metrics = {}, {}
-        for normalisation, power in setups:
-            runs[normalisation, power] = out / f"{name}-{normalisation}-w{power:g}"
-            metrics[normalisation, power] = train_run(
-                [source[c] for c in trained], runs[normalisation, power], seed, normalisation, power
+        for setup in setups:
+            normalisation, power, preprocess = setup
+            runs[setup] = out / f"{name}-{_setup_name(setup, '-')}"
+            metrics[setup] = train_run(
+                [source[c] for c in trained], runs[setup], seed, normalisation, power, preprocess, reuse
             )
-            print(
-                f"{name} {normalisation} w{power:g}: val {metrics[normalisation, power]['val']['accuracy']:.3f}"
-            )
+            print(f"{name} {_setup_name(setup)}: val {metrics[setup]['val']['accuracy']:.3f}")
         chosen = base.choose_on_validation({setup: m["val"] for setup, m in metrics.items()})
-        for (normalisation, power), run in runs.items():
+        for setup, run in runs.items():
+            normalisation, power, preprocess = setup
             weights = {0.0: "none", 1.0: "balanced"}.get(power, f"balanced ** {power:g}")
-            values = {"normalisation": normalisation, "class weights": weights}
+            values = {"normalisation": normalisation, "class weights": weights, "audio": preprocess}
             if len(runs) > 1:
-                values["chosen on val"] = "yes" if (normalisation, power) == chosen else ""
-            yield run, f"{normalisation}, w{power:g}", values
+                values["chosen on val"] = "yes" if setup == chosen else ""
+            yield run, _setup_name(setup), values
 
     def add(
         trained: str, setup: str, values: dict, scored_on: str, table: pd.DataFrame, labels: list
@@ -242,6 +282,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     from mer_utils.results import command_line, real_data_root, update_results
+    from mer_utils.whisper_encoder import PREPROCESSING as ENCODER_PREPROCESSING
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -254,12 +295,29 @@ def main(argv: list[str] | None = None) -> int:
         "--powers", type=float, nargs="+", default=list(CLASS_WEIGHT_POWERS), help="class-weight powers"
     )
     parser.add_argument("--normalisations", nargs="+", default=list(NORMALISATIONS), choices=NORMALISATIONS)
+    parser.add_argument(
+        "--preprocessing",
+        nargs="+",
+        default=list(PREPROCESSING),
+        choices=ENCODER_PREPROCESSING,
+        help="audio before the encoder (mer_utils.whisper_encoder.loudness_vad)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="read finished runs already in --out instead of retraining them"
+    )
     parser.add_argument("--results-dir", type=Path, default=None, help="write the results file here")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or real_data_root()
     try:
         rows = measure(
-            data_dir, args.out, args.seed, args.bootstrap, tuple(args.powers), tuple(args.normalisations)
+            data_dir,
+            args.out,
+            args.seed,
+            args.bootstrap,
+            tuple(args.powers),
+            tuple(args.normalisations),
+            tuple(args.preprocessing),
+            args.reuse,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

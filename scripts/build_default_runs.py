@@ -4,8 +4,8 @@ The bundled audio run is the default audio model (``mer train audio --model whis
 Whisper-base embeddings + logistic regression) trained on every shared speech corpus: RAVDESS
 actors 01-18, URDU and TurEV-DB (``--speech-dir``, the shared data folder holding
 ``ravdess_speech_16k`` and ``speech/``), speaker-disjoint train / val / test inside each corpus
-(seed 42), with the normalisation and class weights chosen on validation by
-``scripts/benchmark_cross_corpus.py`` (``AUDIO_NORMALISATION``, ``AUDIO_CLASS_WEIGHT_POWER``);
+(seed 42), with the recipe chosen on validation by ``scripts/benchmark_cross_corpus.py``
+(:data:`mer_utils.default_runs.AUDIO_RECIPE`: model, normalisation, class weights, audio preprocessing);
 scored on each corpus's test speakers.
 
 The bundled faces run is the video branch's offline start (`mer train video --init`, notebook 02
@@ -62,18 +62,16 @@ BUNDLED_FACE_EPOCHS = 5
 # Files of a run folder the package carries (besides the model files run.json lists).
 KEPT_FILES = ("model.keras", "run.json", "metrics.json", "history.json", "predictions_val.csv")
 SEED = 42
-# The bundled audio run: the shared speech corpora (folders under --speech-dir), its normalisation and
-# the class-weight power of its training clips: the setup of the all-three model chosen on validation
-# in scripts/benchmark_cross_corpus.py (global: a user's lone clip is read exactly as in training).
+# The bundled audio run's shared speech corpora (folders under --speech-dir); its recipe is
+# mer_utils.default_runs.AUDIO_RECIPE.
 AUDIO_CORPORA = ("ravdess_speech_16k", "speech/urdu", "speech/turev-db")
-AUDIO_NORMALISATION = "global"
-AUDIO_CLASS_WEIGHT_POWER = 1.0
 # The bundled runs this script can build.
 BUILDABLE = ("faces", "audio")
 
 
 def train_audio(speech_dir: Path, out: Path) -> float:
     """Train the default audio model on every shared speech corpus into ``out``; return the seconds."""
+    from mer_utils.default_runs import AUDIO_RECIPE
     from mer_utils.pipelines import base
 
     sources = [speech_dir / name for name in AUDIO_CORPORA]
@@ -83,15 +81,7 @@ def train_audio(speech_dir: Path, out: Path) -> float:
             f"speech corpora not found: {missing} (give --speech-dir, the shared data folder)"
         )
     start = time.perf_counter()
-    base.train(
-        "audio",
-        [str(s) for s in sources],
-        out,
-        seed=SEED,
-        model="whisper",
-        normalisation=AUDIO_NORMALISATION,
-        class_weight_power=AUDIO_CLASS_WEIGHT_POWER,
-    )
+    base.train("audio", [str(s) for s in sources], out, seed=SEED, **AUDIO_RECIPE)
     return time.perf_counter() - start
 
 

@@ -326,3 +326,50 @@ def _as_index(predictions: pd.DataFrame) -> pd.DataFrame:
     folder = Path(predictions["path"].iloc[0]).parent.parent
     index = index_dataset(folder)
     return index[index["path"].isin(predictions["path"])]
+
+
+def test_whisper_preprocessing_is_recorded_and_used_again_at_prediction(demo_dir, tmp_path, monkeypatch):
+    from mer_utils import whisper_encoder
+    from mer_utils.evaluation import probabilities_of
+    from mer_utils.ravdess import index_dataset
+    from mer_utils.runs import read_predictions, read_run_info
+
+    if not whisper_encoder.available():
+        pytest.skip(f"Whisper encoder not installed: {whisper_encoder.INSTALL}")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
+    index = index_dataset(demo_dir)
+    index = index[index["modality"] == "audio-video"].groupby("actor").head(3).reset_index(drop=True)
+    out = tmp_path / "whisper"
+    base.train(
+        "audio",
+        index,
+        out,
+        seed=1,
+        model="whisper",
+        progress=False,
+        out_of_fold=False,
+        normalisation="global",
+        preprocess="loudness+vad",
+    )
+    info = read_run_info(out)
+    assert info["settings"]["preprocess"] == "loudness+vad"
+    assert info["features"] == whisper_encoder.feature_params("loudness+vad")
+    # A clip is predicted through the same preprocessing: the run's own test answer comes back.
+    test = read_predictions(out, "test")
+    clip = test["path"].iloc[0]
+    answer = base.predict_file(out, clip)
+    np.testing.assert_allclose(answer["probabilities"], probabilities_of(test)[0], atol=1e-5)
+    plain = whisper_encoder.clip_embedding(clip)
+    assert not np.allclose(plain, whisper_encoder.clip_embedding(clip, preprocess="loudness+vad"))
+    with pytest.raises(ValueError, match="whisper model only"):
+        base.train(
+            "audio",
+            index,
+            tmp_path / "mfcc",
+            model="cnn",
+            smoke=True,
+            progress=False,
+            preprocess="loudness+vad",
+        )
+    with pytest.raises(ValueError, match="unknown preprocess"):
+        base.settings_for("audio", preprocess="louder")

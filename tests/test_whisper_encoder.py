@@ -123,3 +123,46 @@ def test_embedding_batch_skips_unreadable_clips(demo_dir, tmp_path, monkeypatch)
     assert len(batch.features) == 2
     assert [s["path"] for s in batch.skipped] == [str(broken)]
     assert str(broken) in (tmp_path / "skipped.csv").read_text()
+
+
+def _gliding_voice(seconds: float, level: float, seed: int = 0) -> np.ndarray:
+    """Harmonics of a pitch that glides and drifts, in syllables (what mer_utils.voice counts as voice)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    drift = np.cumsum(rng.standard_normal(t.size)) / np.sqrt(t.size) * 0.05
+    pitch = 140.0 * (1 + 0.12 * np.sin(2 * np.pi * 1.7 * t) + drift)
+    phase = 2 * np.pi * np.cumsum(pitch) / SR
+    source = sum(np.sin(k * phase) * 0.8**k for k in range(1, 9))
+    syllable = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) ** 0.5
+    return (level * source * syllable / 2).astype(np.float32)
+
+
+def test_loudness_vad_cuts_to_the_voice_and_sets_its_level():
+    rng = np.random.default_rng(1)
+
+    def recording(level: float) -> np.ndarray:
+        hiss = (1e-4 * rng.standard_normal(SR)).astype(np.float32)
+        return np.concatenate([hiss, _gliding_voice(2.0, level), hiss])
+
+    quiet, loud = whisper_encoder.loudness_vad(recording(0.01)), whisper_encoder.loudness_vad(recording(0.5))
+    # One second of hiss on each side is cut, up to the margin; the 2 s of voice stay.
+    for y in (quiet, loud):
+        assert 2.0 - 0.3 <= y.size / SR <= 2.0 + 2 * whisper_encoder.VAD_MARGIN_SECONDS + 0.05
+        assert np.abs(y).max() < 1.0
+    # A voice recorded 34 dB quieter comes out at the same level (the target over its voice frames).
+    rms = [20 * np.log10(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) for y in (quiet, loud)]
+    assert abs(rms[0] - rms[1]) < 1.0 and -30 < rms[0] < whisper_encoder.LOUDNESS_TARGET_DBFS + 1
+    # Without voice frames a clip is only scaled, never emptied.
+    hum = tone(1.0, freq=50.0, amplitude=0.001)
+    scaled = whisper_encoder.loudness_vad(hum)
+    assert scaled.size == hum.size and np.allclose(scaled / scaled.max(), hum / hum.max(), atol=1e-5)
+
+
+def test_preprocessing_keys_the_features_and_is_checked():
+    plain = whisper_encoder.feature_params()
+    # Runs and cached embeddings made before the option keep the same features (no preprocess key).
+    assert "preprocess" not in plain and whisper_encoder.feature_params("none") == plain
+    assert whisper_encoder.feature_params("loudness+vad")["preprocess"] == "loudness+vad"
+    assert whisper_encoder.cache_params(preprocess="loudness+vad") != whisper_encoder.cache_params()
+    with pytest.raises(ValueError, match="unknown Whisper preprocessing 'louder'"):
+        whisper_encoder.feature_params("louder")

@@ -109,6 +109,9 @@ class AudioSettings(Settings):
     width: int = 64
     # "speaker" (each speaker standardised with their own clips first) or "global".
     normalisation: str = "speaker"
+    # whisper only: what is done to each clip's audio before the encoder, "none" (the whole clip as
+    # recorded) or "loudness+vad" (mer_utils.whisper_encoder.PREPROCESSING; run.json features too).
+    preprocess: str = "none"
     # scikit-learn models: each training clip weighs its label's balanced weight ** this power
     # (audio_vectors.class_weights; 0: every clip alike). The Keras models always use balanced weights.
     class_weight_power: float = 0.0
@@ -124,6 +127,12 @@ class AudioSettings(Settings):
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(
                 f"{type(self).__name__}: unknown normalisation {self.normalisation!r}; expected one of {NORMALISATIONS}"
+            )
+        from mer_utils.whisper_encoder import PREPROCESSING
+
+        if self.preprocess not in PREPROCESSING:
+            raise ValueError(
+                f"{type(self).__name__}: unknown preprocess {self.preprocess!r}; expected one of {PREPROCESSING}"
             )
 
 
@@ -255,6 +264,10 @@ def _sequence_features(index: pd.DataFrame, settings: AudioSettings, seed: int, 
     from mer_utils.training import encode_labels
 
     params = audio.MfccParams()
+    if settings.preprocess != "none":
+        raise ValueError(
+            f"preprocess {settings.preprocess!r} is for the whisper model only, not the MFCC models"
+        )
     normalisation = settings.normalisation
     copies = settings.augmented_copies
     batch = audio.mfcc_batch(index, params, seed=seed, progress=progress)

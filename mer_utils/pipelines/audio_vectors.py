@@ -103,7 +103,7 @@ def vector_features(index: pd.DataFrame, settings, model: str, seed: int, progre
     is standardised with their own clips (no labels) when ``settings.normalisation`` is "speaker".
     """
     kind = FEATURE_KINDS[model]
-    features = _vector_features(kind)
+    features = _vector_features(kind, settings.preprocess)
     batch = _vector_batch(kind, features, index, seed=seed, progress=progress)
     rows = batch.rows
     return {
@@ -258,13 +258,23 @@ def _is_sklearn_run(info: dict) -> bool:
     return info.get("feature_kind") in set(FEATURE_KINDS.values())
 
 
-def _vector_features(kind: str) -> dict:
-    """The run.json ``features`` of a clip-vector kind: what determines every vector."""
+def _vector_features(kind: str, preprocess: str = "none") -> dict:
+    """The run.json ``features`` of a clip-vector kind: what determines every vector.
+
+    ``preprocess`` (Whisper only) is what is done to the audio before the encoder.
+    """
     if kind == "whisper":
         from mer_utils import whisper_encoder
 
-        return whisper_encoder.feature_params()
+        return whisper_encoder.feature_params(preprocess)
+    if preprocess != "none":
+        raise ValueError(f"preprocess {preprocess!r} is for the whisper model only, not {kind} features")
     return utterance.UtteranceParams().to_dict()
+
+
+def _preprocess_of(features: dict) -> str:
+    """The audio preprocessing a whisper run's ``features`` record ("none" for runs made before the option)."""
+    return str(features.get("preprocess", "none"))
 
 
 def _check_encoder(kind: str, features: dict, run_dir: Path | None = None) -> None:
@@ -293,7 +303,13 @@ def _vector_batch(
     if kind == "whisper":
         from mer_utils import whisper_encoder
 
-        return whisper_encoder.embedding_batch(index, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
+        return whisper_encoder.embedding_batch(
+            index,
+            noise_snr_db=noise_snr_db,
+            seed=seed,
+            progress=progress,
+            preprocess=_preprocess_of(features),
+        )
     params = utterance.UtteranceParams(**features)
     return utterance.utterance_batch(index, params, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
 
@@ -303,10 +319,12 @@ def _clip_vector(kind: str, features: dict, path: Path, cached: bool = False) ->
     if kind == "whisper":
         from mer_utils import whisper_encoder
 
-        def compute():
-            return whisper_encoder.clip_embedding(path)
+        preprocess = _preprocess_of(features)
 
-        key = whisper_encoder.cache_params()
+        def compute():
+            return whisper_encoder.clip_embedding(path, preprocess=preprocess)
+
+        key = whisper_encoder.cache_params(preprocess=preprocess)
     else:
         params = utterance.UtteranceParams(**features)
 
