@@ -17,6 +17,7 @@ results/NAME.json (rendered in docs/results.md).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -108,8 +109,9 @@ def record(name: str, rows: list[dict], clip_description: str, runs: str, argv: 
             "test": "wall-clock seconds per answer after the models are loaded and warmed up, one answer "
             "untimed first; plain function = mer_utils.app.answer_clip in the process; HTTP = the page "
             "through gradio_client (upload, queue, answer, JSON download); Chromium = Playwright driving "
-            f"Debian's Chromium, a fresh page load per answer; target <= {TARGET_SECONDS:g} s; 2 CPU cores "
-            "shared with other jobs while measured",
+            f"Debian's Chromium, a fresh page load per answer; target <= {TARGET_SECONDS:g} s; "
+            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} when the rows were written "
+            "(above 1, other jobs were running)",
         },
     }
     for row in rows:
