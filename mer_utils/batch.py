@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from mer_utils.workers import open_dask_client, thread_environment
+from mer_utils.workers import DASK_MISSING, open_dask_client, thread_environment
 
 # Files a folder walk picks up as clips (what the clip branches and `mer index` read).
 MEDIA_SUFFIXES = (".mp4", ".wav", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4a", ".mp3", ".flac")
@@ -537,10 +537,7 @@ def _run_dask(
         import dask
         from distributed import as_completed
     except ImportError as error:
-        raise ImportError(
-            "--workers and --scheduler need Dask: pip install 'mer-utils[scale]' "
-            "(or pip install 'dask[distributed]' pyarrow)"
-        ) from error
+        raise ImportError(DASK_MISSING) from error
 
     with contextlib.ExitStack() as stack:
         # Saturation 1: a worker holds only the task it runs, so a worker's death blames that task

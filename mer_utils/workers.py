@@ -23,6 +23,10 @@ THREAD_ENV = (
 )
 
 
+# What to do when Dask is not installed (`--workers` / `--scheduler` of `mer predict` and `mer train`).
+DASK_MISSING = "--workers and --scheduler need Dask: pip install 'mer-utils[scale]' (or pip install 'dask[distributed]' pyarrow)"
+
+
 def default_threads(processes: int) -> int:
     """Math threads per process so that processes x threads = the cores of this machine."""
     return max(1, (os.cpu_count() or 1) // max(1, processes))
@@ -49,10 +53,7 @@ def open_dask_client(
     try:
         from distributed import Client, LocalCluster
     except ImportError as error:
-        raise ImportError(
-            "--workers and --scheduler need Dask: pip install 'mer-utils[scale]' "
-            "(or pip install 'dask[distributed]' pyarrow)"
-        ) from error
+        raise ImportError(DASK_MISSING) from error
 
     if scheduler:
         client = stack.enter_context(Client(scheduler))
