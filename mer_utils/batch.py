@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from mer_utils.workers import DASK_MISSING, open_dask_client, thread_environment
+from mer_utils.workers import DASK_MISSING, check_dask_options, open_dask_client, thread_environment
 
 # Files a folder walk picks up as clips (what the clip branches and `mer index` read).
 MEDIA_SUFFIXES = (".mp4", ".wav", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4a", ".mp3", ".flac")
@@ -444,10 +444,7 @@ def predict_batch(
     except ImportError as error:
         raise ImportError("--out writes Parquet with pyarrow: pip install 'mer-utils[scale]'") from error
     out = Path(out)
-    if workers is not None and workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
-    if workers and scheduler:
-        raise ValueError("give --workers (a local cluster) or --scheduler (a running one), not both")
+    check_dask_options(workers, scheduler)
     if timeout is not None and timeout <= 0:
         raise ValueError(f"--timeout must be positive, got {timeout}")
     run_dirs = [os.path.abspath(r) for r in run_dirs]

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
+from mer_utils.workers import check_dask_options, open_dask_client
+
 # Clips per Dask task: enough to hide the scheduler's per-task cost (about 1 ms), few enough that
 # two workers share a small corpus evenly.
 CHUNK_SIZE = 8
@@ -41,14 +43,10 @@ def cluster(
 
     Yields the Dask client (None when serial). Refuses ``workers`` and ``scheduler`` together.
     """
-    if workers is not None and workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
-    if workers and scheduler:
-        raise ValueError("give --workers (a local cluster) or --scheduler (a running one), not both")
+    check_dask_options(workers, scheduler)
     if not workers and not scheduler:
         yield None
         return
-    from mer_utils.workers import open_dask_client
 
     with contextlib.ExitStack() as stack:
         client, _, _ = open_dask_client(stack, workers, scheduler, threads, memory_limit)

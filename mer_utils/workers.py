@@ -37,6 +37,14 @@ def thread_environment(threads: int) -> dict[str, str]:
     return {name: str(1 if name == "TF_NUM_INTEROP_THREADS" else threads) for name in THREAD_ENV}
 
 
+def check_dask_options(workers: int | None, scheduler: str | None) -> None:
+    """Refuse a worker count below 1, and ``workers`` with ``scheduler`` (a local cluster or a running one)."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if workers and scheduler:
+        raise ValueError("give --workers (a local cluster) or --scheduler (a running one), not both")
+
+
 def open_dask_client(
     stack,
     workers: int | None,
