@@ -235,6 +235,14 @@ SOURCE_WEIGHT_POWERS: tuple[float, ...] = (0.0, 0.5, 1.0)
 SOURCE_WEIGHT_PROBE_C = 0.2
 
 
+def _weight_by_source(sources: pd.Series, power: float) -> dict[str, float]:
+    """The sample weight of each source's rows under exponent ``power`` (text_sources.source_weights), rounded."""
+    from mer_utils.text_sources import source_weights
+
+    weights = source_weights(sources, power)
+    return {str(s): round(float(weights[(sources == s).to_numpy()][0]), 4) for s in sorted(sources.unique())}
+
+
 def fit_weighted_probe(
     train: pd.DataFrame,
     val: pd.DataFrame,
@@ -295,10 +303,9 @@ def fit_weighted_probe(
         scores[power] = float(np.mean(list(per_source[power].values())))
     power = max(powers, key=lambda p: (round(scores[p], 6), -p))
     log.info("source weighting: power %.2f (val scores %s)", power, scores)
-    weights = source_weights(train["source"], power)
     weighting = {
         "power": float(power),
-        "weights": {str(s): round(float(weights[(train["source"] == s).to_numpy()][0]), 4) for s in sources},
+        "weights": _weight_by_source(train["source"], power),
         "val_score_by_power": {str(p): round(s, 4) for p, s in scores.items()},
         "val_score_by_source": {str(p): v for p, v in per_source.items()},
         "chosen_by": "validation: mean over sources of the mean of accuracy and macro-F1 (a fixed linear SVM)",
@@ -435,11 +442,9 @@ def fit_probe_vote(
         criterion,
         scores[(power, weight)][criterion],
     )
-    weights = source_weights(train["source"], power)
-    sources = sorted(train["source"].unique())
     choice = {
         "power": power,
-        "weights": {str(s): round(float(weights[(train["source"] == s).to_numpy()][0]), 4) for s in sources},
+        "weights": _weight_by_source(train["source"], power),
         "minilm_weight": weight,
         "criterion": criterion,
         "val_scores": {f"power {p:g}, minilm x{w:g}": v for (p, w), v in scores.items()},
