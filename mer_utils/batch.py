@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from mer_utils.walk import files_under
 from mer_utils.workers import DASK_MISSING, check_dask_options, open_dask_client, thread_environment
 
 # Files a folder walk picks up as clips (what the clip branches and `mer index` read).
@@ -73,9 +74,8 @@ def collect_clips(paths: Iterable[str | Path]) -> tuple[list[str], list[dict]]:
         if path.is_dir():
             found = sorted(
                 p
-                for p in path.rglob("*")
+                for p in files_under(path)
                 if p.suffix.lower() in MEDIA_SUFFIXES
-                and p.is_file()
                 and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
             )
             clips.extend(os.path.abspath(p) for p in found)

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.walk import files_under
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,7 @@ def _unmatched(path: Path | str, label: str) -> tuple[str, str]:
 
 def _clip_files(root: Path) -> list[Path]:
     return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in CLIP_SUFFIXES
+        p for p in files_under(root) if not p.name.startswith(".") and p.suffix.lower() in CLIP_SUFFIXES
     )
 
 

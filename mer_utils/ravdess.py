@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
+from mer_utils.walk import files_under
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def index_dataset(
         )
     rows, skipped = [], []
     first_of: dict[str, Path] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in files_under(root):
         if path.name.startswith("."):
             continue
         if path.suffix.lower() not in MEDIA_SUFFIXES:

@@ -34,6 +34,7 @@ from mer_utils.branches import get_branch
 from mer_utils.config import DEFAULT_SEED, RAVDESS_EMOTIONS
 from mer_utils.pipelines import base
 from mer_utils.pipelines.base import Fitted, Settings
+from mer_utils.walk import files_under
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ def is_clip_data(data) -> bool:
     if isinstance(data, pd.DataFrame):
         return True
     folder = Path(data)
-    return folder.is_dir() and any(p.suffix.lower() in CLIP_SUFFIXES for p in folder.rglob("*"))
+    return folder.is_dir() and any(p.suffix.lower() in CLIP_SUFFIXES for p in files_under(folder))
 
 
 def clip_table(run_dir: Path, info: dict, data, model, progress: bool) -> pd.DataFrame:
