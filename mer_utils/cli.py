@@ -542,8 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument(
         "--data",
         type=Path,
-        help="also score the fitted fusion and every baseline on this RAVDESS-format folder "
-        "(each run predicts it; results in OUT/data/fusion_table.csv)",
+        help="also score the fitted fusion and every baseline on this labelled folder or manifest CSV "
+        "(audio runs: any layout `mer index` reads; video runs: RAVDESS names; each run predicts it; "
+        "results in OUT/data/fusion_table.csv)",
     )
     fuse.add_argument(
         "--fit-on",
