@@ -113,10 +113,19 @@ def load_app_models(
     return {"clip": clip, "text": text, "fusion": fusion, "runs": described}
 
 
+def shown_folder(run_dir: str | Path) -> str:
+    """A run folder as the page shows it: relative to the working folder when inside it, else as given."""
+    path = Path(run_dir)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def runs_description(models: dict) -> str:
     """One Markdown line per run that answers in the page (name, branch, folder, where it came from)."""
     return "\n".join(
-        f"- **{run['name']}** ({run['branch']}): `{run['run_dir']}`, {run['source']}"
+        f"- **{run['name']}** ({run['branch']}): `{shown_folder(run['run_dir'])}`, {run['source']}"
         for run in models["runs"]
     )
 

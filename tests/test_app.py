@@ -436,3 +436,18 @@ def test_stopping_the_command_removes_its_upload_folder(served):
     assert len(served.upload_folders()) == 1  # serving: one folder for the uploads
     assert served.stop() == 0, served.log_text()
     assert served.upload_folders() == []
+
+
+def test_run_folders_are_shown_relative_to_the_working_folder_when_inside_it(tmp_path, monkeypatch):
+    inside = tmp_path / "runs" / "audio"
+    inside.mkdir(parents=True)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}_elsewhere" / "audio"
+    monkeypatch.chdir(tmp_path)
+    assert app.shown_folder(inside) == os.path.join("runs", "audio")
+    assert app.shown_folder(elsewhere) == str(elsewhere)
+    models = {
+        "runs": [
+            {"name": "audio", "branch": "audio", "run_dir": str(inside), "source": "given with --models"}
+        ]
+    }
+    assert app.runs_description(models) == "- **audio** (audio): `runs/audio`, given with --models"
