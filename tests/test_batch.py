@@ -25,6 +25,7 @@ from mer_utils.batch import (  # noqa: E402
     MANIFEST_FILE,
     BatchError,
     collect_clips,
+    folder_chunks,
     predict_batch,
     predict_with_models,
     read_output,
@@ -265,6 +266,20 @@ def test_killed_workers_and_a_hanging_clip_lose_nothing_and_repeat_nothing(
     np.testing.assert_allclose(
         rows.filter(regex="^prob_").to_numpy(float), serial.filter(regex="^prob_").to_numpy(float), atol=1e-5
     )
+
+
+def test_folder_chunks_deal_every_folders_first_chunk_first():
+    clips = [f"a/{i}.wav" for i in range(5)] + [f"b/{i}.wav" for i in range(2)] + ["c/0.wav"]
+    assert folder_chunks(clips, 2) == [
+        ["a/0.wav", "a/1.wav"],
+        ["b/0.wav", "b/1.wav"],
+        ["c/0.wav"],
+        ["a/2.wav", "a/3.wav"],
+        ["a/4.wav"],
+    ]
+    assert folder_chunks([], 4) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        folder_chunks(clips, 0)
 
 
 # --- the benchmark script ---------------------------------------------------------------------------------
