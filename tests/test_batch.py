@@ -317,7 +317,7 @@ def test_benchmark_projection_scales_with_clips_and_workers_and_stops_at_the_sch
     assert rows[0]["values"]["256 workers"] == pytest.approx(10_000 / 400 / 3600)
     monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path))
     args = script.argparse.Namespace(
-        data=Path("data/x"), models=[Path("runs/a")], clips=10, single=2, results="b"
+        data=Path("data/x"), models=[Path("runs/a")], clips=10, single=2, results="b", chunk_size=4
     )
     script.record(args, measured)
     from mer_utils.results import load_results, render_table
@@ -327,3 +327,16 @@ def test_benchmark_projection_scales_with_clips_and_workers_and_stops_at_the_sch
     assert speed["metrics"][2]["values"]["x one process per clip"] == 20.0
     assert "shared" in speed["protocol"]["split"]
     assert "10,000 clips" in render_table(load_results("b_projection", tmp_path))
+    # A run that measured how busy the CPU was says so, and names the fastest way to use every core.
+    idle = dict(measured, **{"busy before": 0.03, "chunk size": 16})
+    idle["Dask, 1 worker, all cores"] = dict(mode, steady_clips_per_second=5.0)
+    script.record(args, idle)
+    speed = load_results("b", tmp_path)
+    assert "idle (3% busy" in speed["protocol"]["split"]
+    assert "16 clips per Dask task" in speed["protocol"]["test"]
+    assert speed["protocol"]["selection"].startswith(
+        f"fastest on all {os.cpu_count()} cores: Dask, 2 workers (7.20"
+    )
+    assert "1.80x (parallel efficiency 0.90)" in speed["protocol"]["selection"]
+    assert [row["name"] for row in speed["metrics"]][3] == "Dask, 1 worker, all cores"
+    assert "x 16 clips per task" in load_results("b_projection", tmp_path)["protocol"]["test"]
