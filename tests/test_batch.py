@@ -334,9 +334,13 @@ def test_benchmark_projection_scales_with_clips_and_workers_and_stops_at_the_sch
     speed = load_results("b", tmp_path)
     assert "idle (3% busy" in speed["protocol"]["split"]
     assert "16 clips per Dask task" in speed["protocol"]["test"]
-    assert speed["protocol"]["selection"].startswith(
-        f"fastest on all {os.cpu_count()} cores: Dask, 2 workers (7.20"
+    cores = os.cpu_count()
+    assert (
+        f"fastest on all {cores} cores steady: Dask, 2 workers (clips/s: batch, serial 4.00"
+        in speed["protocol"]["selection"]
     )
+    # End to end (2.0 clips/s for every mode here), the first of the equals is named.
+    assert f"fastest on all {cores} cores end to end: batch, serial" in speed["protocol"]["selection"]
     assert "1.80x (parallel efficiency 0.90)" in speed["protocol"]["selection"]
     assert [row["name"] for row in speed["metrics"]][3] == "Dask, 1 worker, all cores"
     assert "x 16 clips per task" in load_results("b_projection", tmp_path)["protocol"]["test"]
