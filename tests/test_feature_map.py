@@ -79,7 +79,7 @@ def test_face_crops_on_dask_equal_the_serial_ones_and_skip_a_corrupt_clip(schedu
     assert (again.computed, again.cached) == (0, 3) and not tasks.data
 
 
-def test_cluster_and_train_refuse_what_cannot_be_shared_out(capsys, tmp_path):
+def test_cluster_and_train_refuse_what_cannot_be_shared_out(scheduler, capsys, tmp_path):
     with pytest.raises(ValueError, match="not both"), feature_map.cluster(workers=2, scheduler="tcp://x:1"):
         pass
     with pytest.raises(ValueError, match="at least 1"), feature_map.cluster(workers=0):
@@ -98,3 +98,10 @@ def test_cluster_and_train_refuse_what_cannot_be_shared_out(capsys, tmp_path):
     )
     error = capsys.readouterr().err
     assert "'faces' branch reads face images" in error and "video" in error
+    # The video branch is let through to the cluster (here it then finds no clips in an empty folder).
+    empty = tmp_path / "no_clips"
+    empty.mkdir()
+    command = ["train", "video", "--data", str(empty), "--out", str(tmp_path / "v"), "--scheduler", scheduler]
+    assert cli.main(command) != 0
+    error = capsys.readouterr().err
+    assert "share out" not in error and "no_clips" in error
