@@ -116,6 +116,24 @@ def chunks(items: Sequence, size: int) -> list[list]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def folder_chunks(clips: Sequence[str], size: int) -> list[list[str]]:
+    """``clips`` cut into chunks of at most ``size`` within each folder, dealt one folder at a time.
+
+    Every folder's first chunk comes first, then every folder's second chunk, and so on. The first
+    clip of a speaker computes the features of that speaker's other clips in its folder (the audio
+    branch's speaker statistics) and caches them; dealt this way, two workers start on different
+    folders instead of computing the same speaker's features at once, and a folder's later chunks
+    read them from the cache.
+    """
+    by_folder: dict[str, list[str]] = {}
+    for clip in clips:
+        by_folder.setdefault(os.path.dirname(clip), []).append(clip)
+    cut = [chunks(folder, size) for folder in by_folder.values()]
+    return [
+        folder[rank] for rank in range(max(map(len, cut), default=0)) for folder in cut if rank < len(folder)
+    ]
+
+
 # --- rows and tables ------------------------------------------------------------------------------------
 
 
@@ -544,7 +562,7 @@ def _run_dask(
         stack.enter_context(dask.config.set(settings))
         client, count, per_worker = open_dask_client(stack, workers, scheduler, threads, memory_limit)
         task = dict(task, threads=per_worker)
-        pending = [[clip] for clip in todo][::-1] if chunk_size == 1 else chunks(todo, chunk_size)[::-1]
+        pending = folder_chunks(todo, chunk_size)[::-1]
         window = max(2, count * CHUNKS_PER_WORKER)
         chunk_of: dict = {}
         finished = as_completed()

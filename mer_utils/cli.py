@@ -15,7 +15,6 @@ from pathlib import Path
 from mer_utils import feature_map
 from mer_utils.batch import DEFAULT_CHUNK_SIZE
 from mer_utils.branches import REGISTRY, TRAIN_OPTIONS, branch_names, branches_with_option, get_branch
-from mer_utils.cache import AUDIO as AUDIO_CACHE
 from mer_utils.config import DEFAULT_SEED
 from mer_utils.errors import EXPECTED_ERRORS, error_message
 from mer_utils.timeline import HOP_SECONDS as TIMELINE_HOP
@@ -168,11 +167,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     for data in args.data:
         _check_train_data(args.branch, data)
-    if (args.workers or args.scheduler) and AUDIO_CACHE not in get_branch(args.branch).caches:
-        mapped = "|".join(name for name, branch in REGISTRY.items() if AUDIO_CACHE in branch.caches)
+    if (args.workers or args.scheduler) and get_branch(args.branch).reads != "clips":
+        mapped = "|".join(name for name, branch in REGISTRY.items() if branch.reads == "clips")
         raise ValueError(
-            f"--workers / --scheduler share out audio features (`mer train {mapped}`); "
-            f"the '{args.branch}' branch computes none"
+            f"--workers / --scheduler share out the features of clips (`mer train {mapped}`); "
+            f"the '{args.branch}' branch reads {get_branch(args.branch).reads} and computes none"
         )
     extra = {}
     for option in TRAIN_OPTIONS:
@@ -485,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="audio features (Whisper, MFCC, utterance statistics, spectrograms) on a local Dask cluster "
-        "of N processes, then training reads them from the cache (default: serial)",
+        help="the clips' features (Whisper, MFCC, utterance statistics, spectrograms, face crops) on a "
+        "local Dask cluster of N processes, then training reads them from the cache (default: serial)",
     )
     train.add_argument(
         "--scheduler", default=None, help="the same on a running Dask cluster (tcp://host:8786)"

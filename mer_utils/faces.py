@@ -406,6 +406,21 @@ def _extract_job(job: tuple) -> tuple[str, ClipFaces | None, bool, str | None]:
         return path, None, False, f"{type(error).__name__}: {error}"
 
 
+def _cache_job(path: str, params: FaceParams, cache_dir: str) -> str | None:
+    """Cut and cache one clip's crops (on a Dask worker, see :mod:`mer_utils.feature_map`); the reason it failed, or None.
+
+    The crops stay in the cache (the caller reads them from there), so only the reason travels back.
+    """
+    return _extract_job((path, params, cache_dir))[3]
+
+
+def _is_cached(path: str, params: FaceParams, cache_dir: str) -> bool:
+    try:
+        return face_cache_path(path, params, cache_dir).is_file()
+    except OSError:  # a missing clip: not cached, and its worker records why
+        return False
+
+
 @dataclass
 class FaceExtraction:
     """Result of :func:`extract_faces`: crops per clip path, failures and cache statistics."""
@@ -451,19 +466,36 @@ def extract_faces(
     Each finished clip is written to the cache at once, so an interrupted run resumes where it
     stopped. ``workers`` > 1 runs a "spawn" process pool (each worker loads TensorFlow and MTCNN
     once, about 3 s); a script calling it that way needs the usual ``if __name__ == "__main__":``
-    guard. ``manifest`` (a CSV path) receives the failed clips and why.
+    guard. ``manifest`` (a CSV path) receives the failed clips and why. Inside
+    :func:`mer_utils.feature_map.cluster` (``mer train video --workers/--scheduler``) the Dask
+    workers cut and cache the crops of the clips not cached yet, and this process reads them back.
     """
     from tqdm.auto import tqdm
 
+    from mer_utils import feature_map
+
     params = params or FaceParams()
     # The cache folder is resolved here so spawned workers (and monkeypatched tests) agree on it.
-    jobs = [(str(p), params, str(faces_cache_dir(cache_dir))) for p in paths]
+    folder = str(faces_cache_dir(cache_dir).resolve())
+    jobs = [(str(p), params, folder) for p in paths]
     faces: dict[str, ClipFaces] = {}
     failed: list[tuple[str, str]] = []
     computed = cached = 0
     # mininterval keeps notebook outputs short (a line every few seconds, not one per clip).
     bar = tqdm(total=len(jobs), desc="face crops", unit="clip", disable=not progress, mininterval=3)
-    if workers > 1 and len(jobs) > 1:
+    if feature_map.active():
+        # The workers fill the cache (same files as serially); a clip that failed there keeps its reason.
+        todo = [path for path, _, _ in jobs if not _is_cached(path, params, folder)]
+        reasons = feature_map.fill(todo, functools.partial(_cache_job, params=params, cache_dir=folder))
+        mapped = set(todo)
+        for job in jobs:
+            path = job[0]
+            result = (path, None, False, reasons[path]) if path in reasons else _extract_job(job)
+            if result[1] is not None and path in mapped:
+                result = (path, result[1], True, None)  # computed on a worker, read back from the cache
+            computed, cached = _collect(result, faces, failed, computed, cached)
+            bar.update()
+    elif workers > 1 and len(jobs) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 

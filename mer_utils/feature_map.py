@@ -1,8 +1,9 @@
 """Feature caches filled in parallel on Dask: `mer train ... --workers N | --scheduler ADDRESS`.
 
 Training reads every clip's features through :func:`mer_utils.audio.extract_features` (Whisper
-embeddings, MFCC sequences, utterance statistics, log-mel spectrograms), which caches each clip's
-array on disk. Inside :func:`cluster`, ``extract_features`` first hands the clips to :func:`fill`:
+embeddings, MFCC sequences, utterance statistics, log-mel spectrograms) or
+:func:`mer_utils.faces.extract_faces` (face detection and crops, the video branch), which cache each
+clip's result on disk. Inside :func:`cluster`, they first hand the clips to :func:`fill`:
 chunks of clips go to the Dask workers, each computes and caches its clips' features, and the
 training process then reads them all from the cache, in the clips' order, as a serial run would
 (same files, same keys). The arrays equal the serial ones up to floating-point rounding: a worker
@@ -13,8 +14,7 @@ Clips that cannot be read are reported back with their reason and skipped as in 
 The same engine as batch prediction (:mod:`mer_utils.batch`): a local cluster of worker processes
 (``workers``) or a running one (``scheduler``: Slurm through dask-jobqueue, Kubernetes). Workers of a
 remote cluster need the clips and the cache folder at the same paths (a shared file system; set
-``MER_CACHE_DIR``). Face crops (the video and faces branches) are not mapped yet: they are cut
-one clip at a time while those branches train.
+``MER_CACHE_DIR``). The text and faces branches read a CSV or face images, not clips, and refuse it.
 """
 
 from __future__ import annotations

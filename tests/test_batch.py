@@ -25,6 +25,7 @@ from mer_utils.batch import (  # noqa: E402
     MANIFEST_FILE,
     BatchError,
     collect_clips,
+    folder_chunks,
     predict_batch,
     predict_with_models,
     read_output,
@@ -267,6 +268,20 @@ def test_killed_workers_and_a_hanging_clip_lose_nothing_and_repeat_nothing(
     )
 
 
+def test_folder_chunks_deal_every_folders_first_chunk_first():
+    clips = [f"a/{i}.wav" for i in range(5)] + [f"b/{i}.wav" for i in range(2)] + ["c/0.wav"]
+    assert folder_chunks(clips, 2) == [
+        ["a/0.wav", "a/1.wav"],
+        ["b/0.wav", "b/1.wav"],
+        ["c/0.wav"],
+        ["a/2.wav", "a/3.wav"],
+        ["a/4.wav"],
+    ]
+    assert folder_chunks([], 4) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        folder_chunks(clips, 0)
+
+
 # --- the benchmark script ---------------------------------------------------------------------------------
 
 
@@ -302,7 +317,7 @@ def test_benchmark_projection_scales_with_clips_and_workers_and_stops_at_the_sch
     assert rows[0]["values"]["256 workers"] == pytest.approx(10_000 / 400 / 3600)
     monkeypatch.setenv("MER_RESULTS_DIR", str(tmp_path))
     args = script.argparse.Namespace(
-        data=Path("data/x"), models=[Path("runs/a")], clips=10, single=2, results="b"
+        data=Path("data/x"), models=[Path("runs/a")], clips=10, single=2, results="b", chunk_size=4
     )
     script.record(args, measured)
     from mer_utils.results import load_results, render_table
@@ -312,3 +327,20 @@ def test_benchmark_projection_scales_with_clips_and_workers_and_stops_at_the_sch
     assert speed["metrics"][2]["values"]["x one process per clip"] == 20.0
     assert "shared" in speed["protocol"]["split"]
     assert "10,000 clips" in render_table(load_results("b_projection", tmp_path))
+    # A run that measured how busy the CPU was says so, and names the fastest way to use every core.
+    idle = dict(measured, **{"busy before": 0.03, "chunk size": 16})
+    idle["Dask, 1 worker, all cores"] = dict(mode, steady_clips_per_second=5.0)
+    script.record(args, idle)
+    speed = load_results("b", tmp_path)
+    assert "idle (3% busy" in speed["protocol"]["split"]
+    assert "16 clips per Dask task" in speed["protocol"]["test"]
+    cores = os.cpu_count()
+    assert (
+        f"fastest on all {cores} cores steady: Dask, 2 workers (clips/s: batch, serial 4.00"
+        in speed["protocol"]["selection"]
+    )
+    # End to end (2.0 clips/s for every mode here), the first of the equals is named.
+    assert f"fastest on all {cores} cores end to end: batch, serial" in speed["protocol"]["selection"]
+    assert "1.80x (parallel efficiency 0.90)" in speed["protocol"]["selection"]
+    assert [row["name"] for row in speed["metrics"]][3] == "Dask, 1 worker, all cores"
+    assert "x 16 clips per task" in load_results("b_projection", tmp_path)["protocol"]["test"]
