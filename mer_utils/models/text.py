@@ -290,7 +290,9 @@ class SoftmaxScores(BaseEstimator, ClassifierMixin):
                     features[fit_rows], labels[fit_rows], sample_weight=fold_weights
                 )
                 columns = np.searchsorted(classes, member.classes_)
-                scores[np.ix_(score_rows, columns)] = member.decision_function(features[score_rows])
+                scores[np.ix_(score_rows, columns)] = _score_columns(
+                    member.decision_function(features[score_rows])
+                )
             target = np.searchsorted(classes, labels)
             candidates = np.geomspace(0.3, 30.0, 41)
             losses = [_log_loss(scores * t, target) for t in candidates]
@@ -300,8 +302,8 @@ class SoftmaxScores(BaseEstimator, ClassifierMixin):
         return self
 
     def decision_function(self, features):
-        """The wrapped estimator's scores."""
-        return self.estimator_.decision_function(features)
+        """The wrapped estimator's scores, one column per class (also with two classes)."""
+        return _score_columns(self.estimator_.decision_function(features))
 
     def predict_proba(self, features):
         """Softmax of temperature x decision scores."""
@@ -315,6 +317,15 @@ class SoftmaxScores(BaseEstimator, ClassifierMixin):
     def predict(self, features):
         """The estimator's own decision."""
         return self.estimator_.predict(features)
+
+
+def _score_columns(scores):
+    """(n, K) scores: a two-class margin model gives one score per row (for its second class),
+    which becomes the columns (-s/2, s/2), whose softmax is the sigmoid of s."""
+    import numpy as np
+
+    scores = np.asarray(scores, dtype=float)
+    return np.column_stack([-scores / 2, scores / 2]) if scores.ndim == 1 else scores
 
 
 def _log_loss(scores, target) -> float:
