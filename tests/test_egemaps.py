@@ -124,3 +124,21 @@ def test_egemaps_run_answers_a_real_lone_clip(tmp_path, monkeypatch, real_audio_
     assert answer["available"], answer["reason"]
     assert np.isclose(sum(answer["probabilities"]), 1, atol=1e-6)
     assert answer["details"]["normalisation"] == "speaker"
+
+
+def test_whisper_and_egemaps_vectors_join_on_the_clips_both_read():
+    from mer_utils.audio import FeatureBatch
+    from mer_utils.pipelines.audio_vectors import _joined_batch
+
+    rows = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "emotion": ["sad", "angry", "sad"]})
+    whisper = FeatureBatch(np.arange(6.0).reshape(3, 2), rows, [])
+    # eGeMAPS could not read b.wav and lists the rest in another order: the join keeps a and c, aligned.
+    measured = FeatureBatch(
+        np.array([[30.0], [10.0]]),
+        rows.iloc[[2, 0]].reset_index(drop=True),
+        [{"path": "b.wav", "reason": "short"}],
+    )
+    joined = _joined_batch(whisper, measured)
+    assert joined.rows["path"].tolist() == ["a.wav", "c.wav"]
+    np.testing.assert_array_equal(joined.features, [[0.0, 1.0, 10.0], [4.0, 5.0, 30.0]])
+    assert joined.skipped == [{"path": "b.wav", "reason": "short"}]
