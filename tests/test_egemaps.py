@@ -108,6 +108,7 @@ def test_egemaps_model_trains_predicts_and_records_its_features(tmp_path, monkey
     assert again.tolist() == test["pred_label"].tolist()
 
 
+@pytest.mark.realdata
 def test_egemaps_run_answers_a_real_lone_clip(tmp_path, monkeypatch, real_audio_dir):
     from mer_utils.pipelines import base
 
@@ -142,3 +143,32 @@ def test_whisper_and_egemaps_vectors_join_on_the_clips_both_read():
     assert joined.rows["path"].tolist() == ["a.wav", "c.wav"]
     np.testing.assert_array_equal(joined.features, [[0.0, 1.0, 10.0], [4.0, 5.0, 30.0]])
     assert joined.skipped == [{"path": "b.wav", "reason": "short"}]
+
+
+@pytest.mark.slow
+def test_whisper_egemaps_model_records_both_features_and_refuses_another_encoder(tmp_path, monkeypatch):
+    from mer_utils import whisper_encoder
+    from mer_utils.pipelines import base
+    from mer_utils.runs import read_predictions
+
+    if not whisper_encoder.available():
+        pytest.skip(f"Whisper encoder not installed: {whisper_encoder.INSTALL}")
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "corpus").mkdir()
+    manifest = _corpus(tmp_path / "corpus", speakers=5, takes=1)
+    out = tmp_path / "run"
+    settings = {"out_of_fold": False}
+    base.train(
+        "audio", [manifest], out, seed=0, model="whisper+egemaps", smoke=True, progress=False, **settings
+    )
+    info = json.loads((out / "run.json").read_text())
+    assert info["feature_kind"] == "whisper+egemaps" and set(info["features"]) == {"whisper", "egemaps"}
+    embedding = whisper_encoder.clip_embedding(tmp_path / "corpus" / "s0_sad_0.wav")
+    assert info["num_features"] == embedding.size + egemaps.NUM_FEATURES
+    test = read_predictions(out, "test")
+    rescored = base.predict_table(out, [manifest]).set_index("path").loc[test["path"], "pred_label"]
+    assert rescored.tolist() == test["pred_label"].tolist()
+    info["features"]["whisper"]["encoder"] = "whisper-large:0123456789ab"
+    (out / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="whisper-large"):
+        base.predict_table(out, [manifest])
