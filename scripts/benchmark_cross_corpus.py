@@ -1,6 +1,8 @@
-"""Cross-corpus benchmark of the Whisper audio model: leave one corpus out over RAVDESS, URDU and TurEV-DB.
+"""Cross-corpus benchmark of the audio models: leave one corpus out over RAVDESS, URDU and TurEV-DB.
 
-Every model is a real ``mer train audio --model whisper`` run (speaker-disjoint train / val / test
+Every model is a real ``mer train audio --model whisper`` run (or ``--models``: ``egemaps``, logistic
+regression on the opensmile eGeMAPSv02 functionals, and ``whisper+egemaps``, the same on both vectors
+concatenated, each column standardised) (speaker-disjoint train / val / test
 inside each training corpus, :func:`mer_utils.corpora.speaker_disjoint_split`), scored through the
 run's own prediction path (``mer evaluate``'s :func:`mer_utils.pipelines.base.predict_table`):
 
@@ -34,7 +36,7 @@ its voice frames, :func:`mer_utils.whisper_encoder.loudness_vad`). Every model i
 bundled run's recipe (:data:`mer_utils.default_runs.AUDIO_RECIPE`) but for the setup's choices.
 
     python scripts/benchmark_cross_corpus.py --data-dir ../shared/data --out /tmp/cross_corpus \
-        [--preprocessing none loudness+vad] [--reuse]
+        [--models whisper egemaps whisper+egemaps] [--preprocessing none loudness+vad] [--reuse]
 
 ``--reuse`` reads finished runs already in ``--out`` (same setup, seed and data) instead of
 retraining them, so a setup can be added to a measured folder; every row is still scored again.
@@ -70,6 +72,8 @@ CLASS_WEIGHT_POWERS = (0.0, 1.0)
 NORMALISATIONS = ("speaker", "global")
 # What is done to the audio before the Whisper encoder (mer_utils.whisper_encoder.PREPROCESSING).
 PREPROCESSING = ("none",)
+# The audio models measured (mer train audio --model; rows of a model other than whisper name it).
+MODELS = ("whisper",)
 # Bootstrap resamples of each interval.
 BOOTSTRAP_SAMPLES = 1000
 # Issue #20's targets: held-out-corpus accuracy on 4 classes, no class above half of the answers.
@@ -140,8 +144,9 @@ def train_run(
     power: float,
     preprocess: str = "none",
     reuse: bool = False,
+    model: str = "whisper",
 ) -> dict:
-    """A ``mer train audio --model whisper`` run on ``sources`` (the bundled run's recipe with this
+    """A ``mer train audio --model MODEL`` run on ``sources`` (the bundled run's recipe with this
     ``normalisation``, class weights to ``power`` and audio ``preprocess``); its metrics.
 
     ``reuse``: a finished run already in ``out`` with these settings, seed and data is read, not retrained.
@@ -156,19 +161,23 @@ def train_run(
     if reuse and (out / "metrics.json").is_file() and (out / "run.json").is_file():
         info = json.loads((out / "run.json").read_text())
         stored = {key: info["settings"].get(key, "none") for key in settings}
-        if stored == settings and info.get("seed") == seed and info.get("data") == data:
+        same = info.get("seed") == seed and info.get("data") == data and info.get("model") == model
+        if stored == settings and same:
             return json.loads((out / "metrics.json").read_text())
-    recipe = {**AUDIO_RECIPE, **settings}
+    recipe = {**AUDIO_RECIPE, **settings, "model": model}
     return base.train(
         "audio", [str(s) for s in sources], out, seed=seed, progress=False, out_of_fold=False, **recipe
     )
 
 
-def _setup_name(setup: tuple[str, float, str], separator: str = ", ") -> str:
-    """A setup in row keys and run folder names: its normalisation, class-weight power and, when there
-    is one, its audio preprocessing (keys of the setups measured before the option stay the same)."""
-    normalisation, power, preprocess = setup
-    parts = [normalisation, f"w{power:g}"] + ([preprocess] if preprocess != "none" else [])
+def _setup_name(setup: tuple, separator: str = ", ") -> str:
+    """A setup in row keys and run folder names: its model when not whisper, normalisation,
+    class-weight power and, when there is one, its audio preprocessing (keys of the setups measured
+    before these options stay the same)."""
+    normalisation, power, preprocess, *model = setup
+    model = model[0] if model else "whisper"
+    parts = ([model] if model != "whisper" else []) + [normalisation, f"w{power:g}"]
+    parts += [preprocess] if preprocess != "none" else []
     return separator.join(parts)
 
 
@@ -189,6 +198,7 @@ def measure(
     normalisations: tuple[str, ...] = NORMALISATIONS,
     preprocessing: tuple[str, ...] = PREPROCESSING,
     reuse: bool = False,
+    models: tuple[str, ...] = MODELS,
 ) -> list[dict]:
     """Train every model of the protocol and score it; the results rows."""
     from mer_utils.branches import get_branch
@@ -203,30 +213,44 @@ def measure(
     rows: list[dict] = []
 
     def variants(trained: list[str], name: str):
-        """(run folder, its values) of each setup trained on ``trained``: every audio preprocessing and
-        normalisation, and every class-weight power when there are several corpora; the one chosen on
-        validation is marked."""
+        """(run folder, its values) of each setup trained on ``trained``: every model, audio preprocessing
+        and normalisation, and every class-weight power when there are several corpora; the one
+        chosen on validation among each model's own setups is marked."""
         setups = [
-            (n, p, a)
+            (n, p, a, m)
+            for m in models
             for a in preprocessing
             for n in normalisations
             for p in (powers if len(trained) > 1 else (0.0,))
         ]
         runs, metrics = {}, {}
         for setup in setups:
-            normalisation, power, preprocess = setup
-            runs[setup] = out / f"{name}-{_setup_name(setup, '-')}"
+            normalisation, power, preprocess, model = setup
+            runs[setup] = out / f"{name}-{_setup_name(setup, '-').replace('+', '-')}"
             metrics[setup] = train_run(
-                [source[c] for c in trained], runs[setup], seed, normalisation, power, preprocess, reuse
+                [source[c] for c in trained],
+                runs[setup],
+                seed,
+                normalisation,
+                power,
+                preprocess,
+                reuse,
+                model,
             )
             print(f"{name} {_setup_name(setup)}: val {metrics[setup]['val']['accuracy']:.3f}")
-        chosen = base.choose_on_validation({setup: m["val"] for setup, m in metrics.items()})
+        # Each model's own setups compete (a model is measured, not chosen, beside the others).
+        chosen = {
+            base.choose_on_validation({setup: m["val"] for setup, m in metrics.items() if setup[3] == model})
+            for model in models
+        }
         for setup, run in runs.items():
-            normalisation, power, preprocess = setup
+            normalisation, power, preprocess, model = setup
             weights = {0.0: "none", 1.0: "balanced"}.get(power, f"balanced ** {power:g}")
             values = {"normalisation": normalisation, "class weights": weights, "audio": preprocess}
-            if len(runs) > 1:
-                values["chosen on val"] = "yes" if setup == chosen else ""
+            if model != "whisper":
+                values["model"] = model
+            if len(runs) > len(models):
+                values["chosen on val"] = "yes" if setup in chosen else ""
             yield run, _setup_name(setup), values
 
     def add(
@@ -303,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         help="audio before the encoder (mer_utils.whisper_encoder.loudness_vad)",
     )
     parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        choices=("whisper", "egemaps", "whisper+egemaps"),
+        help="audio models measured (each chosen on validation among its own setups)",
+    )
+    parser.add_argument(
         "--reuse", action="store_true", help="read finished runs already in --out instead of retraining them"
     )
     parser.add_argument("--results-dir", type=Path, default=None, help="write the results file here")
@@ -318,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             tuple(args.normalisations),
             tuple(args.preprocessing),
             args.reuse,
+            tuple(args.models),
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -632,3 +632,11 @@ def test_benchmark_cross_corpus_scores_four_classes_with_intervals_and_the_answe
     assert row["values"]["top share"] == pytest.approx(share, abs=1e-3) and share > 0.5
     assert row["per_class_recall"]["neutral"] == 1.0 and row["per_class_recall"]["sad"] == 1.0
     assert sum(row["details"]["answers"].values()) == 50 and row["details"]["classes"] == 4
+
+
+def test_benchmark_cross_corpus_names_a_model_only_when_it_is_not_whisper():
+    cross = _script("benchmark_cross_corpus")
+    # Rows measured before the models option keep their keys; the other models' rows say which they are.
+    assert cross._setup_name(("speaker", 0.0, "none")) == "speaker, w0"
+    assert cross._setup_name(("global", 1.0, "loudness+vad", "whisper")) == "global, w1, loudness+vad"
+    assert cross._setup_name(("speaker", 1.0, "none", "whisper+egemaps"), "-") == "whisper+egemaps-speaker-w1"

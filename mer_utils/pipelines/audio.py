@@ -3,8 +3,10 @@
 Two families share the split, the run folder and the prediction functions: Keras models on MFCC
 sequences (cnn, lstm, bilstm, attention, their average ``ensemble``, ``stats``), and scikit-learn
 models on one vector per clip, saved as ``model.skops``: ``whisper`` (the default: logistic
-regression on frozen Whisper-encoder embeddings, :mod:`mer_utils.whisper_encoder`), and ``logreg``
-and ``svm`` on hand-made utterance statistics (:func:`mer_utils.utterance.utterance_features`).
+regression on frozen Whisper-encoder embeddings, :mod:`mer_utils.whisper_encoder`), ``logreg``
+and ``svm`` on hand-made utterance statistics (:func:`mer_utils.utterance.utterance_features`),
+``egemaps`` on the standard eGeMAPS voice parameters (:mod:`mer_utils.egemaps`) and
+``whisper+egemaps`` on both vectors side by side.
 
 Training is ``base.train("audio", data, out, settings)`` (``mer train audio``) calling this module's
 hooks with :class:`AudioSettings` (``FULL`` / ``SMOKE``): ``index`` reads one or more corpus

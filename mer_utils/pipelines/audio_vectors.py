@@ -1,8 +1,10 @@
-"""The audio branch's scikit-learn path: one vector per clip (utterance statistics or a Whisper embedding).
+"""The audio branch's scikit-learn path: one vector per clip (utterance statistics, eGeMAPS or a Whisper embedding).
 
-``logreg`` / ``svm`` on :func:`mer_utils.utterance.utterance_features` and ``whisper`` (logistic
-regression on :func:`mer_utils.whisper_encoder.clip_embedding`), each a StandardScaler +
-classifier pipeline saved as ``model.skops``. :func:`vector_features`, :func:`fit_vectors` and
+``logreg`` / ``svm`` on :func:`mer_utils.utterance.utterance_features`, ``egemaps`` (logistic
+regression on the opensmile eGeMAPSv02 functionals, :mod:`mer_utils.egemaps`), ``whisper``
+(logistic regression on :func:`mer_utils.whisper_encoder.clip_embedding`) and ``whisper+egemaps``
+(the two vectors of a clip concatenated, each column standardised by the pipeline's scaler), each a
+StandardScaler + classifier pipeline saved as ``model.skops``. :func:`vector_features`, :func:`fit_vectors` and
 :func:`vector_tables` are the ``features``, ``fit`` and ``tables`` hooks of
 :mod:`mer_utils.pipelines.audio` for these models; the index, split and run folder are the branch's.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer_utils import audio, utterance
+from mer_utils import audio, egemaps, utterance
 from mer_utils import speakers as speakers_module
 from mer_utils.config import DEFAULT_SEED
 from mer_utils.pipelines import out_of_fold
@@ -32,11 +34,20 @@ from mer_utils.pipelines.audio_common import (
 from mer_utils.pipelines.base import Fitted, load_model
 
 # scikit-learn models on one vector per clip (saved as model.skops): "logreg" (L2 logistic regression)
-# and "svm" (RBF support vector machine with Platt probabilities) on utterance statistics, and
-# "whisper" (L2 logistic regression) on Whisper-encoder embeddings.
-SKLEARN_MODELS = ("logreg", "svm", "whisper")
+# and "svm" (RBF support vector machine with Platt probabilities) on utterance statistics,
+# "egemaps" (L2 logistic regression) on eGeMAPS, "whisper" (L2 logistic regression) on
+# Whisper-encoder embeddings and "whisper+egemaps" (the same on both, concatenated).
+SKLEARN_MODELS = ("logreg", "svm", "egemaps", "whisper", "whisper+egemaps")
 # What each scikit-learn model's vector is (run.json key ``feature_kind``).
-FEATURE_KINDS = {"logreg": "utterance", "svm": "utterance", "whisper": "whisper"}
+FEATURE_KINDS = {
+    "logreg": "utterance",
+    "svm": "utterance",
+    "egemaps": "egemaps",
+    "whisper": "whisper",
+    "whisper+egemaps": "whisper+egemaps",
+}
+# The Whisper part of a concatenated vector comes first, then eGeMAPS (run.json ``features`` keys).
+JOINED_PARTS = ("whisper", "egemaps")
 # Their saved pipeline (StandardScaler + classifier) inside the run folder (skops: no code runs on load).
 SKLEARN_MODEL_FILE = "model.skops"
 # Inverse regularisation strengths, chosen on the validation actors 07, 10, 11 of the default split
@@ -46,6 +57,10 @@ SVM_C = 3.0
 # On the Whisper embeddings: C in {0.01, 0.03, 0.1, 1} by actor-grouped 5-fold CV over the 15 training and
 # validation actors of the default split (0.817 for 0.01-0.1, 0.804 for 1); the middle value.
 WHISPER_C = 0.03
+# On eGeMAPS: C in {0.01, 0.03, 0.1, 0.3, 1} by actor-grouped 5-fold CV over the 15 training and validation
+# actors of the default split (speaker normalisation): 0.614, 0.631, 0.622, 0.622, 0.620, flat within a
+# point, so the utterance statistics' value is kept. whisper+egemaps uses WHISPER_C.
+EGEMAPS_C = LOGREG_C
 
 
 def class_weights(y: np.ndarray, power: float) -> dict[str, float]:
@@ -60,15 +75,15 @@ def class_weights(y: np.ndarray, power: float) -> dict[str, float]:
 
 
 def build_sklearn_model(name: str, seed: int = DEFAULT_SEED):
-    """StandardScaler + classifier pipeline of a scikit-learn audio model (logreg, svm or whisper)."""
+    """StandardScaler + classifier pipeline of a scikit-learn audio model (:data:`SKLEARN_MODELS`)."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    if name in ("logreg", "whisper"):
-        c = WHISPER_C if name == "whisper" else LOGREG_C
+    if name in ("logreg", "whisper", "egemaps", "whisper+egemaps"):
+        c = EGEMAPS_C if name == "egemaps" else WHISPER_C if name.startswith("whisper") else LOGREG_C
         classifier = LogisticRegression(C=c, max_iter=3000, random_state=seed)
     elif name == "svm":
         # Platt-scaled probabilities fitted by internal cross-validation (SVC(probability=True) is deprecated).
@@ -98,8 +113,9 @@ def vector_features(index: pd.DataFrame, settings, model: str, seed: int, progre
     """The audio branch's ``features`` hook for a scikit-learn model: one normalised vector per clip.
 
     Utterance statistics for logreg / svm (:func:`mer_utils.utterance.utterance_features`: MFCC +
-    delta statistics, log-mel band levels, spectral shape, pitch and energy) or the Whisper
-    embedding for whisper (:func:`mer_utils.whisper_encoder.clip_embedding`), cached; each speaker
+    delta statistics, log-mel band levels, spectral shape, pitch and energy), eGeMAPS for egemaps
+    (:func:`mer_utils.egemaps.clip_egemaps`), the Whisper embedding for whisper
+    (:func:`mer_utils.whisper_encoder.clip_embedding`) or both for whisper+egemaps, cached; each speaker
     is standardised with their own clips (no labels) when ``settings.normalisation`` is "speaker".
     """
     kind = FEATURE_KINDS[model]
@@ -267,8 +283,12 @@ def _vector_features(kind: str, preprocess: str = "none") -> dict:
         from mer_utils import whisper_encoder
 
         return whisper_encoder.feature_params(preprocess)
+    if kind == "whisper+egemaps":
+        return {"whisper": _vector_features("whisper", preprocess), "egemaps": _vector_features("egemaps")}
     if preprocess != "none":
-        raise ValueError(f"preprocess {preprocess!r} is for the whisper model only, not {kind} features")
+        raise ValueError(f"preprocess {preprocess!r} is for the whisper models only, not {kind} features")
+    if kind == "egemaps":
+        return egemaps.EgemapsParams().to_dict()
     return utterance.UtteranceParams().to_dict()
 
 
@@ -279,6 +299,8 @@ def _preprocess_of(features: dict) -> str:
 
 def _check_encoder(kind: str, features: dict, run_dir: Path | None = None) -> None:
     """Refuse a whisper run whose encoder differs from the one this machine would use."""
+    if kind == "whisper+egemaps":
+        kind, features = "whisper", features["whisper"]
     if kind != "whisper":
         return
     from mer_utils import whisper_encoder
@@ -299,7 +321,15 @@ def _vector_batch(
     seed: int = DEFAULT_SEED,
     progress: bool = True,
 ) -> audio.FeatureBatch:
-    """One vector per clip of ``index`` (utterance statistics or Whisper embedding), cached."""
+    """One vector per clip of ``index`` (utterance statistics, eGeMAPS, Whisper embedding or both), cached."""
+    if kind == "whisper+egemaps":
+        parts = [
+            _vector_batch(part, features[part], index, noise_snr_db, seed, progress) for part in JOINED_PARTS
+        ]
+        return _joined_batch(*parts)
+    if kind == "egemaps":
+        params = egemaps.EgemapsParams(**features)
+        return egemaps.egemaps_batch(index, params, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
     if kind == "whisper":
         from mer_utils import whisper_encoder
 
@@ -314,9 +344,31 @@ def _vector_batch(
     return utterance.utterance_batch(index, params, noise_snr_db=noise_snr_db, seed=seed, progress=progress)
 
 
+def _joined_batch(first: audio.FeatureBatch, second: audio.FeatureBatch) -> audio.FeatureBatch:
+    """Two batches of the same index side by side: the clips both could read, their vectors concatenated."""
+    second_row = {path: row for row, path in enumerate(second.rows["path"].astype(str))}
+    keep = [row for row, path in enumerate(first.rows["path"].astype(str)) if path in second_row]
+    other = [second_row[path] for path in first.rows["path"].astype(str).iloc[keep]]
+    reasons = {item["path"]: item["reason"] for item in first.skipped + second.skipped}
+    return audio.FeatureBatch(
+        features=np.concatenate([first.features[keep], second.features[other]], axis=1),
+        rows=first.rows.iloc[keep].reset_index(drop=True),
+        skipped=[{"path": path, "reason": reason} for path, reason in reasons.items()],
+    )
+
+
 def _clip_vector(kind: str, features: dict, path: Path, cached: bool = False) -> np.ndarray:
     """One clip's vector; ``cached`` reads / writes the feature cache (the speaker reference clips)."""
-    if kind == "whisper":
+    if kind == "whisper+egemaps":
+        return np.concatenate([_clip_vector(part, features[part], path, cached) for part in JOINED_PARTS])
+    if kind == "egemaps":
+        params = egemaps.EgemapsParams(**features)
+
+        def compute():
+            return egemaps.clip_egemaps(path, params)
+
+        key = egemaps.egemaps_cache_params(params)
+    elif kind == "whisper":
         from mer_utils import whisper_encoder
 
         preprocess = _preprocess_of(features)
