@@ -405,7 +405,11 @@ def faces_from_frames(frames: np.ndarray, params: FaceParams | None = None) -> C
     """
     params = params or FaceParams()
     frames = np.asarray(frames)
-    boxes = detect_faces(list(frames), params.detectors)
+    return crops_from_boxes(frames, detect_faces(list(frames), params.detectors), params)
+
+
+def crops_from_boxes(frames: np.ndarray, boxes: Sequence[FaceBox | None], params: FaceParams) -> ClipFaces:
+    """The crops of frames whose faces are already found (one box or None per frame), per ``params``."""
     faces, detectors, confidences, coords, aligned = [], [], [], [], []
     for frame, box in zip(frames, boxes, strict=True):
         if box is None:
