@@ -307,7 +307,7 @@ def test_faces_from_frames_aligns_mtcnn_faces_only(monkeypatch):
         FaceBox(70, 50, 100, 110, 12.0, "haar"),
         FaceBox(70, 50, 100, 110, 0.98, "mtcnn"),  # no landmarks: the box crop
     ]
-    monkeypatch.setattr(faces, "detect_faces", lambda images, detectors: found[: len(images)])
+    monkeypatch.setattr(faces, "detect_faces", lambda images, *_: found[: len(images)])
     frames = np.stack([image] * 3)
     plain = faces.faces_from_frames(frames, FaceParams(num_frames=3, size=48))
     aligned = faces.faces_from_frames(frames, FaceParams(num_frames=3, size=48, align=True, gray=True))
@@ -359,3 +359,54 @@ def test_frame_weights_follow_confidence_and_face_size():
         faces.weighted_clip_mean(probabilities, np.ones(3))
     with pytest.raises(ValueError, match="finite and >= 0"):
         faces.weighted_clip_mean(probabilities, np.array([1.0, -1.0]))
+
+
+class _ProportionalDetector:
+    """A stand-in for MTCNN that finds a face at fixed fractions of whatever image it is shown."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def detect_faces(self, images):
+        batch = isinstance(images, list)
+        answers = []
+        for image in images if batch else [images]:
+            height, width = image.shape[:2]
+            self.shapes.append(image.shape[:2])
+            answers.append(
+                [
+                    {
+                        "box": [0.25 * width, 0.2 * height, 0.5 * width, 0.6 * height],
+                        "confidence": 0.99,
+                        "keypoints": {
+                            "left_eye": (0.6 * width, 0.4 * height),
+                            "right_eye": (0.4 * width, 0.4 * height),
+                        },
+                    }
+                ]
+            )
+        return answers if batch else answers[0]
+
+
+def test_detection_on_a_shrunk_frame_maps_boxes_back_to_the_full_frame(monkeypatch):
+    detector = _ProportionalDetector()
+    monkeypatch.setattr(faces, "get_mtcnn", lambda: detector)
+    frames = [np.zeros((720, 960, 3), np.uint8), np.zeros((720, 960, 3), np.uint8)]
+    full = faces.detect_faces_mtcnn(frames)
+    shrunk = faces.detect_faces_mtcnn(frames, detect_side=320)
+    assert detector.shapes[:2] == [(720, 960)] * 2 and detector.shapes[2:] == [(240, 320)] * 2
+    for big, small in zip(full, shrunk, strict=True):
+        np.testing.assert_allclose(
+            [small.x, small.y, small.width, small.height], [big.x, big.y, big.width, big.height]
+        )
+        np.testing.assert_allclose(small.keypoints["left_eye"], big.keypoints["left_eye"])
+    # A frame already smaller than detect_side is detected as it is.
+    small_frame = np.zeros((200, 160, 3), np.uint8)
+    (box,) = faces.detect_faces_mtcnn([small_frame], detect_side=320)
+    assert detector.shapes[-1] == (200, 160) and box.width == 80
+    assert (
+        "detect_side" not in FaceParams().cache_dict()
+        and FaceParams(detect_side=320).cache_dict()["detect_side"] == 320
+    )
+    with pytest.raises(ValueError, match="detect_side"):
+        FaceParams(detect_side=10)
