@@ -235,3 +235,178 @@ def test_preprocess_faces_matches_resnet50_preprocessing():
     # Caffe mode: RGB -> BGR, minus the ImageNet channel means.
     np.testing.assert_allclose(out[0, 0, 0], [-103.939, -116.779, 255 - 123.68], atol=1e-3)
     assert crop[0, 0, 0, 0] == 255  # the input is not modified in place
+
+
+# --- alignment and frame weights ------------------------------------------------------------
+
+
+def _drawn_face(angle_degrees: float) -> tuple[np.ndarray, tuple, tuple]:
+    """A grey 'face' with two dark eyes and a mouth, rotated by ``angle_degrees``; its eye centres."""
+    import cv2
+
+    image = np.full((200, 240, 3), 200, np.uint8)
+    eyes = [(100.0, 90.0), (140.0, 90.0)]
+    for x, y in eyes:
+        cv2.circle(image, (int(x), int(y)), 5, (20, 20, 20), -1)
+    cv2.rectangle(image, (105, 130), (135, 136), (60, 60, 60), -1)
+    matrix = cv2.getRotationMatrix2D((120.0, 110.0), angle_degrees, 1.0)
+    rotated = cv2.warpAffine(image, matrix, (240, 200), borderValue=(200, 200, 200))
+    moved = [tuple(matrix @ np.array([x, y, 1.0])) for x, y in eyes]
+    left, right = sorted(moved)
+    return rotated, left, right
+
+
+def _dark_blob_centres(crop: np.ndarray) -> list[tuple[float, float]]:
+    """Centroids (x, y) of the dark blobs in the upper half of a crop, left to right."""
+    import cv2
+
+    gray = crop[..., 0]
+    upper = (gray[: gray.shape[0] // 2] < 100).astype(np.uint8)
+    count, _, _, centroids = cv2.connectedComponentsWithStats(upper)
+    return sorted((float(x), float(y)) for x, y in centroids[1:count])
+
+
+@pytest.mark.parametrize("angle", [25.0, -15.0])
+def test_align_face_levels_the_eyes_at_fer2013_geometry(angle):
+    image, left, right = _drawn_face(angle)
+    assert abs(left[1] - right[1]) > 10  # the drawn face is visibly tilted
+    crop = faces.align_face(image, left, right, size=96)
+    assert crop.shape == (96, 96, 3) and crop.dtype == np.uint8
+    (left_x, left_y), (right_x, right_y) = _dark_blob_centres(crop)
+    assert abs(left_y - right_y) < 1.0  # level
+    assert abs((left_y + right_y) / 2 - faces.ALIGNED_EYE_HEIGHT * 96) < 1.5
+    assert abs((right_x - left_x) - faces.ALIGNED_EYE_DISTANCE * 96) < 1.5
+    assert abs((left_x + right_x) / 2 - 48) < 1.5
+    # The mouth stays below the eyes (the face was rotated, not mirrored or flipped).
+    assert (crop[70:90, 35:61, 0] < 100).any()
+
+
+def test_align_face_shrinks_a_large_face_and_rejects_bad_eyes():
+    image, left, right = _drawn_face(10.0)
+    big = cv2_resize(image, 4)
+    crop = faces.align_face(big, tuple(4 * v for v in left), tuple(4 * v for v in right), size=48)
+    (left_x, left_y), (right_x, right_y) = _dark_blob_centres(crop)
+    assert abs(left_y - right_y) < 1.0 and abs((right_x - left_x) - 0.36 * 48) < 1.5
+    with pytest.raises(ValueError, match="left eye first"):
+        faces.align_face(image, right, left, size=48)
+    with pytest.raises(ValueError, match="pixels between them"):
+        faces.align_face(image, (50.0, 50.0), (51.0, 50.0), size=48)
+
+
+def cv2_resize(image: np.ndarray, factor: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+
+
+def test_faces_from_frames_aligns_mtcnn_faces_only(monkeypatch):
+    image, left, right = _drawn_face(20.0)
+    keypoints = {"left_eye": right, "right_eye": left}  # MTCNN's naming is the person's side
+    found = [
+        FaceBox(70, 50, 100, 110, 0.99, "mtcnn", keypoints),
+        FaceBox(70, 50, 100, 110, 12.0, "haar"),
+        FaceBox(70, 50, 100, 110, 0.98, "mtcnn"),  # no landmarks: the box crop
+    ]
+    monkeypatch.setattr(faces, "detect_faces", lambda images, *_: found[: len(images)])
+    frames = np.stack([image] * 3)
+    plain = faces.faces_from_frames(frames, FaceParams(num_frames=3, size=48))
+    aligned = faces.faces_from_frames(frames, FaceParams(num_frames=3, size=48, align=True, gray=True))
+    assert plain.aligned.tolist() == [False, False, False]
+    assert aligned.aligned.tolist() == [True, False, False]
+    np.testing.assert_array_equal(aligned.faces[1], faces.to_gray(plain.faces[1]))  # Haar: today's crop, grey
+    assert not np.array_equal(aligned.faces[0], faces.to_gray(plain.faces[0]))
+    assert (aligned.faces[..., 0] == aligned.faces[..., 2]).all()  # grey in three equal channels
+    (left_x, left_y), (right_x, right_y) = _dark_blob_centres(aligned.faces[0])
+    assert abs(left_y - right_y) < 1.0
+
+
+def test_alignment_options_key_the_cache_only_when_on(tmp_path):
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"x")
+    default = FaceParams()
+    assert "align" not in default.cache_dict() and default.as_dict()["align"] is False
+    keys = {faces.face_cache_key(clip, p) for p in (default, FaceParams(align=True), FaceParams(gray=True))}
+    assert len(keys) == 3
+
+
+def test_aligned_flags_survive_the_cache(tmp_path):
+    clip = ClipFaces(
+        faces=np.zeros((2, 8, 8, 3), np.uint8),
+        detectors=["mtcnn", "haar"],
+        confidences=np.array([0.99, 5.0]),
+        boxes=np.zeros((2, 4)),
+        aligned=np.array([True, False]),
+    )
+    loaded = faces.load_clip_faces(faces.save_clip_faces(tmp_path / "c.npz", clip))
+    assert loaded.aligned.tolist() == [True, False]
+
+
+def test_frame_weights_follow_confidence_and_face_size():
+    clip = ClipFaces(
+        faces=np.zeros((5, 8, 8, 3), np.uint8),
+        detectors=["mtcnn", "mtcnn", "haar", "center", "none"],
+        confidences=np.array([0.99, 0.95, 30.0, np.nan, np.nan]),
+        boxes=np.array([[0, 0, 120, 150], [0, 0, 24, 20], [0, 0, 100, 100], [0, 0, 80, 80], [np.nan] * 4]),
+    )
+    weights = faces.frame_weights(clip)
+    np.testing.assert_allclose(weights, [0.99, 0.95 * 0.5, 0.5, 0.5, 0.0])
+    probabilities = np.array([[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(
+        faces.weighted_clip_mean(probabilities, weights[:2]), [0.99, 0.475] / np.float64(1.465)
+    )
+    np.testing.assert_allclose(faces.weighted_clip_mean(probabilities, np.zeros(2)), [0.5, 0.5])
+    with pytest.raises(ValueError, match="one weight per frame"):
+        faces.weighted_clip_mean(probabilities, np.ones(3))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        faces.weighted_clip_mean(probabilities, np.array([1.0, -1.0]))
+
+
+class _ProportionalDetector:
+    """A stand-in for MTCNN that finds a face at fixed fractions of whatever image it is shown."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def detect_faces(self, images):
+        batch = isinstance(images, list)
+        answers = []
+        for image in images if batch else [images]:
+            height, width = image.shape[:2]
+            self.shapes.append(image.shape[:2])
+            answers.append(
+                [
+                    {
+                        "box": [0.25 * width, 0.2 * height, 0.5 * width, 0.6 * height],
+                        "confidence": 0.99,
+                        "keypoints": {
+                            "left_eye": (0.6 * width, 0.4 * height),
+                            "right_eye": (0.4 * width, 0.4 * height),
+                        },
+                    }
+                ]
+            )
+        return answers if batch else answers[0]
+
+
+def test_detection_on_a_shrunk_frame_maps_boxes_back_to_the_full_frame(monkeypatch):
+    detector = _ProportionalDetector()
+    monkeypatch.setattr(faces, "get_mtcnn", lambda: detector)
+    frames = [np.zeros((720, 960, 3), np.uint8), np.zeros((720, 960, 3), np.uint8)]
+    full = faces.detect_faces_mtcnn(frames)
+    shrunk = faces.detect_faces_mtcnn(frames, detect_side=320)
+    assert detector.shapes[:2] == [(720, 960)] * 2 and detector.shapes[2:] == [(240, 320)] * 2
+    for big, small in zip(full, shrunk, strict=True):
+        np.testing.assert_allclose(
+            [small.x, small.y, small.width, small.height], [big.x, big.y, big.width, big.height]
+        )
+        np.testing.assert_allclose(small.keypoints["left_eye"], big.keypoints["left_eye"])
+    # A frame already smaller than detect_side is detected as it is.
+    small_frame = np.zeros((200, 160, 3), np.uint8)
+    (box,) = faces.detect_faces_mtcnn([small_frame], detect_side=320)
+    assert detector.shapes[-1] == (200, 160) and box.width == 80
+    assert (
+        "detect_side" not in FaceParams().cache_dict()
+        and FaceParams(detect_side=320).cache_dict()["detect_side"] == 320
+    )
+    with pytest.raises(ValueError, match="detect_side"):
+        FaceParams(detect_side=10)

@@ -121,9 +121,12 @@ def test_the_faces_crops_and_frame_probabilities_come_from_the_same_pass(loaded,
     for frame in frames:
         assert frame["label"] == labels[int(np.argmax(frame["probabilities"]))]
         assert frame["probability"] == max(frame["probabilities"])
-    # The clip's answer is the mean of its frames' (rounded to 4 decimals in the records).
+    # The clip's answer is the mean of its frames' weighted by their records' weights (rounded to
+    # 4 decimals in the records); the demo face is found and aligned in every frame.
+    assert all(f["aligned"] and 0 < f["weight"] <= 1 for f in frames)
+    weights = np.array([f["weight"] for f in frames])
     np.testing.assert_allclose(
-        np.mean([f["probabilities"] for f in frames], axis=0),
+        weights @ np.array([f["probabilities"] for f in frames]) / weights.sum(),
         result["modalities"]["faces"]["probabilities"],
         atol=1e-3,
     )

@@ -84,7 +84,17 @@ CLIP_FACES = {
     "stop": 0.8,
     "margin": 0.1,
     "detectors": ["mtcnn", "haar", "center"],
+    "align": True,
+    "detect_side": 320,
 }
+# How a run whose run.json predates alignment crops clip faces (its "faces" lacks "align"): MTCNN
+# faces levelled by the eyes and framed like FER2013 (results/faces_alignment.json: the box crop
+# against the aligned one on the real and demo clips). Crops stay in colour: the CNN's first layer
+# greys them with the same luma weights, so grey crops gave the same answers there. MTCNN looks at
+# the frame shrunk to 320 px (faces.DETECT_SIDE): about 6x the frames/s of a full 720p frame, and
+# it found the face in every frame of the real clips that the full-size detection found
+# (results/faces_speed.json).
+CLIP_ALIGNMENT = {"align": True, "detect_side": 320}
 # Default seed for the split, the augmentation and the model.
 SEED = DEFAULT_SEED
 
@@ -371,11 +381,12 @@ def evaluation_extras(info: dict, table: pd.DataFrame) -> dict:
 def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
     """This branch's part of :func:`predict_file`.
 
-    A clip goes frames -> faces (MTCNN, Haar, centre crop) -> frame probabilities -> clip mean;
+    A clip goes frames -> faces (MTCNN, aligned by the eyes per :func:`clip_face_params`; Haar, centre
+    crop) -> frame probabilities -> clip mean weighted by confidence and face size;
     an image file is classified as it is (it is taken to be a face crop already).
     """
     from mer_utils.face_images import IMAGE_SUFFIXES, decode_image
-    from mer_utils.faces import FaceParams, extract_clip_faces
+    from mer_utils.faces import extract_clip_faces
     from mer_utils.media import sampled_frame_seconds
     from mer_utils.pipelines.base import unavailable
 
@@ -385,37 +396,49 @@ def file_prediction(run_dir: Path, info: dict, path: Path, model) -> dict:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such file")
-            faces = decode_image(path, int(info["input_size"]), bool(info["grayscale"]))[None]
-            detectors = ["image"]
+            clip = _image_clip(decode_image(path, int(info["input_size"]), bool(info["grayscale"]))[None])
         else:
-            params = FaceParams(**info["faces"])
+            params = clip_face_params(info)
             clip = extract_clip_faces(path, params)
-            keep = np.array([d != "none" for d in clip.detectors])
-            faces, detectors = clip.faces[keep], clip.detectors
             seconds = sampled_frame_seconds(path, params.num_frames, params.start, params.stop)
     except (FileNotFoundError, ValueError) as error:  # MediaError / NoVideoStreamError are ValueErrors
         return unavailable(str(error), {"path": str(path)})
-    return _faces_answer(run_dir, info, faces, detectors, model, str(path), started, seconds)
+    return _faces_answer(run_dir, info, clip, model, str(path), started, seconds)
+
+
+def clip_face_params(info: dict):
+    """The face parameters of a run's clip crops: run.json's ``faces``, CLIP_ALIGNMENT where it is silent."""
+    from mer_utils.faces import FaceParams
+
+    return FaceParams(**{**CLIP_ALIGNMENT, **info["faces"]})
+
+
+def _image_clip(faces: np.ndarray):
+    """An image file as a one-frame clip: no detector ran, so its weight is 1."""
+    from mer_utils.faces import ClipFaces
+
+    side = float(faces.shape[1])
+    return ClipFaces(
+        faces=faces, detectors=["image"], confidences=np.ones(1), boxes=np.array([[0, 0, side, side]])
+    )
 
 
 def segment_prediction(run_dir: Path, info: dict, segment, model) -> dict:
     """This branch's part of :func:`~mer_utils.pipelines.base.predict_segment`: a window's frames, as a clip's."""
-    from mer_utils.faces import FaceParams, faces_from_frames
+    from mer_utils.faces import faces_from_frames
     from mer_utils.pipelines.base import unavailable
 
     if segment.frames is None or not len(segment.frames):
         return unavailable(f"{segment.name}: {segment.frames_reason or 'no video frame in this window'}")
     started = time.perf_counter()
-    clip = faces_from_frames(segment.frames, FaceParams(**info["faces"]))
-    keep = np.array([d != "none" for d in clip.detectors])
-    return _faces_answer(run_dir, info, clip.faces[keep], clip.detectors, model, segment.name, started)
+    clip = faces_from_frames(segment.frames, clip_face_params(info))
+    return _faces_answer(run_dir, info, clip, model, segment.name, started)
 
 
 def _faces_answer(
     run_dir: Path,
     info: dict,
-    faces: np.ndarray,
-    detectors: list[str],
+    clip,
     model,
     where: str,
     started: float,
@@ -423,13 +446,20 @@ def _faces_answer(
 ) -> dict:
     """Frame probabilities of the found faces and their mean: the answer of a clip, a window or an image.
 
+    ``clip`` is a :class:`~mer_utils.faces.ClipFaces` (detector "image" for an image file); the
+    clip mean weights each face by :func:`~mer_utils.faces.frame_weights`.
     ``details["face_frames"]`` holds each classified face's frame, time (``seconds``: the times of
-    the sampled frames, when known), label and probabilities; the crops go under ``ARRAYS_KEY``.
+    the sampled frames, when known), label, probabilities, weight and whether it was aligned; the
+    crops go under ``ARRAYS_KEY``.
     """
+    from mer_utils.faces import frame_weights, weighted_clip_mean
     from mer_utils.models.faces import face_probabilities
     from mer_utils.pipelines.base import ARRAYS_KEY, face_frame_records, unavailable
 
     labels, present = list(info["labels"]), _present(info)
+    detectors = clip.detectors
+    keep = np.array([d != "none" for d in detectors])
+    faces, weights = clip.faces[keep], frame_weights(clip)[keep]
     counts = pd.Series(detectors).value_counts().to_dict()
     details = {
         "path": where,
@@ -437,18 +467,24 @@ def _faces_answer(
         "detectors": {str(k): int(v) for k, v in counts.items()},
         "fallback_share": float(np.mean([d not in ("mtcnn", "image") for d in detectors])),
         "face_seconds": round(time.perf_counter() - started, 3),
+        "aligned_frames": int(np.asarray(clip.aligned)[keep].sum()),
     }
     if not len(faces):
         return unavailable(f"{where}: no face found in any frame", details)
     network = model if model is not None else base.load_model(run_dir, BRANCH)
     started = time.perf_counter()
     frame_probabilities = face_probabilities(network, faces, present, batch_size=64)
-    probabilities = frame_probabilities.mean(axis=0)
+    probabilities = weighted_clip_mean(frame_probabilities, weights)
     details["model_seconds"] = round(time.perf_counter() - started, 3)
     details["predicted"] = labels[int(np.argmax(probabilities))]
     details["frame_predictions"] = [labels[int(k)] for k in frame_probabilities.argmax(axis=1)]
     used = [k for k, detector in enumerate(detectors) if detector != "none"]
     details["face_frames"] = face_frame_records(frame_probabilities, labels, used, detectors, seconds)
+    for record, weight, aligned in zip(
+        details["face_frames"], weights, np.asarray(clip.aligned)[keep], strict=True
+    ):
+        record["weight"] = round(float(weight), 4)
+        record["aligned"] = bool(aligned)
     return {
         "available": True,
         "reason": None,

@@ -487,8 +487,7 @@ def _clip_answer(
     ``details["face_frames"]`` holds each detected face's frame, time (``seconds``: the times of
     the sampled frames, when known), label and probabilities; the crops go under ``ARRAYS_KEY``.
     """
-    from mer_utils.faces import preprocess_faces
-    from mer_utils.models.video import clip_probabilities
+    from mer_utils.faces import frame_weights, preprocess_faces, weighted_clip_mean
     from mer_utils.pipelines.base import ARRAYS_KEY, face_frame_records, unavailable
     from mer_utils.training import predict_probabilities
 
@@ -503,6 +502,7 @@ def _clip_answer(
         "detectors": {str(k): int(v) for k, v in counts.items()},
         "fallback_share": float(np.mean([d != "mtcnn" for d in found])) if found else float("nan"),
         "face_seconds": round(face_seconds, 3),
+        "aligned_frames": int(clip.aligned[keep].sum()),
     }
     if not keep.any():
         return unavailable(
@@ -513,12 +513,17 @@ def _clip_answer(
     network = model if model is not None else base.load_model(run_dir, BRANCH)
     started = time.perf_counter()
     frame_probabilities = predict_probabilities(network, preprocess_faces(clip.faces[keep]))
-    probabilities = clip_probabilities(frame_probabilities, np.zeros(int(keep.sum()), int), 1)[0]
+    # Frames weigh by detection confidence and face size (all equal for sure, large faces).
+    weights = frame_weights(clip)[keep]
+    probabilities = weighted_clip_mean(frame_probabilities, weights)
     details["model_seconds"] = round(time.perf_counter() - started, 3)
     details["predicted"] = labels[int(np.argmax(probabilities))]
     details["face_frames"] = face_frame_records(
         frame_probabilities, labels, np.flatnonzero(keep).tolist(), clip.detectors, seconds
     )
+    for record, weight, aligned in zip(details["face_frames"], weights, clip.aligned[keep], strict=True):
+        record["weight"] = round(float(weight), 4)
+        record["aligned"] = bool(aligned)
     return {
         "available": True,
         "reason": None,
