@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 BRANCH = "faces"
 # Model variants: name -> input size and whether images are decoded grey.
 MODELS = {"cnn": {"input_size": 48, "grayscale": True}, "resnet50": {"input_size": 64, "grayscale": False}}
-# Default model variant (the registry's: the compact CNN trains on FER2013 in the 45-minute budget on 2 cores).
+# Default model variant (the registry's: the compact CNN).
 DEFAULT_MODEL = get_branch(BRANCH).default_model
 
 
